@@ -1,0 +1,773 @@
+// Package sqlstore implements store.Store over database/sql once, for every
+// SQL engine agentflow supports. The engines differ in a Dialect (placeholder
+// syntax, row locking, migration locking) and in how writes reach the
+// database (a Writer: group commit for SQLite, a transaction per write for
+// PostgreSQL).
+//
+// Times are stored as microseconds since the Unix epoch in integer columns,
+// so both engines compare and shift them the same way.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"agentflow/store"
+)
+
+// Dialect is what differs between SQL engines.
+type Dialect struct {
+	Name string
+	// Numbered reports whether placeholders are $1, $2, … rather than ?.
+	Numbered bool
+	// ForUpdate locks the rows a SELECT reads until the transaction ends
+	// (" FOR UPDATE"); empty where transactions are serialized anyway.
+	ForUpdate string
+	// SkipLocked makes a locking SELECT skip rows other transactions hold
+	// (" FOR UPDATE SKIP LOCKED"); empty where transactions are serialized.
+	SkipLocked string
+	// MigrationLock, when set, is run first in the migration transaction so
+	// that processes starting together migrate one at a time.
+	MigrationLock string
+}
+
+// Rebind rewrites ? placeholders for the dialect. Queries must not contain
+// a literal question mark.
+func (d *Dialect) Rebind(q string) string {
+	if !d.Numbered {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Store implements store.Store.
+type Store struct {
+	d      *Dialect
+	w      Writer
+	read   *sql.DB
+	closer func() error
+	q      queries
+}
+
+// Config assembles a Store.
+type Config struct {
+	Dialect *Dialect
+	Writer  Writer
+	// Read serves queries outside write transactions.
+	Read *sql.DB
+	// Close releases the databases after the writer is closed.
+	Close func() error
+}
+
+// New returns a Store over already migrated databases.
+func New(c Config) *Store {
+	return &Store{d: c.Dialect, w: c.Writer, read: c.Read, closer: c.Close, q: newQueries(c.Dialect)}
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Writer exposes the store's write path, for measuring the engine's own
+// limit with the same group commit the store uses.
+func (s *Store) Writer() Writer { return s.w }
+
+// Dialect returns the store's SQL dialect.
+func (s *Store) Dialect() *Dialect { return s.d }
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	err := s.w.Close()
+	if s.closer != nil {
+		err = errors.Join(err, s.closer())
+	}
+	return err
+}
+
+const instanceCols = `id, workflow, service, params, status, error_name, error_message, output,
+ created_at, updated_at, finished_at, wake_at, waiting_event, paused_at, owner, fence`
+
+const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_name, error_message, wake_at, updated_at`
+
+type queries struct {
+	insertInstance, getInstance, listSteps, listEvents      string
+	claimDue, nextWake, fence, upsertStep                   string
+	oldestEvent, consumeEvent, suspend, wakeIfEvent         string
+	finish, lockInstance, insertEvent, wakeForEvent         string
+	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
+	terminate, deleteSteps, deleteConsumed, restart         string
+	finishedIDs, heartbeat, listNodes, deleteNode           string
+	releasePausing, releaseOwned                            string
+}
+
+func newQueries(d *Dialect) queries {
+	r := d.Rebind
+	return queries{
+		insertInstance: r(`INSERT INTO workflow_instances (id, workflow, service, params, status, created_at, updated_at, wake_at, owner, fence)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
+		getInstance: r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
+		listSteps:   r(`SELECT ` + stepCols + ` FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
+		listEvents:  r(`SELECT seq, type, payload, created_at, consumed FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
+		claimDue: r(`UPDATE workflow_instances
+ SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?,
+     status = CASE WHEN status IN ('queued', 'waiting') THEN 'running' ELSE status END
+ WHERE id IN (SELECT id FROM workflow_instances
+              WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ?
+              ORDER BY wake_at LIMIT ?` + d.SkipLocked + `)
+   AND wake_at IS NOT NULL AND wake_at <= ?
+ RETURNING ` + instanceCols),
+		nextWake: r(`SELECT wake_at FROM workflow_instances
+ WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at LIMIT ?`),
+		fence: r(`UPDATE workflow_instances
+ SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
+ WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
+		upsertStep: r(`INSERT INTO workflow_steps (instance_id, ` + stepCols + `)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ ON CONFLICT (instance_id, seq) DO UPDATE SET name = excluded.name, occurrence = excluded.occurrence,
+   kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, result = excluded.result,
+   error_name = excluded.error_name, error_message = excluded.error_message, wake_at = excluded.wake_at,
+   updated_at = excluded.updated_at`),
+		oldestEvent:  r(`SELECT seq, payload, created_at FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0 ORDER BY seq LIMIT 1`),
+		consumeEvent: r(`UPDATE workflow_events SET consumed = 1 WHERE seq = ?`),
+		// SET expressions see the row as it was, so every CASE asks whether
+		// a pause was pending (or is being forced) before this write.
+		suspend: r(`UPDATE workflow_instances SET
+   status         = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN 'paused' ELSE ? END,
+   prior_status   = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN ? ELSE NULL END,
+   paused_at      = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN ? ELSE NULL END,
+   paused_wake_at = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN ? ELSE NULL END,
+   wake_at        = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN NULL ELSE ? END,
+   waiting_event = ?, owner = NULL, updated_at = ?
+ WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
+		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
+ WHERE id = ? AND status = 'waiting' AND owner IS NULL
+   AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)`),
+		finish: r(`UPDATE workflow_instances SET status = ?, output = ?, error_name = ?, error_message = ?,
+   finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
+   prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
+ WHERE id = ? AND owner = ? AND fence = ?`),
+		lockInstance: r(`SELECT status, owner, waiting_event FROM workflow_instances WHERE id = ?` + d.ForUpdate),
+		insertEvent:  r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
+		wakeForEvent: r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
+		pauseRequest: r(`UPDATE workflow_instances SET status = 'waitingForPause', updated_at = ? WHERE id = ?`),
+		pauseNow: r(`UPDATE workflow_instances SET prior_status = status, status = 'paused', paused_at = ?,
+   paused_wake_at = wake_at, wake_at = NULL, updated_at = ? WHERE id = ?`),
+		cancelPause: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
+		resume: r(`UPDATE workflow_instances SET status = COALESCE(prior_status, 'running'),
+   wake_at = CASE WHEN ? = 1 THEN ? ELSE paused_wake_at + (? - paused_at) END,
+   prior_status = NULL, paused_at = NULL, paused_wake_at = NULL, updated_at = ?
+ WHERE id = ? RETURNING wake_at`),
+		shiftSteps: r(`UPDATE workflow_steps SET wake_at = wake_at + ?
+ WHERE instance_id = ? AND state = 'pending' AND wake_at IS NOT NULL AND wake_at > ?`),
+		terminate: r(`UPDATE workflow_instances SET status = 'terminated', finished_at = ?, updated_at = ?,
+   owner = NULL, fence = fence + 1, wake_at = NULL, waiting_event = NULL,
+   prior_status = NULL, paused_at = NULL, paused_wake_at = NULL WHERE id = ?`),
+		deleteSteps:    r(`DELETE FROM workflow_steps WHERE instance_id = ?`),
+		deleteConsumed: r(`DELETE FROM workflow_events WHERE instance_id = ? AND consumed = 1`),
+		restart: r(`UPDATE workflow_instances SET status = 'queued', output = NULL, error_name = NULL, error_message = NULL,
+   finished_at = NULL, updated_at = ?, owner = NULL, fence = fence + 1, wake_at = ?, waiting_event = NULL,
+   prior_status = NULL, paused_at = NULL, paused_wake_at = NULL WHERE id = ?`),
+		finishedIDs: r(`SELECT id FROM workflow_instances WHERE finished_at IS NOT NULL AND finished_at < ?
+ ORDER BY finished_at LIMIT ?` + d.SkipLocked),
+		heartbeat: r(`INSERT INTO agentflow_nodes (id, service, host, pid, started_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+ ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at`),
+		listNodes:  `SELECT id, service, host, pid, started_at, expires_at FROM agentflow_nodes ORDER BY started_at`,
+		deleteNode: r(`DELETE FROM agentflow_nodes WHERE id = ?`),
+		releasePausing: r(`UPDATE workflow_instances SET status = 'paused', prior_status = 'running', paused_at = ?,
+   paused_wake_at = ?, wake_at = NULL, owner = NULL, updated_at = ? WHERE owner = ? AND status = 'waitingForPause'`),
+		releaseOwned: r(`UPDATE workflow_instances SET owner = NULL, wake_at = ?, updated_at = ? WHERE owner = ?`),
+	}
+}
+
+// micros converts a time to the stored form; the zero time is NULL.
+func micros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(v.Int64).UTC()
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// blob keeps an empty result distinguishable from none: JSON is never empty.
+func blob(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanInstance(r rowScanner) (*store.Instance, error) {
+	var (
+		in                             store.Instance
+		status                         string
+		errName, errMsg, waitEv, owner sql.NullString
+		created, updated               int64
+		finished, wake, paused         sql.NullInt64
+	)
+	if err := r.Scan(&in.ID, &in.Workflow, &in.Service, &in.Params, &status, &errName, &errMsg, &in.Output,
+		&created, &updated, &finished, &wake, &waitEv, &paused, &owner, &in.Fence); err != nil {
+		return nil, err
+	}
+	in.Status = store.Status(status)
+	in.ErrorName, in.ErrorMessage = errName.String, errMsg.String
+	in.CreatedAt = time.UnixMicro(created).UTC()
+	in.UpdatedAt = time.UnixMicro(updated).UTC()
+	in.FinishedAt, in.WakeAt, in.PausedAt = fromMicros(finished), fromMicros(wake), fromMicros(paused)
+	in.WaitingEvent, in.Owner = waitEv.String, owner.String
+	return &in, nil
+}
+
+func scanStep(r rowScanner) (store.Step, error) {
+	var (
+		st              store.Step
+		kind, state     string
+		errName, errMsg sql.NullString
+		wake            sql.NullInt64
+		updated         int64
+	)
+	if err := r.Scan(&st.Seq, &st.Name, &st.Occurrence, &kind, &state, &st.Attempt, &st.Result,
+		&errName, &errMsg, &wake, &updated); err != nil {
+		return st, err
+	}
+	st.Kind, st.State = store.StepKind(kind), store.StepState(state)
+	st.ErrorName, st.ErrorMessage = errName.String, errMsg.String
+	st.WakeAt, st.UpdatedAt = fromMicros(wake), time.UnixMicro(updated).UTC()
+	return st, nil
+}
+
+func stepArgs(id string, s store.Step, now time.Time) []any {
+	return []any{id, s.Seq, s.Name, s.Occurrence, string(s.Kind), string(s.State), s.Attempt, blob(s.Result),
+		nullString(s.ErrorName), nullString(s.ErrorMessage), micros(s.WakeAt), now.UnixMicro()}
+}
+
+// CreateInstances implements store.Store.
+func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) error {
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		for _, in := range insts {
+			var fence int64
+			if in.Owner != "" {
+				fence = 1
+			}
+			res, err := tx.ExecContext(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
+				string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
+				nullString(in.Owner), fence)
+			if err != nil {
+				return fmt.Errorf("create instance %q: %w", in.ID, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("create instance %q: %w", in.ID, err)
+			} else if n == 0 {
+				return &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
+			}
+			in.Fence = fence
+		}
+		return nil
+	})
+}
+
+// GetInstance implements store.Store.
+func (s *Store) GetInstance(ctx context.Context, id string) (*store.Instance, error) {
+	in, err := scanInstance(s.read.QueryRowContext(ctx, s.q.getInstance, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, &store.InstanceError{ID: id, Op: "get", Err: store.ErrNotFound}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get instance %q: %w", id, err)
+	}
+	return in, nil
+}
+
+// ListSteps implements store.Store.
+func (s *Store) ListSteps(ctx context.Context, id string) ([]store.Step, error) {
+	rows, err := s.read.QueryContext(ctx, s.q.listSteps, id)
+	if err != nil {
+		return nil, fmt.Errorf("list steps of %q: %w", id, err)
+	}
+	defer rows.Close()
+	var steps []store.Step
+	for rows.Next() {
+		st, err := scanStep(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list steps of %q: %w", id, err)
+		}
+		steps = append(steps, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list steps of %q: %w", id, err)
+	}
+	return steps, nil
+}
+
+// ListEvents implements store.Store.
+func (s *Store) ListEvents(ctx context.Context, id string) ([]store.Event, error) {
+	rows, err := s.read.QueryContext(ctx, s.q.listEvents, id)
+	if err != nil {
+		return nil, fmt.Errorf("list events of %q: %w", id, err)
+	}
+	defer rows.Close()
+	var evs []store.Event
+	for rows.Next() {
+		e := store.Event{InstanceID: id}
+		var created, consumed int64
+		if err := rows.Scan(&e.Seq, &e.Type, &e.Payload, &created, &consumed); err != nil {
+			return nil, fmt.Errorf("list events of %q: %w", id, err)
+		}
+		e.CreatedAt, e.Consumed = time.UnixMicro(created).UTC(), consumed != 0
+		evs = append(evs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list events of %q: %w", id, err)
+	}
+	return evs, nil
+}
+
+// ClaimDue implements store.Store.
+func (s *Store) ClaimDue(ctx context.Context, owner, service string, now time.Time, limit int) ([]*store.Instance, error) {
+	var claimed []*store.Instance
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		claimed = claimed[:0]
+		n := now.UnixMicro()
+		rows, err := tx.QueryContext(ctx, s.q.claimDue, owner, n, service, n, limit, n)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			in, err := scanInstance(rows)
+			if err != nil {
+				return err
+			}
+			claimed = append(claimed, in)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim due instances: %w", err)
+	}
+	return claimed, nil
+}
+
+// NextWakeTimes implements store.Store.
+func (s *Store) NextWakeTimes(ctx context.Context, service string, until time.Time, limit int) ([]time.Time, error) {
+	rows, err := s.read.QueryContext(ctx, s.q.nextWake, service, until.UnixMicro(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("next wake times: %w", err)
+	}
+	defer rows.Close()
+	var ts []time.Time
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("next wake times: %w", err)
+		}
+		ts = append(ts, time.UnixMicro(v).UTC())
+	}
+	return ts, rows.Err()
+}
+
+// checkLease applies the fence to the instance row (locking it) and returns
+// its status, or ErrLeaseLost.
+func (s *Store) checkLease(ctx context.Context, tx *sql.Tx, l store.Lease, now time.Time, op string) (store.Status, error) {
+	var status string
+	err := tx.QueryRowContext(ctx, s.q.fence, now.UnixMicro(), l.InstanceID, l.Owner, l.Fence).Scan(&status)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", &store.InstanceError{ID: l.InstanceID, Op: op, Err: store.ErrLeaseLost}
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s instance %q: %w", op, l.InstanceID, err)
+	}
+	return store.Status(status), nil
+}
+
+// SaveStep implements store.Store.
+func (s *Store) SaveStep(ctx context.Context, l store.Lease, st store.Step, now time.Time) (store.Status, error) {
+	var status store.Status
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		if status, err = s.checkLease(ctx, tx, l, now, "save step of"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q.upsertStep, stepArgs(l.InstanceID, st, now)...); err != nil {
+			return fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
+		}
+		return nil
+	})
+	return status, err
+}
+
+// TakeEvent implements store.Store.
+func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st store.Step, now time.Time) (*store.Event, error) {
+	var ev *store.Event
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		ev = nil
+		if _, err := s.checkLease(ctx, tx, l, now, "take event for"); err != nil {
+			return err
+		}
+		e := store.Event{InstanceID: l.InstanceID, Type: typ, Consumed: true}
+		var created int64
+		err := tx.QueryRowContext(ctx, s.q.oldestEvent, l.InstanceID, typ).Scan(&e.Seq, &e.Payload, &created)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("take event for %q: %w", l.InstanceID, err)
+		}
+		e.CreatedAt = time.UnixMicro(created).UTC()
+		if _, err := tx.ExecContext(ctx, s.q.consumeEvent, e.Seq); err != nil {
+			return fmt.Errorf("consume event %d: %w", e.Seq, err)
+		}
+		st.State, st.Result = store.StepDone, e.Payload
+		if _, err := tx.ExecContext(ctx, s.q.upsertStep, stepArgs(l.InstanceID, st, now)...); err != nil {
+			return fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
+		}
+		ev = &e
+		return nil
+	})
+	return ev, err
+}
+
+// Suspend implements store.Store.
+func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension, now time.Time) error {
+	force, prior := 0, sus.Status
+	if sus.Status == store.StatusPaused {
+		force, prior = 1, store.StatusRunning
+	}
+	n := now.UnixMicro()
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var status string
+		err := tx.QueryRowContext(ctx, s.q.suspend,
+			force, string(sus.Status),
+			force, string(prior),
+			force, n,
+			force, micros(sus.WakeAt),
+			force, micros(sus.WakeAt),
+			nullString(sus.WaitingEvent), n,
+			l.InstanceID, l.Owner, l.Fence).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &store.InstanceError{ID: l.InstanceID, Op: "suspend", Err: store.ErrLeaseLost}
+		}
+		if err != nil {
+			return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
+		}
+		if sus.Step != nil {
+			if _, err := tx.ExecContext(ctx, s.q.upsertStep, stepArgs(l.InstanceID, *sus.Step, now)...); err != nil {
+				return fmt.Errorf("save step %q of %q: %w", sus.Step.Name, l.InstanceID, err)
+			}
+		}
+		if sus.WaitingEvent != "" && store.Status(status) == store.StatusWaiting {
+			// An event that arrived while the instance ran must wake it now.
+			if _, err := tx.ExecContext(ctx, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
+				return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Finish implements store.Store.
+func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now time.Time) error {
+	n := now.UnixMicro()
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q.finish, string(o.Status), blob(o.Output), nullString(o.ErrorName),
+			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence)
+		if err != nil {
+			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
+		}
+		if rows, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
+		} else if rows == 0 {
+			return &store.InstanceError{ID: l.InstanceID, Op: "finish", Err: store.ErrLeaseLost}
+		}
+		return nil
+	})
+}
+
+type lockedInstance struct {
+	status       store.Status
+	owner        string
+	waitingEvent string
+}
+
+// lock reads and (where the dialect can) locks an instance row for the rest
+// of the transaction.
+func (s *Store) lock(ctx context.Context, tx *sql.Tx, id, op string) (lockedInstance, error) {
+	var (
+		li            lockedInstance
+		status        string
+		owner, waitEv sql.NullString
+	)
+	err := tx.QueryRowContext(ctx, s.q.lockInstance, id).Scan(&status, &owner, &waitEv)
+	if errors.Is(err, sql.ErrNoRows) {
+		return li, &store.InstanceError{ID: id, Op: op, Err: store.ErrNotFound}
+	}
+	if err != nil {
+		return li, fmt.Errorf("%s instance %q: %w", op, id, err)
+	}
+	li.status, li.owner, li.waitingEvent = store.Status(status), owner.String, waitEv.String
+	return li, nil
+}
+
+// SendEvent implements store.Store.
+func (s *Store) SendEvent(ctx context.Context, e store.Event) error {
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		li, err := s.lock(ctx, tx, e.InstanceID, "send event to")
+		if err != nil {
+			return err
+		}
+		if li.status.Finished() {
+			return &store.InstanceError{ID: e.InstanceID, Op: "send event to", Status: li.status, Err: store.ErrFinished}
+		}
+		if _, err := tx.ExecContext(ctx, s.q.insertEvent, e.InstanceID, e.Type, blob(e.Payload), e.CreatedAt.UnixMicro()); err != nil {
+			return fmt.Errorf("send event to instance %q: %w", e.InstanceID, err)
+		}
+		if li.status == store.StatusWaiting && li.owner == "" && li.waitingEvent == e.Type {
+			if _, err := tx.ExecContext(ctx, s.q.wakeForEvent, e.CreatedAt.UnixMicro(), e.InstanceID); err != nil {
+				return fmt.Errorf("wake instance %q: %w", e.InstanceID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Pause implements store.Store.
+func (s *Store) Pause(ctx context.Context, id string, now time.Time) (store.Status, error) {
+	var result store.Status
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		li, err := s.lock(ctx, tx, id, "pause")
+		if err != nil {
+			return err
+		}
+		n := now.UnixMicro()
+		switch {
+		case li.status.Finished():
+			return &store.InstanceError{ID: id, Op: "pause", Status: li.status, Err: store.ErrFinished}
+		case li.status == store.StatusPaused || li.status == store.StatusWaitingForPause:
+			result = li.status
+			return nil
+		case li.owner != "":
+			result = store.StatusWaitingForPause
+			_, err = tx.ExecContext(ctx, s.q.pauseRequest, n, id)
+		default:
+			result = store.StatusPaused
+			_, err = tx.ExecContext(ctx, s.q.pauseNow, n, n, id)
+		}
+		if err != nil {
+			return fmt.Errorf("pause instance %q: %w", id, err)
+		}
+		return nil
+	})
+	return result, err
+}
+
+// Resume implements store.Store.
+func (s *Store) Resume(ctx context.Context, id string, now time.Time) error {
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		li, err := s.lock(ctx, tx, id, "resume")
+		if err != nil {
+			return err
+		}
+		n := now.UnixMicro()
+		switch li.status {
+		case store.StatusWaitingForPause:
+			if _, err := tx.ExecContext(ctx, s.q.cancelPause, n, id); err != nil {
+				return fmt.Errorf("resume instance %q: %w", id, err)
+			}
+			return nil
+		case store.StatusPaused:
+		default:
+			return &store.InstanceError{ID: id, Op: "resume", Status: li.status, Err: store.ErrNotPaused}
+		}
+		var pausedAt int64
+		if err := tx.QueryRowContext(ctx, s.d.Rebind(`SELECT paused_at FROM workflow_instances WHERE id = ?`), id).Scan(&pausedAt); err != nil {
+			return fmt.Errorf("resume instance %q: %w", id, err)
+		}
+		// An event that arrived during the pause wakes a waiting instance now.
+		wakeNow := 0
+		if li.waitingEvent != "" {
+			var one int
+			err := tx.QueryRowContext(ctx, s.q.oldestEvent, id, li.waitingEvent).Scan(&one, new([]byte), new(int64))
+			if err == nil {
+				wakeNow = 1
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("resume instance %q: %w", id, err)
+			}
+		}
+		var wake sql.NullInt64
+		if err := tx.QueryRowContext(ctx, s.q.resume, wakeNow, n, n, n, id).Scan(&wake); err != nil {
+			return fmt.Errorf("resume instance %q: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, s.q.shiftSteps, n-pausedAt, id, pausedAt); err != nil {
+			return fmt.Errorf("resume instance %q: shift timers: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// Terminate implements store.Store.
+func (s *Store) Terminate(ctx context.Context, id string, now time.Time) error {
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		li, err := s.lock(ctx, tx, id, "terminate")
+		if err != nil {
+			return err
+		}
+		if li.status.Finished() {
+			return &store.InstanceError{ID: id, Op: "terminate", Status: li.status, Err: store.ErrFinished}
+		}
+		n := now.UnixMicro()
+		if _, err := tx.ExecContext(ctx, s.q.terminate, n, n, id); err != nil {
+			return fmt.Errorf("terminate instance %q: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// Restart implements store.Store.
+func (s *Store) Restart(ctx context.Context, id string, now time.Time) error {
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := s.lock(ctx, tx, id, "restart"); err != nil {
+			return err
+		}
+		n := now.UnixMicro()
+		for _, q := range []string{s.q.deleteSteps, s.q.deleteConsumed} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return fmt.Errorf("restart instance %q: %w", id, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s.q.restart, n, n, id); err != nil {
+			return fmt.Errorf("restart instance %q: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// DeleteFinished implements store.Store.
+func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+	var removed int
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		removed = 0
+		rows, err := tx.QueryContext(ctx, s.q.finishedIDs, before.UnixMicro(), limit)
+		if err != nil {
+			return err
+		}
+		var ids []any
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		in := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
+		for _, q := range []string{
+			`DELETE FROM workflow_steps WHERE instance_id IN (` + in + `)`,
+			`DELETE FROM workflow_events WHERE instance_id IN (` + in + `)`,
+			`DELETE FROM workflow_instances WHERE id IN (` + in + `)`,
+		} {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind(q), ids...); err != nil {
+				return err
+			}
+		}
+		removed = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete finished instances: %w", err)
+	}
+	return removed, nil
+}
+
+// Heartbeat implements store.Store.
+func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.q.heartbeat, n.ID, n.Service, n.Host, n.PID, n.StartedAt.UnixMicro(), n.ExpiresAt.UnixMicro())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat of node %q: %w", n.ID, err)
+	}
+	return nil
+}
+
+// ListNodes implements store.Store.
+func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
+	rows, err := s.read.QueryContext(ctx, s.q.listNodes)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	var nodes []store.Node
+	for rows.Next() {
+		var n store.Node
+		var started, expires int64
+		if err := rows.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &started, &expires); err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		n.StartedAt, n.ExpiresAt = time.UnixMicro(started).UTC(), time.UnixMicro(expires).UTC()
+		nodes = append(nodes, n)
+	}
+	return nodes, rows.Err()
+}
+
+// RemoveNode implements store.Store.
+func (s *Store) RemoveNode(ctx context.Context, id string, now time.Time) (int, error) {
+	var released int
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		n := now.UnixMicro()
+		if _, err := tx.ExecContext(ctx, s.q.deleteNode, id); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, s.q.releasePausing, n, n, n, id)
+		if err != nil {
+			return err
+		}
+		paused, _ := res.RowsAffected()
+		res, err = tx.ExecContext(ctx, s.q.releaseOwned, n, n, id)
+		if err != nil {
+			return err
+		}
+		rest, _ := res.RowsAffected()
+		released = int(paused + rest)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("remove node %q: %w", id, err)
+	}
+	return released, nil
+}

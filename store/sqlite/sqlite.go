@@ -1,0 +1,156 @@
+// Package sqlite is the embedded store: one SQLite file in WAL mode, opened
+// with modernc.org/sqlite, a maintained SQLite compiled to pure Go, so the
+// binary needs no cgo and cross-compiles.
+//
+// Writes go through a single connection with group commit: concurrent
+// writes share one BEGIN IMMEDIATE transaction and one fsync. Reads use a
+// separate pool of read-only connections, which WAL lets run beside the
+// writer. Several processes may open the same file; BEGIN IMMEDIATE and the
+// busy timeout serialize their writers.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"agentflow/internal/sqlstore"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Synchronous is SQLite's synchronous setting for the WAL.
+type Synchronous string
+
+// Settings of synchronous. FULL makes every commit durable on return; NORMAL
+// may lose the last commits on power loss (never on a process crash).
+const (
+	SynchronousFull   Synchronous = "FULL"
+	SynchronousNormal Synchronous = "NORMAL"
+	SynchronousOff    Synchronous = "OFF"
+)
+
+// Options configure Open. The zero value is the durable default.
+type Options struct {
+	// Synchronous defaults to FULL.
+	Synchronous Synchronous
+	// ReadConns is the size of the read pool; default max(4, GOMAXPROCS).
+	ReadConns int
+	// MaxBatch caps how many writes share one transaction; default 512.
+	MaxBatch int
+	// BusyTimeout is how long a writer waits for another process's write
+	// lock; default 10 s.
+	BusyTimeout time.Duration
+}
+
+// Store is the SQLite store.
+type Store struct {
+	*sqlstore.Store
+	path string
+}
+
+var dialect = &sqlstore.Dialect{Name: "sqlite"}
+
+// Open opens (creating if needed) the database file at path, applies the
+// embedded migrations, and refuses a database whose schema is newer than
+// this binary (store.ErrSchemaTooNew).
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	switch opts.Synchronous {
+	case "":
+		opts.Synchronous = SynchronousFull
+	case SynchronousFull, SynchronousNormal, SynchronousOff:
+	default:
+		return nil, fmt.Errorf("sqlite: Options.Synchronous %q: must be FULL, NORMAL or OFF", opts.Synchronous)
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 10 * time.Second
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
+	}
+
+	pragmas := url.Values{}
+	pragmas.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()))
+	pragmas.Add("_pragma", "journal_mode(WAL)")
+	pragmas.Add("_pragma", "synchronous("+string(opts.Synchronous)+")")
+	pragmas.Add("_pragma", "cache_size(-16000)")
+	writeQ := url.Values{}
+	for k, v := range pragmas {
+		writeQ[k] = append([]string(nil), v...)
+	}
+	writeQ.Set("_txlock", "immediate")
+	wdb, err := sql.Open("sqlite", "file:"+abs+"?"+writeQ.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	if err := wdb.PingContext(ctx); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+
+	ms, err := sqlstore.LoadMigrations(mustSub(migrationFiles, "migrations"))
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if err := sqlstore.Migrate(ctx, wdb, dialect, ms); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", abs, err)
+	}
+
+	readQ := pragmas
+	readQ.Add("_pragma", "query_only(1)")
+	rdb, err := sql.Open("sqlite", "file:"+abs+"?"+readQ.Encode())
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: open %s for reading: %w", abs, err)
+	}
+	rdb.SetMaxOpenConns(opts.ReadConns)
+	rdb.SetMaxIdleConns(opts.ReadConns)
+	rdb.SetConnMaxLifetime(0)
+	rdb.SetConnMaxIdleTime(0)
+
+	gc := sqlstore.NewGroupCommitter(wdb, opts.MaxBatch)
+	st := sqlstore.New(sqlstore.Config{
+		Dialect: dialect,
+		Writer:  gc,
+		Read:    rdb,
+		Close: func() error {
+			rerr := rdb.Close()
+			werr := wdb.Close()
+			if rerr != nil {
+				return rerr
+			}
+			return werr
+		},
+	})
+	return &Store{Store: st, path: abs}, nil
+}
+
+// Path returns the database file's absolute path.
+func (s *Store) Path() string { return s.path }
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err) // dir is a constant naming an embedded directory
+	}
+	return sub
+}
