@@ -1,0 +1,657 @@
+package workflow
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"agentflow/store"
+)
+
+// Options configure an Engine. Only Store is required.
+type Options struct {
+	Store store.Store
+	// Clock is the engine's only source of time; default the real clock.
+	// Tests pass a clockwork.FakeClock (see package workflowtest).
+	Clock clockwork.Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Service names the group of engines that run this engine's classes;
+	// instances are queued per service. Default "".
+	Service string
+	// NodeID identifies this engine in the store; default a random id.
+	NodeID string
+	// MaxConcurrent caps instances executing at once; default 256.
+	MaxConcurrent int
+	// Lease is how long a node's claim on its executing instances outlives
+	// its last heartbeat; another node takes them over after that. Default
+	// 10 s; heartbeats go out every Lease/3.
+	Lease time.Duration
+	// TimerHorizon is how far ahead wake-up times are loaded into memory;
+	// default 5 s. PollInterval is how often the store is asked for them,
+	// which is also how soon work made by other processes is noticed;
+	// default 1 s.
+	TimerHorizon time.Duration
+	PollInterval time.Duration
+	// Retention is how long finished instances are kept; default 30 days.
+	Retention time.Duration
+	Limits    Limits
+	Hooks     Hooks
+}
+
+// Engine runs workflow instances from a store.
+type Engine struct {
+	store   store.Store
+	clock   clockwork.Clock
+	log     *slog.Logger
+	service string
+	nodeID  string
+	limits  Limits
+	hooks   Hooks
+	opts    Options
+
+	mu      sync.RWMutex
+	classes map[string]*class
+
+	sched    *scheduler
+	slots    chan struct{}
+	started  atomic.Bool
+	stopping atomic.Bool
+	ctx      context.Context // executions run under it; cancelled by Stop
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // executions
+	loops    sync.WaitGroup // background loops
+	nodeMu   sync.Mutex
+	node     store.Node
+}
+
+// NewEngine returns an engine over opts.Store. Register classes, then Start.
+func NewEngine(opts Options) (*Engine, error) {
+	if opts.Store == nil {
+		return nil, errors.New("workflow: Options.Store is required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.NodeID == "" {
+		opts.NodeID = "node_" + randomID()
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 256
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 10 * time.Second
+	}
+	if opts.TimerHorizon <= 0 {
+		opts.TimerHorizon = 5 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = 30 * 24 * time.Hour
+	}
+	e := &Engine{
+		store:   opts.Store,
+		clock:   opts.Clock,
+		log:     opts.Logger.With("node", opts.NodeID),
+		service: opts.Service,
+		nodeID:  opts.NodeID,
+		limits:  opts.Limits.withDefaults(),
+		hooks:   opts.Hooks,
+		opts:    opts,
+		classes: make(map[string]*class),
+		slots:   make(chan struct{}, opts.MaxConcurrent),
+	}
+	e.sched = newScheduler(e)
+	return e, nil
+}
+
+// NodeID returns the id this engine claims instances under.
+func (e *Engine) NodeID() string { return e.nodeID }
+
+// Store returns the engine's store.
+func (e *Engine) Store() store.Store { return e.store }
+
+// Clock returns the engine's clock.
+func (e *Engine) Clock() clockwork.Clock { return e.clock }
+
+func (e *Engine) register(c *class) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, dup := e.classes[c.name]; dup {
+		return fmt.Errorf("workflow: class %q is already registered", c.name)
+	}
+	e.classes[c.name] = c
+	return nil
+}
+
+func (e *Engine) class(name string) (*class, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	c, ok := e.classes[name]
+	return c, ok
+}
+
+// Start registers the node, takes over instances of dead nodes, and starts
+// executing due instances in the background until Stop.
+func (e *Engine) Start(ctx context.Context) error {
+	if !e.started.CompareAndSwap(false, true) {
+		return errors.New("workflow: engine already started")
+	}
+	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	host, _ := os.Hostname()
+	now := e.clock.Now()
+	e.node = store.Node{ID: e.nodeID, Service: e.service, Host: host, PID: os.Getpid(), StartedAt: now, ExpiresAt: now.Add(e.opts.Lease)}
+	if err := e.store.Heartbeat(ctx, e.node); err != nil {
+		return fmt.Errorf("workflow: start: %w", err)
+	}
+	e.reapNodes(ctx)
+	e.goLoop(e.nodeLoop)
+	e.goLoop(e.sched.loadLoop)
+	e.goLoop(e.sched.dispatchLoop)
+	e.goLoop(e.retentionLoop)
+	e.sched.poke()
+	return nil
+}
+
+func (e *Engine) goLoop(f func(ctx context.Context)) {
+	e.loops.Add(1)
+	go func() {
+		defer e.loops.Done()
+		f(e.ctx)
+	}()
+}
+
+// Stop stops claiming work, lets executing instances reach their next step
+// boundary (or ctx's end, whichever is first), then releases whatever this
+// node still owns so another engine can continue it at once.
+func (e *Engine) Stop(ctx context.Context) error {
+	if !e.started.Load() || !e.stopping.CompareAndSwap(false, true) {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	e.cancel()
+	e.loops.Wait()
+	_, err := e.store.RemoveNode(context.WithoutCancel(ctx), e.nodeID, e.clock.Now())
+	if err != nil {
+		return fmt.Errorf("workflow: stop: %w", err)
+	}
+	return nil
+}
+
+// retryWrite runs a fenced write, retrying store failures with backoff while
+// the engine runs. It returns the error that ends the execution: a lost
+// lease, or the engine stopping.
+func (e *Engine) retryWrite(ctx context.Context, id string, fn func(ctx context.Context) error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, store.ErrLeaseLost) {
+			e.log.Info("instance taken over or ended elsewhere; abandoning execution", "instance", id, "err", err)
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e.log.Warn("store write failed; retrying", "instance", id, "err", err, "retry_in", delay)
+		select {
+		case <-e.clock.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// tryAcquire takes an execution slot if one is free.
+func (e *Engine) tryAcquire() bool {
+	select {
+	case e.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (e *Engine) freeSlots() int { return cap(e.slots) - len(e.slots) }
+
+// launch executes a claimed instance in the background; the caller holds a slot.
+func (e *Engine) launch(inst *store.Instance, fresh bool) {
+	e.wg.Add(1)
+	go func() {
+		defer func() {
+			<-e.slots
+			e.wg.Done()
+			e.sched.slotFreed()
+		}()
+		var history []store.Step
+		if !fresh {
+			err := e.retryWrite(e.ctx, inst.ID, func(ctx context.Context) (err error) {
+				history, err = e.store.ListSteps(ctx, inst.ID)
+				return err
+			})
+			if err != nil {
+				return
+			}
+		}
+		e.execute(inst, history)
+	}()
+}
+
+// execute runs Run once: to its end, or until the instance suspends.
+func (e *Engine) execute(inst *store.Instance, history []store.Step) {
+	lease := store.Lease{InstanceID: inst.ID, Owner: e.nodeID, Fence: inst.Fence}
+	c, ok := e.class(inst.Workflow)
+	if !ok {
+		err := fmt.Errorf("%w %q: not registered in service %q", ErrUnknownWorkflow, inst.Workflow, e.service)
+		e.finish(lease, nil, err)
+		return
+	}
+	st := &Step{e: e, ctx: e.ctx, inst: inst, lease: lease, history: history}
+	out, err, u := invoke(c, st)
+	if u != nil {
+		switch u.kind {
+		case unwindSuspend:
+			return
+		case unwindAbandon:
+			e.log.Debug("execution abandoned", "instance", inst.ID, "err", u.err)
+			return
+		case unwindFail:
+			out, err = nil, u.err
+		}
+	}
+	if err == nil && len(out) > e.limits.MaxResultBytes {
+		err = fmt.Errorf("output is %d bytes: %w: the limit is %d bytes", len(out), ErrTooLarge, e.limits.MaxResultBytes)
+	}
+	e.finish(lease, out, err)
+}
+
+func invoke(c *class, st *Step) (out []byte, err error, u *unwind) {
+	defer func() {
+		if r := recover(); r != nil {
+			if uw, ok := r.(unwind); ok {
+				u = &uw
+				return
+			}
+			err = &PanicError{Value: r, Stack: string(debug.Stack())}
+		}
+		if u == nil && st.unwound != nil { // workflow code swallowed the unwind
+			u = st.unwound
+		}
+	}()
+	out, err = c.run(st.ctx, st.inst, st)
+	return out, err, nil
+}
+
+func (e *Engine) finish(lease store.Lease, out []byte, runErr error) {
+	o := store.Outcome{Status: store.StatusComplete, Output: out}
+	if runErr != nil {
+		o = store.Outcome{Status: store.StatusErrored, ErrorName: ErrorName(runErr), ErrorMessage: runErr.Error()}
+		var se *StepError
+		if errors.As(runErr, &se) {
+			o.ErrorName, o.ErrorMessage = se.Name, se.Message
+		}
+	}
+	_ = e.retryWrite(e.ctx, lease.InstanceID, func(ctx context.Context) error {
+		return e.store.Finish(ctx, lease, o, e.clock.Now())
+	})
+}
+
+// idPattern is the rule for instance ids.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$`)
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+func randomID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:]) // never fails on supported platforms
+	return idEncoding.EncodeToString(b[:])
+}
+
+// NewInstanceID returns a fresh generated id, "wf_" and 24 random characters.
+func NewInstanceID() string { return "wf_" + randomID() }
+
+// CreateOptions describe one instance to create.
+type CreateOptions struct {
+	// ID must match ^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$; empty generates one.
+	ID string
+	// Params is encoded as JSON and must decode into the class's params type.
+	Params any
+}
+
+// Create creates an instance of the registered class and queues it. If the
+// engine is started and has a free slot, the instance is claimed in the
+// same write and starts at once.
+func (e *Engine) Create(ctx context.Context, workflowName string, opts CreateOptions) (*Instance, error) {
+	insts, err := e.create(ctx, workflowName, []CreateOptions{opts})
+	if err != nil {
+		return nil, err
+	}
+	return insts[0], nil
+}
+
+// CreateBatch creates up to Limits.MaxBatch instances atomically: all of
+// them or, on any error, none.
+func (e *Engine) CreateBatch(ctx context.Context, workflowName string, batch []CreateOptions) ([]*Instance, error) {
+	if len(batch) > e.limits.MaxBatch {
+		return nil, invalid(ErrBatchTooLarge, "batch", "", "has %d instances; at most %d may be created at once", len(batch), e.limits.MaxBatch)
+	}
+	return e.create(ctx, workflowName, batch)
+}
+
+func (e *Engine) create(ctx context.Context, workflowName string, batch []CreateOptions) ([]*Instance, error) {
+	c, ok := e.class(workflowName)
+	if !ok {
+		return nil, invalid(ErrUnknownWorkflow, "workflow", workflowName, "is not registered")
+	}
+	now := e.clock.Now()
+	rows := make([]*store.Instance, len(batch))
+	seen := make(map[string]bool, len(batch))
+	for i, o := range batch {
+		in, err := e.newRow(c, o, now)
+		if err != nil {
+			return nil, err
+		}
+		if seen[in.ID] {
+			return nil, &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
+		}
+		seen[in.ID] = true
+		rows[i] = in
+	}
+	// Claim what we can run now in the same write; queue the rest.
+	claimed := 0
+	if e.started.Load() && !e.stopping.Load() {
+		for claimed < len(rows) && e.tryAcquire() {
+			rows[claimed].Owner, rows[claimed].WakeAt = e.nodeID, time.Time{}
+			claimed++
+		}
+	}
+	if err := e.store.CreateInstances(ctx, rows); err != nil {
+		for range claimed {
+			<-e.slots
+		}
+		return nil, fmt.Errorf("workflow: %w", err)
+	}
+	out := make([]*Instance, len(rows))
+	for i, in := range rows {
+		out[i] = &Instance{ID: in.ID, e: e}
+		if i < claimed {
+			e.launch(in, true)
+		}
+	}
+	if claimed < len(rows) {
+		e.sched.add(now)
+	}
+	return out, nil
+}
+
+func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instance, error) {
+	id := o.ID
+	if id == "" {
+		id = NewInstanceID()
+	} else if !idPattern.MatchString(id) {
+		return nil, invalid(ErrInvalidID, "id", id, "must match %s", idPattern)
+	}
+	params, err := json.Marshal(o.Params)
+	if err != nil {
+		return nil, &ValidationError{Field: "params", Value: fmt.Sprintf("of type %T", o.Params), Rule: err.Error(), Err: ErrNotJSON}
+	}
+	if len(params) > e.limits.MaxParamsBytes {
+		return nil, invalid(ErrTooLarge, "params", "", "are %d bytes; the limit is %d bytes", len(params), e.limits.MaxParamsBytes)
+	}
+	if err := c.checkParams(params); err != nil {
+		return nil, err
+	}
+	return &store.Instance{
+		ID: id, Workflow: c.name, Service: e.service, Params: params,
+		Status: store.StatusQueued, CreatedAt: now, WakeAt: now,
+	}, nil
+}
+
+// Get returns a handle on an existing instance, or an error matching ErrNotFound.
+func (e *Engine) Get(ctx context.Context, id string) (*Instance, error) {
+	if _, err := e.store.GetInstance(ctx, id); err != nil {
+		return nil, fmt.Errorf("workflow: %w", err)
+	}
+	return &Instance{ID: id, e: e}, nil
+}
+
+// Status is an instance's status as users see it.
+type Status = store.Status
+
+// The statuses of an instance.
+const (
+	StatusQueued          = store.StatusQueued
+	StatusRunning         = store.StatusRunning
+	StatusPaused          = store.StatusPaused
+	StatusErrored         = store.StatusErrored
+	StatusTerminated      = store.StatusTerminated
+	StatusComplete        = store.StatusComplete
+	StatusWaiting         = store.StatusWaiting
+	StatusWaitingForPause = store.StatusWaitingForPause
+	StatusUnknown         = store.StatusUnknown
+)
+
+// ErrorInfo is the error an instance ended with.
+type ErrorInfo struct {
+	Name    string
+	Message string
+}
+
+// InstanceStatus is what Instance.Status reports.
+type InstanceStatus struct {
+	Status Status
+	Error  *ErrorInfo      // set when errored
+	Output json.RawMessage // set when complete
+}
+
+// Instance is a handle on one workflow instance.
+type Instance struct {
+	ID string
+	e  *Engine
+}
+
+// Status returns the instance's current status.
+func (i *Instance) Status(ctx context.Context) (InstanceStatus, error) {
+	in, err := i.e.store.GetInstance(ctx, i.ID)
+	if err != nil {
+		return InstanceStatus{Status: StatusUnknown}, fmt.Errorf("workflow: %w", err)
+	}
+	s := InstanceStatus{Status: in.Status, Output: in.Output}
+	switch in.Status {
+	case StatusQueued, StatusRunning, StatusPaused, StatusErrored, StatusTerminated,
+		StatusComplete, StatusWaiting, StatusWaitingForPause:
+	default:
+		s.Status = StatusUnknown
+	}
+	if in.ErrorName != "" || in.ErrorMessage != "" {
+		s.Error = &ErrorInfo{Name: in.ErrorName, Message: in.ErrorMessage}
+	}
+	return s, nil
+}
+
+// Pause pauses the instance: at once if it is not executing, otherwise
+// after its current step (waitingForPause until then). Pausing a finished
+// instance fails with ErrFinished.
+func (i *Instance) Pause(ctx context.Context) error {
+	if _, err := i.e.store.Pause(ctx, i.ID, i.e.clock.Now()); err != nil {
+		return fmt.Errorf("workflow: %w", err)
+	}
+	return nil
+}
+
+// Resume resumes a paused instance; its pending sleep, wait and retry
+// timers are shifted by the time it was paused.
+func (i *Instance) Resume(ctx context.Context) error {
+	if err := i.e.store.Resume(ctx, i.ID, i.e.clock.Now()); err != nil {
+		return fmt.Errorf("workflow: %w", err)
+	}
+	i.e.sched.add(i.e.clock.Now())
+	return nil
+}
+
+// Terminate ends the instance as terminated. Terminating a finished
+// instance fails with ErrFinished.
+func (i *Instance) Terminate(ctx context.Context) error {
+	if err := i.e.store.Terminate(ctx, i.ID, i.e.clock.Now()); err != nil {
+		return fmt.Errorf("workflow: %w", err)
+	}
+	return nil
+}
+
+// Restart discards the instance's progress and runs it again from the start.
+func (i *Instance) Restart(ctx context.Context) error {
+	if err := i.e.store.Restart(ctx, i.ID, i.e.clock.Now()); err != nil {
+		return fmt.Errorf("workflow: %w", err)
+	}
+	i.e.sched.add(i.e.clock.Now())
+	return nil
+}
+
+// SendEvent delivers an event to the instance; a WaitForEvent of that type
+// receives it, now or when it next waits. Sending to a finished instance
+// fails with ErrFinished.
+func (i *Instance) SendEvent(ctx context.Context, typ string, payload any) error {
+	if err := checkEventType(typ); err != nil {
+		return err
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return &ValidationError{Field: "event payload", Value: fmt.Sprintf("of type %T", payload), Rule: err.Error(), Err: ErrNotJSON}
+	}
+	if len(b) > i.e.limits.MaxEventBytes {
+		return invalid(ErrTooLarge, "event payload", "", "is %d bytes; the limit is %d bytes", len(b), i.e.limits.MaxEventBytes)
+	}
+	now := i.e.clock.Now()
+	if err := i.e.store.SendEvent(ctx, store.Event{InstanceID: i.ID, Type: typ, Payload: b, CreatedAt: now}); err != nil {
+		return fmt.Errorf("workflow: %w", err)
+	}
+	i.e.sched.add(now)
+	return nil
+}
+
+// nodeLoop heartbeats this node and removes dead ones.
+func (e *Engine) nodeLoop(ctx context.Context) {
+	t := e.clock.NewTicker(e.opts.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		n := e.node
+		n.ExpiresAt = e.clock.Now().Add(e.opts.Lease)
+		if err := e.store.Heartbeat(ctx, n); err != nil && ctx.Err() == nil {
+			e.log.Warn("heartbeat failed", "err", err)
+		}
+		e.reapNodes(ctx)
+	}
+}
+
+// reapNodes removes nodes whose lease ran out, and nodes on this host
+// whose process is gone (so a restarted process recovers its own work at
+// once), releasing their instances to be claimed.
+func (e *Engine) reapNodes(ctx context.Context) {
+	nodes, err := e.store.ListNodes(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("list nodes failed", "err", err)
+		}
+		return
+	}
+	now := e.clock.Now()
+	for _, n := range nodes {
+		if n.ID == e.nodeID {
+			continue
+		}
+		expired := n.ExpiresAt.Before(now)
+		gone := n.Host == e.node.Host && !processAlive(n.PID)
+		if !expired && !gone {
+			continue
+		}
+		released, err := e.store.RemoveNode(ctx, n.ID, now)
+		if err != nil {
+			e.log.Warn("remove dead node failed", "dead_node", n.ID, "err", err)
+			continue
+		}
+		e.log.Info("took over a dead node's instances", "dead_node", n.ID, "released", released, "expired", expired)
+		if released > 0 {
+			e.sched.add(now)
+		}
+	}
+}
+
+// processAlive reports whether a process with this pid exists on this host.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// retentionLoop removes finished instances older than the retention.
+func (e *Engine) retentionLoop(ctx context.Context) {
+	const batch = 1000
+	every := min(e.opts.Retention/10, time.Hour)
+	for {
+		for {
+			n, err := e.store.DeleteFinished(ctx, e.clock.Now().Add(-e.opts.Retention), batch)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("retention sweep failed", "err", err)
+				}
+				break
+			}
+			if n > 0 {
+				e.log.Info("removed finished instances past retention", "removed", n)
+			}
+			if n < batch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.clock.After(every):
+		}
+	}
+}
+
+// String describes the engine for logs.
+func (e *Engine) String() string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	names := make([]string, 0, len(e.classes))
+	for n := range e.classes {
+		names = append(names, n)
+	}
+	return fmt.Sprintf("engine %s (service %q, classes %s)", e.nodeID, e.service, strings.Join(names, ", "))
+}
