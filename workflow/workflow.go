@@ -60,7 +60,9 @@ type Workflow[P, O any] interface {
 type Func[P, O any] func(ctx context.Context, ev Event[P], step *Step) (O, error)
 
 // Run implements Workflow.
-func (f Func[P, O]) Run(ctx context.Context, ev Event[P], step *Step) (O, error) { return f(ctx, ev, step) }
+func (f Func[P, O]) Run(ctx context.Context, ev Event[P], step *Step) (O, error) {
+	return f(ctx, ev, step)
+}
 
 // class is a registered workflow class with its types erased.
 type class struct {
