@@ -127,6 +127,15 @@ func NewEngine(opts Options) (*Engine, error) {
 // NodeID returns the id this engine claims instances under.
 func (e *Engine) NodeID() string { return e.nodeID }
 
+// Executing returns how many instances this engine is executing (or
+// claiming) right now.
+func (e *Engine) Executing() int { return len(e.slots) }
+
+// Wake makes the engine look for due instances now instead of at its next
+// timer or poll. Use it after advancing a virtual clock or changing the
+// store from outside the engine.
+func (e *Engine) Wake() { e.sched.add(e.clock.Now()) }
+
 // Store returns the engine's store.
 func (e *Engine) Store() store.Store { return e.store }
 

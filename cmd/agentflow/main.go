@@ -1,0 +1,52 @@
+// Command agentflow is the agentflow server and toolbox.
+//
+//	agentflow dev    run the example workflows on an embedded SQLite file
+//	agentflow bench  measure the engine (see BENCHMARKS.md)
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: agentflow <command> [flags]
+
+commands:
+  dev     run the example workflows on an embedded SQLite file and print their progress
+  bench   run a benchmark scenario: agentflow bench --backend sqlite|postgres --scenario NAME [--json]
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "dev":
+		err = runDev(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "agentflow: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "agentflow %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
