@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -505,6 +504,15 @@ func (i *Instance) Status(ctx context.Context) (InstanceStatus, error) {
 	return s, nil
 }
 
+// Steps returns the instance's step checkpoints in the order Run reached them.
+func (i *Instance) Steps(ctx context.Context) ([]store.Step, error) {
+	steps, err := i.e.store.ListSteps(ctx, i.ID)
+	if err != nil {
+		return nil, fmt.Errorf("workflow: %w", err)
+	}
+	return steps, nil
+}
+
 // Pause pauses the instance: at once if it is not executing, otherwise
 // after its current step (waitingForPause until then). Pausing a finished
 // instance fails with ErrFinished.
@@ -617,14 +625,6 @@ func (e *Engine) reapNodes(ctx context.Context) {
 	}
 }
 
-// processAlive reports whether a process with this pid exists on this host.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
 
 // retentionLoop removes finished instances older than the retention.
 func (e *Engine) retentionLoop(ctx context.Context) {

@@ -3,9 +3,175 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"agentflow/examples/report"
+	"agentflow/examples/signup"
+	"agentflow/store"
+	"agentflow/store/sqlite"
+	"agentflow/workflow"
 )
 
+// runDev runs the example workflows on an embedded SQLite file and prints
+// their progress: a report whose first step is retried, and a signup that
+// sleeps and then waits for an event, which dev sends once it waits.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not yet")
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dbPath := fs.String("db", "agentflow-dev.db", "SQLite database file (created if missing)")
+	once := fs.Bool("once", false, "exit when the examples have finished instead of running until interrupted")
+	grace := fs.Duration("grace", 2*time.Second, "how long the signup example sleeps")
+	verbose := fs.Bool("v", false, "log the engine's debug messages")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	st, err := sqlite.Open(ctx, *dbPath, sqlite.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	p := &printer{w: stdout, start: time.Now()}
+	eng, err := workflow.NewEngine(workflow.Options{
+		Store:  st,
+		Logger: logger,
+		Hooks: workflow.Hooks{
+			BeforeStep: func(_ context.Context, s workflow.StepRef) error {
+				if s.Attempt > 1 {
+					p.printf("%-8s %s  step %-20s attempt %d", s.Workflow, s.InstanceID, s.Name, s.Attempt)
+				}
+				return nil
+			},
+			AfterStep: func(_ context.Context, s workflow.StepRef) error {
+				p.printf("%-8s %s  step %-20s done", s.Workflow, s.InstanceID, s.Name)
+				return nil
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	workflow.MustRegister(eng, signup.Name, workflow.Workflow[signup.Params, signup.Result](signup.Signup{}))
+	workflow.MustRegister(eng, report.Name, workflow.Workflow[[]string, string](report.Report{}))
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := eng.Stop(stopCtx); err != nil {
+			logger.Warn("stopping the engine", "err", err)
+		}
+	}()
+	p.printf("agentflow dev: engine %s on %s", eng.NodeID(), st.Path())
+
+	rep, err := eng.Create(ctx, report.Name, workflow.CreateOptions{Params: []string{"north", "south", "east"}})
+	if err != nil {
+		return err
+	}
+	p.printf("%-8s %s  created", report.Name, rep.ID)
+	sig, err := eng.Create(ctx, signup.Name, workflow.CreateOptions{Params: signup.Params{Email: "ada@example.com", Grace: *grace}})
+	if err != nil {
+		return err
+	}
+	p.printf("%-8s %s  created", signup.Name, sig.ID)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, w := range []struct {
+		name  string
+		inst  *workflow.Instance
+		event bool // send the confirmation once it waits for it
+	}{{report.Name, rep, false}, {signup.Name, sig, true}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- watch(ctx, p, w.name, w.inst, w.event)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	if *once {
+		return nil
+	}
+	p.printf("examples finished; the engine keeps running on %s (Ctrl-C to stop)", st.Path())
+	<-ctx.Done()
+	return nil
+}
+
+// watch prints the instance's status changes until it finishes. For the
+// signup it sends the confirmation event once the instance waits for it.
+func watch(ctx context.Context, p *printer, name string, inst *workflow.Instance, sendEvent bool) error {
+	var last workflow.Status
+	sent := false
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := inst.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Status != last {
+			p.printf("%-8s %s  status %s", name, inst.ID, st.Status)
+			last = st.Status
+		}
+		if sendEvent && !sent && st.Status == workflow.StatusWaiting && waitingForEvent(ctx, inst) {
+			if err := inst.SendEvent(ctx, signup.ConfirmEvent, signup.Confirmation{Code: "123456"}); err != nil {
+				return err
+			}
+			sent = true
+			p.printf("%-8s %s  sent event %q", name, inst.ID, signup.ConfirmEvent)
+		}
+		switch st.Status {
+		case workflow.StatusComplete:
+			p.printf("%-8s %s  output %s", name, inst.ID, st.Output)
+			return nil
+		case workflow.StatusErrored, workflow.StatusTerminated:
+			return fmt.Errorf("example %s %s ended %s: %+v", name, inst.ID, st.Status, st.Error)
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("interrupted")
+		case <-tick.C:
+		}
+	}
+}
+
+// waitingForEvent reports whether the instance is suspended in a
+// WaitForEvent (rather than in its sleep).
+func waitingForEvent(ctx context.Context, inst *workflow.Instance) bool {
+	steps, err := inst.Steps(ctx)
+	if err != nil || len(steps) == 0 {
+		return false
+	}
+	return steps[len(steps)-1].Kind == store.KindWait
+}
+
+type printer struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+}
+
+func (p *printer) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "%7.3fs  %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
 }
