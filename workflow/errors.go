@@ -50,8 +50,8 @@ func (e *ValidationError) Error() string {
 func (e *ValidationError) Unwrap() error { return e.Err }
 
 func invalid(sentinel error, field, value, rule string, args ...any) *ValidationError {
-	if len(value) > 80 {
-		value = value[:77] + "..."
+	if r := []rune(value); len(r) > 80 {
+		value = string(r[:77]) + "..."
 	}
 	q := ""
 	if value != "" {

@@ -143,7 +143,7 @@ func (s *scheduler) claim(ctx context.Context) {
 func (s *scheduler) loadLoop(ctx context.Context) {
 	const limit = 10_000
 	e := s.e
-	t := e.clock.NewTicker(e.opts.PollInterval)
+	t := e.clock.NewTimer(e.opts.PollInterval) // not a ticker: see nodeLoop
 	defer t.Stop()
 	for {
 		now := e.clock.Now()
@@ -159,6 +159,7 @@ func (s *scheduler) loadLoop(ctx context.Context) {
 			return
 		case <-t.Chan():
 		}
+		t.Reset(e.opts.PollInterval)
 	}
 }
 

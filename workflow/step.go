@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
 
@@ -196,8 +197,8 @@ func describe(kind store.StepKind, name string) string {
 func (s *Step) next(name string, kind store.StepKind) (pos, occ int, h *store.Step) {
 	s.check()
 	lim := s.e.limits
-	if name == "" || len(name) > lim.MaxStepName {
-		s.stop(unwind{kind: unwindFail, err: invalid(ErrInvalidName, "step name", name, "must be 1 to %d bytes", lim.MaxStepName)})
+	if name == "" || utf8.RuneCountInString(name) > lim.MaxStepName {
+		s.stop(unwind{kind: unwindFail, err: invalid(ErrInvalidName, "step name", name, "must be 1 to %d characters", lim.MaxStepName)})
 	}
 	pos = s.pos
 	if pos >= lim.MaxSteps {
@@ -324,8 +325,9 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 // runAttempt runs fn under the attempt timeout. A function that ignores its
 // context is left behind when the timeout passes.
 func (s *Step) runAttempt(name string, timeout time.Duration, a Attempt, fn func(context.Context, Attempt) ([]byte, error)) ([]byte, error) {
-	ctx, cancel := clockwork.WithTimeout(s.ctx, s.e.clock, timeout)
+	tctx, cancel := clockwork.WithTimeout(s.ctx, s.e.clock, timeout)
 	defer cancel()
+	ctx := nonBlockingErr{tctx}
 	type result struct {
 		b   []byte
 		err error
@@ -345,12 +347,32 @@ func (s *Step) runAttempt(name string, timeout time.Duration, a Attempt, fn func
 		if r.err != nil && s.ctx.Err() != nil {
 			s.stop(unwind{kind: unwindAbandon, err: s.ctx.Err()}) // the engine stopped under the step
 		}
+		if r.err != nil && ctx.Err() != nil {
+			// fn gave up because its deadline passed and returned before
+			// this select saw ctx.Done: it is the same timeout.
+			return nil, &attemptTimeoutError{step: name, timeout: timeout}
+		}
 		return r.b, r.err
 	case <-ctx.Done():
 		if s.ctx.Err() != nil {
 			s.stop(unwind{kind: unwindAbandon, err: s.ctx.Err()})
 		}
 		return nil, &attemptTimeoutError{step: name, timeout: timeout}
+	}
+}
+
+// nonBlockingErr makes Err return nil until Done is closed, as the
+// context.Context contract requires. clockwork's virtual-clock context
+// blocks in Err until its deadline, which would hang a step function that
+// checks ctx.Err() under workflowtest.
+type nonBlockingErr struct{ context.Context }
+
+func (c nonBlockingErr) Err() error {
+	select {
+	case <-c.Done():
+		return c.Context.Err()
+	default:
+		return nil
 	}
 }
 
@@ -364,6 +386,12 @@ func (s *Step) Sleep(name string, d time.Duration) error {
 
 // SleepUntil suspends the instance until t (at most Limits.MaxSleep ahead).
 func (s *Step) SleepUntil(name string, t time.Time) error {
+	// Checked before the step takes a position: a refused sleep stores no
+	// checkpoint, so it must not shift the positions of the steps after it.
+	// Later replays see a later clock, so an accepted t stays accepted.
+	if t.Sub(s.e.clock.Now()) > s.e.limits.MaxSleep {
+		return invalid(ErrInvalidDuration, "sleep until", t.Format(time.RFC3339), "must be at most %s ahead", s.e.limits.MaxSleep)
+	}
 	return s.sleep(name, func(time.Time) time.Time { return t })
 }
 
@@ -385,9 +413,6 @@ func (s *Step) sleep(name string, target func(now time.Time) time.Time) error {
 		return nil
 	}
 	t := target(now)
-	if t.Sub(now) > s.e.limits.MaxSleep {
-		return invalid(ErrInvalidDuration, "sleep until", t.Format(time.RFC3339), "must be at most %s ahead", s.e.limits.MaxSleep)
-	}
 	s.before(ref)
 	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindSleep, State: store.StepPending, WakeAt: t}
 	if !t.After(now) {

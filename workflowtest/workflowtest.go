@@ -46,6 +46,9 @@ type Options struct {
 	Start time.Time
 	// Limits are passed to the engine.
 	Limits workflow.Limits
+	// Retention is how long finished instances are kept before the engine
+	// removes them, in virtual time; default the engine's (30 days).
+	Retention time.Duration
 	// Logger receives the engine's logs; default discarded.
 	Logger *slog.Logger
 	// Timeout bounds each Wait and Settle in real time; default 30 s.
@@ -111,10 +114,11 @@ func New(t testing.TB, opts Options) *Env {
 
 func (env *Env) newEngine() *workflow.Engine {
 	e, err := workflow.NewEngine(workflow.Options{
-		Store:  env.Store,
-		Clock:  env.Clock,
-		Logger: env.opts.Logger,
-		Limits: env.opts.Limits,
+		Store:     env.Store,
+		Clock:     env.Clock,
+		Logger:    env.opts.Logger,
+		Limits:    env.opts.Limits,
+		Retention: env.opts.Retention,
 		Hooks: workflow.Hooks{
 			BeforeStep: func(_ context.Context, s workflow.StepRef) error { return env.hit(s, false) },
 			AfterStep:  func(_ context.Context, s workflow.StepRef) error { return env.hit(s, true) },
