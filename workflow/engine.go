@@ -648,7 +648,7 @@ func (e *Engine) reapNodes(ctx context.Context) {
 // retentionLoop removes finished instances older than the retention.
 func (e *Engine) retentionLoop(ctx context.Context) {
 	const batch = 1000
-	every := min(e.opts.Retention/10, time.Hour)
+	every := max(min(e.opts.Retention/10, time.Hour), time.Second)
 	for {
 		for {
 			n, err := e.store.DeleteFinished(ctx, e.clock.Now().Add(-e.opts.Retention), batch)

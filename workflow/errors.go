@@ -11,19 +11,20 @@ import (
 // Errors the engine returns. Match them with errors.Is; the concrete error
 // names the value and the rule it broke.
 var (
-	ErrUnknownWorkflow  = errors.New("unknown workflow class")
-	ErrInvalidID        = errors.New("invalid instance id")
-	ErrInvalidParams    = errors.New("invalid params")
-	ErrInvalidName      = errors.New("invalid step name")
-	ErrInvalidEvent     = errors.New("invalid event")
-	ErrInvalidDuration  = errors.New("invalid duration")
-	ErrTooLarge         = errors.New("too large")
-	ErrNotJSON          = errors.New("cannot be encoded as JSON")
-	ErrBatchTooLarge    = errors.New("batch too large")
-	ErrTooManySteps     = errors.New("too many steps")
-	ErrNonDeterministic = errors.New("non-deterministic workflow")
-	ErrTimeout          = errors.New("timed out")
-	ErrNotStarted       = errors.New("engine is not started")
+	ErrUnknownWorkflow   = errors.New("unknown workflow class")
+	ErrInvalidID         = errors.New("invalid instance id")
+	ErrInvalidParams     = errors.New("invalid params")
+	ErrInvalidName       = errors.New("invalid step name")
+	ErrInvalidEvent      = errors.New("invalid event")
+	ErrInvalidDuration   = errors.New("invalid duration")
+	ErrInvalidStepConfig = errors.New("invalid step config")
+	ErrTooLarge          = errors.New("too large")
+	ErrNotJSON           = errors.New("cannot be encoded as JSON")
+	ErrBatchTooLarge     = errors.New("batch too large")
+	ErrTooManySteps      = errors.New("too many steps")
+	ErrNonDeterministic  = errors.New("non-deterministic workflow")
+	ErrTimeout           = errors.New("timed out")
+	ErrNotStarted        = errors.New("engine is not started")
 
 	// Errors of the store, re-exported so callers need not import it.
 	ErrNotFound    = store.ErrNotFound

@@ -57,6 +57,23 @@ type StepConfig struct {
 	Timeout time.Duration // per attempt; 0: DefaultStepTimeout
 }
 
+func (c StepConfig) validate(step string) error {
+	if c.Timeout < 0 {
+		return invalid(ErrInvalidStepConfig, "timeout of step", step, "must not be negative, got %s", c.Timeout)
+	}
+	if r := c.Retries; r != nil {
+		switch {
+		case r.Limit < 0:
+			return invalid(ErrInvalidStepConfig, "retry limit of step", step, "must not be negative, got %d", r.Limit)
+		case r.Delay < 0:
+			return invalid(ErrInvalidStepConfig, "retry delay of step", step, "must not be negative, got %s", r.Delay)
+		case r.Backoff != "" && r.Backoff != BackoffConstant && r.Backoff != BackoffLinear && r.Backoff != BackoffExponential:
+			return invalid(ErrInvalidStepConfig, "backoff of step", step, "must be constant, linear or exponential, got %q", r.Backoff)
+		}
+	}
+	return nil
+}
+
 func (r Retries) delay(attempt int) time.Duration {
 	d := r.Delay
 	switch r.Backoff {
@@ -275,6 +292,9 @@ func (s *Step) write(fn func(ctx context.Context) error) {
 
 func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a Attempt) ([]byte, error)) ([]byte, error) {
 	pos, occ, h := s.next(name, store.KindDo)
+	if err := cfg.validate(name); err != nil {
+		s.stop(unwind{kind: unwindFail, err: err})
+	}
 	attempt := 1
 	if h != nil {
 		switch h.State {

@@ -921,3 +921,35 @@ func TestOutputTooLarge(t *testing.T) {
 	run := env.Create("w", 0)
 	wantErrorInfo(t, run.Wait(), "Error", "output is 38 bytes", workflow.ErrTooLarge.Error(), "the limit is 10 bytes")
 }
+
+func TestInvalidStepConfigFailsTheInstance(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  workflow.StepConfig
+		want string
+	}{
+		{"unknown backoff", workflow.StepConfig{Retries: &workflow.Retries{Limit: 1, Backoff: "fibonacci"}}, `backoff of step "s": must be constant, linear or exponential, got "fibonacci"`},
+		{"negative limit", workflow.StepConfig{Retries: &workflow.Retries{Limit: -1}}, `retry limit of step "s": must not be negative`},
+		{"negative timeout", workflow.StepConfig{Timeout: -time.Second}, `timeout of step "s": must not be negative`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := workflowtest.New(t, workflowtest.Options{})
+			var ran atomic.Bool
+			workflowtest.Register(env, "w", workflow.Func[int, int](func(ctx context.Context, ev workflow.Event[int], step *workflow.Step) (int, error) {
+				return workflow.DoWith(step, "s", tc.cfg, func(ctx context.Context, a workflow.Attempt) (int, error) {
+					ran.Store(true)
+					return 1, nil
+				})
+			}))
+			st := env.Create("w", 0).Wait()
+			if st.Status != workflow.StatusErrored || st.Error == nil || !strings.Contains(st.Error.Message, tc.want) {
+				t.Fatalf("status = %+v, want errored with %q", st, tc.want)
+			}
+			if ran.Load() {
+				t.Error("the step function ran despite its invalid config")
+			}
+		})
+	}
+}
