@@ -169,7 +169,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	host, _ := os.Hostname()
 	now := e.clock.Now()
 	e.node = store.Node{ID: e.nodeID, Service: e.service, Host: host, PID: os.Getpid(), StartedAt: now, ExpiresAt: now.Add(e.opts.Lease)}
+	processNodes.Store(e.nodeID, struct{}{})
 	if err := e.store.Heartbeat(ctx, e.node); err != nil {
+		processNodes.Delete(e.nodeID)
 		e.cancel()
 		e.started.Store(false)
 		return fmt.Errorf("workflow: start: %w", err)
@@ -208,6 +210,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	e.cancel()
 	e.loops.Wait()
 	_, err := e.store.RemoveNode(context.WithoutCancel(ctx), e.nodeID, e.clock.Now())
+	processNodes.Delete(e.nodeID)
 	if err != nil {
 		return fmt.Errorf("workflow: stop: %w", err)
 	}
@@ -612,6 +615,11 @@ func (e *Engine) nodeLoop(ctx context.Context) {
 	}
 }
 
+// processNodes holds the ids of the engines started and not stopped in
+// this process, so that reapNodes can tell them from the nodes of a dead
+// process that had this process's pid.
+var processNodes sync.Map // node id -> struct{}
+
 // reapNodes removes nodes whose lease ran out, and nodes on this host
 // whose process is gone (so a restarted process recovers its own work at
 // once), releasing their instances to be claimed.
@@ -630,6 +638,13 @@ func (e *Engine) reapNodes(ctx context.Context) {
 		}
 		expired := n.ExpiresAt.Before(now)
 		gone := n.Host == e.node.Host && !processAlive(n.PID)
+		if n.Host == e.node.Host && n.PID == e.node.PID {
+			// Our own pid: an engine of this process, or one of a dead
+			// process that had the same pid (PID 1 in a restarted
+			// container, say), which processAlive cannot tell apart.
+			_, sibling := processNodes.Load(n.ID)
+			gone = !sibling
+		}
 		if !expired && !gone {
 			continue
 		}

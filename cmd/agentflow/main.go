@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"agentflow/internal/crashtest"
 )
 
 const usage = `usage: agentflow <command> [flags]
@@ -21,6 +23,12 @@ commands:
 `
 
 func main() {
+	// `agentflow bench --scenario recovery` runs this binary again as the
+	// process it kills; that child must take over before anything else.
+	if crashtest.IsChild() {
+		crashtest.RunChild()
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))

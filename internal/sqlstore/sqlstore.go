@@ -34,6 +34,10 @@ type Dialect struct {
 	// MigrationLock, when set, is run first in the migration transaction so
 	// that processes starting together migrate one at a time.
 	MigrationLock string
+	// WritableCTEs reports data-modifying statements in WITH (PostgreSQL).
+	// With them a fenced write and its step row are one statement (see
+	// withStep), which the Writer can run without an explicit transaction.
+	WritableCTEs bool
 }
 
 // Rebind rewrites ? placeholders for the dialect. Queries must not contain
@@ -105,8 +109,9 @@ const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_nam
 
 type queries struct {
 	insertInstance, getInstance, listSteps, listEvents      string
-	claimDue, nextWake, fence, upsertStep                   string
-	oldestEvent, consumeEvent, suspend, wakeIfEvent         string
+	claimDue, nextWake, upsertStep                          string
+	fence, suspend                                          fencedQuery
+	oldestEvent, consumeEvent, wakeIfEvent                  string
 	finish, lockInstance, insertEvent, wakeForEvent         string
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
@@ -132,25 +137,23 @@ func newQueries(d *Dialect) queries {
  RETURNING ` + instanceCols),
 		nextWake: r(`SELECT wake_at FROM workflow_instances
  WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at LIMIT ?`),
-		fence: r(`UPDATE workflow_instances
+		fence: newFencedQuery(d, `UPDATE workflow_instances
  SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
 		upsertStep: r(`INSERT INTO workflow_steps (instance_id, ` + stepCols + `)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
- ON CONFLICT (instance_id, seq) DO UPDATE SET name = excluded.name, occurrence = excluded.occurrence,
-   kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, result = excluded.result,
-   error_name = excluded.error_name, error_message = excluded.error_message, wake_at = excluded.wake_at,
-   updated_at = excluded.updated_at`),
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + stepConflict),
 		oldestEvent:  r(`SELECT seq, payload, created_at FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0 ORDER BY seq LIMIT 1`),
 		consumeEvent: r(`UPDATE workflow_events SET consumed = 1 WHERE seq = ?`),
 		// SET expressions see the row as it was, so every CASE asks whether
-		// a pause was pending (or is being forced) before this write.
-		suspend: r(`UPDATE workflow_instances SET
+		// a pause was pending (or is being forced) before this write. The
+		// casts give PostgreSQL a type for CASE branches that are only a
+		// parameter and NULL, which it would otherwise take for text.
+		suspend: newFencedQuery(d, `UPDATE workflow_instances SET
    status         = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN 'paused' ELSE ? END,
    prior_status   = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN ? ELSE NULL END,
-   paused_at      = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN ? ELSE NULL END,
-   paused_wake_at = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN ? ELSE NULL END,
-   wake_at        = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN NULL ELSE ? END,
+   paused_at      = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END,
+   paused_wake_at = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END,
+   wake_at        = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN NULL ELSE CAST(? AS BIGINT) END,
    waiting_event = ?, owner = NULL, updated_at = ?
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
 		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
@@ -167,8 +170,9 @@ func newQueries(d *Dialect) queries {
 		pauseNow: r(`UPDATE workflow_instances SET prior_status = status, status = 'paused', paused_at = ?,
    paused_wake_at = wake_at, wake_at = NULL, updated_at = ? WHERE id = ?`),
 		cancelPause: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
+		// A paused suspension may carry no wake time: it is due on resuming.
 		resume: r(`UPDATE workflow_instances SET status = COALESCE(prior_status, 'running'),
-   wake_at = CASE WHEN ? = 1 THEN ? ELSE paused_wake_at + (? - paused_at) END,
+   wake_at = CASE WHEN ? = 1 THEN ? ELSE COALESCE(paused_wake_at, paused_at) + (? - paused_at) END,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL, updated_at = ?
  WHERE id = ? RETURNING wake_at`),
 		shiftSteps: r(`UPDATE workflow_steps SET wake_at = wake_at + ?
@@ -191,6 +195,53 @@ func newQueries(d *Dialect) queries {
    paused_wake_at = ?, wake_at = NULL, owner = NULL, updated_at = ? WHERE owner = ? AND status = 'waitingForPause'`),
 		releaseOwned: r(`UPDATE workflow_instances SET owner = NULL, wake_at = ?, updated_at = ? WHERE owner = ?`),
 	}
+}
+
+// stepConflict makes an insert of a step row replace the row at its seq.
+const stepConflict = `
+ ON CONFLICT (instance_id, seq) DO UPDATE SET name = excluded.name, occurrence = excluded.occurrence,
+   kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, result = excluded.result,
+   error_name = excluded.error_name, error_message = excluded.error_message, wake_at = excluded.wake_at,
+   updated_at = excluded.updated_at`
+
+// fencedQuery is a fenced UPDATE of one instance row … RETURNING status
+// (update), and, on dialects with data-modifying CTEs, the same UPDATE and
+// the upsert of a step row as one statement (withStep; "" elsewhere).
+type fencedQuery struct{ update, withStep string }
+
+func newFencedQuery(d *Dialect, update string) fencedQuery {
+	f := fencedQuery{update: d.Rebind(update)}
+	if d.WritableCTEs {
+		f.withStep = d.Rebind(withStep(update))
+	}
+	return f
+}
+
+// single reports whether applying f, with a step row or not, is one statement.
+func (f fencedQuery) single(step bool) bool { return !step || f.withStep != "" }
+
+// withStep makes update (a fenced UPDATE of one instance row … RETURNING
+// status, with ? placeholders) also upsert a step row, in one statement that
+// takes stepArgs after update's arguments and returns the status.
+//
+// The INSERT reads the UPDATE's RETURNING row, so it writes nothing unless
+// the UPDATE matched, and only once the UPDATE holds the instance row's
+// lock: PostgreSQL checks an UPDATE's WHERE (the fence) on the newest
+// version of the row, after waiting for any transaction that holds it. A
+// Terminate or Restart (which lock the row) that commits first has moved the
+// fence, so the UPDATE matches nothing and no step lands after Restart
+// deleted the steps; one that comes second waits for this statement to
+// commit, and Restart's DELETE then sees the new step. That is the order the
+// two statements in one transaction give on the other dialects.
+//
+// The other parts of one statement share one snapshot taken before that
+// lock is granted, so a condition on other rows (Suspend's look for a
+// buffered event) cannot join the UPDATE this way; see Suspend.
+func withStep(update string) string {
+	return `WITH f AS (` + update + `),
+ s AS (INSERT INTO workflow_steps (instance_id, ` + stepCols + `)
+   SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM f` + stepConflict + `)
+SELECT status FROM f`
 }
 
 // micros converts a time to the stored form; the zero time is NULL.
@@ -269,15 +320,26 @@ func stepArgs(id string, s store.Step, now time.Time) []any {
 		nullString(s.ErrorName), nullString(s.ErrorMessage), micros(s.WakeAt), now.UnixMicro()}
 }
 
+// write runs fn as one atomic write: through the Writer's WriteOne when fn
+// runs a single statement (one), else in a transaction.
+func (s *Store) write(ctx context.Context, one bool, fn StmtFunc) error {
+	if one {
+		return s.w.WriteOne(ctx, fn)
+	}
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error { return fn(ctx, tx) })
+}
+
 // CreateInstances implements store.Store.
 func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) error {
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// One instance is one INSERT, which inserts nothing when the id exists;
+	// a batch needs the transaction to insert none when one id exists.
+	return s.write(ctx, len(insts) == 1, func(ctx context.Context, c Conn) error {
 		for _, in := range insts {
 			var fence int64
 			if in.Owner != "" {
 				fence = 1
 			}
-			res, err := tx.ExecContext(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
+			res, err := Exec(ctx, c, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
 				string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
 				nullString(in.Owner), fence)
 			if err != nil {
@@ -353,10 +415,10 @@ func (s *Store) ListEvents(ctx context.Context, id string) ([]store.Event, error
 // ClaimDue implements store.Store.
 func (s *Store) ClaimDue(ctx context.Context, owner, service string, now time.Time, limit int) ([]*store.Instance, error) {
 	var claimed []*store.Instance
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
 		claimed = claimed[:0]
 		n := now.UnixMicro()
-		rows, err := tx.QueryContext(ctx, s.q.claimDue, owner, n, service, n, limit, n)
+		rows, err := Query(ctx, c, s.q.claimDue, owner, n, service, n, limit, n)
 		if err != nil {
 			return err
 		}
@@ -394,32 +456,46 @@ func (s *Store) NextWakeTimes(ctx context.Context, service string, until time.Ti
 	return ts, rows.Err()
 }
 
-// checkLease applies the fence to the instance row (locking it) and returns
-// its status, or ErrLeaseLost.
-func (s *Store) checkLease(ctx context.Context, tx *sql.Tx, l store.Lease, now time.Time, op string) (store.Status, error) {
+// applyFenced runs f with args, which end with the lease's id, owner and
+// fence, and then, if it matched and st is not nil, upserts st: in the same
+// statement where the dialect can (fencedQuery.single), else in a second
+// one, so that c must then be a transaction. It returns the status the
+// UPDATE returned, or ErrLeaseLost having changed nothing.
+func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []any, l store.Lease, st *store.Step, now time.Time, op string) (store.Status, error) {
+	q := f.update
+	if st != nil && f.withStep != "" {
+		q, args = f.withStep, append(args, stepArgs(l.InstanceID, *st, now)...)
+	}
 	var status string
-	err := tx.QueryRowContext(ctx, s.q.fence, now.UnixMicro(), l.InstanceID, l.Owner, l.Fence).Scan(&status)
+	err := QueryRow(ctx, c, q, args...).Scan(&status)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", &store.InstanceError{ID: l.InstanceID, Op: op, Err: store.ErrLeaseLost}
 	}
 	if err != nil {
 		return "", fmt.Errorf("%s instance %q: %w", op, l.InstanceID, err)
 	}
+	if st != nil && f.withStep == "" {
+		if _, err := Exec(ctx, c, s.q.upsertStep, stepArgs(l.InstanceID, *st, now)...); err != nil {
+			return "", fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
+		}
+	}
 	return store.Status(status), nil
+}
+
+// checkLease applies the fence to the instance row (locking it), marks a
+// queued instance running and returns its status, or ErrLeaseLost; with a
+// step, it also upserts it (see applyFenced).
+func (s *Store) checkLease(ctx context.Context, c Conn, l store.Lease, st *store.Step, now time.Time, op string) (store.Status, error) {
+	return s.applyFenced(ctx, c, s.q.fence, []any{now.UnixMicro(), l.InstanceID, l.Owner, l.Fence}, l, st, now, op)
 }
 
 // SaveStep implements store.Store.
 func (s *Store) SaveStep(ctx context.Context, l store.Lease, st store.Step, now time.Time) (store.Status, error) {
 	var status store.Status
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, s.q.fence.single(true), func(ctx context.Context, c Conn) error {
 		var err error
-		if status, err = s.checkLease(ctx, tx, l, now, "save step of"); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, s.q.upsertStep, stepArgs(l.InstanceID, st, now)...); err != nil {
-			return fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
-		}
-		return nil
+		status, err = s.checkLease(ctx, c, l, &st, now, "save step of")
+		return err
 	})
 	return status, err
 }
@@ -429,12 +505,12 @@ func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st sto
 	var ev *store.Event
 	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		ev = nil
-		if _, err := s.checkLease(ctx, tx, l, now, "take event for"); err != nil {
+		if _, err := s.checkLease(ctx, tx, l, nil, now, "take event for"); err != nil {
 			return err
 		}
 		e := store.Event{InstanceID: l.InstanceID, Type: typ, Consumed: true}
 		var created int64
-		err := tx.QueryRowContext(ctx, s.q.oldestEvent, l.InstanceID, typ).Scan(&e.Seq, &e.Payload, &created)
+		err := QueryRow(ctx, tx, s.q.oldestEvent, l.InstanceID, typ).Scan(&e.Seq, &e.Payload, &created)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -442,11 +518,11 @@ func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st sto
 			return fmt.Errorf("take event for %q: %w", l.InstanceID, err)
 		}
 		e.CreatedAt = time.UnixMicro(created).UTC()
-		if _, err := tx.ExecContext(ctx, s.q.consumeEvent, e.Seq); err != nil {
+		if _, err := Exec(ctx, tx, s.q.consumeEvent, e.Seq); err != nil {
 			return fmt.Errorf("consume event %d: %w", e.Seq, err)
 		}
 		st.State, st.Result = store.StepDone, e.Payload
-		if _, err := tx.ExecContext(ctx, s.q.upsertStep, stepArgs(l.InstanceID, st, now)...); err != nil {
+		if _, err := Exec(ctx, tx, s.q.upsertStep, stepArgs(l.InstanceID, st, now)...); err != nil {
 			return fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
 		}
 		ev = &e
@@ -462,30 +538,28 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 		force, prior = 1, store.StatusRunning
 	}
 	n := now.UnixMicro()
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var status string
-		err := tx.QueryRowContext(ctx, s.q.suspend,
-			force, string(sus.Status),
-			force, string(prior),
-			force, n,
-			force, micros(sus.WakeAt),
-			force, micros(sus.WakeAt),
-			nullString(sus.WaitingEvent), n,
-			l.InstanceID, l.Owner, l.Fence).Scan(&status)
-		if errors.Is(err, sql.ErrNoRows) {
-			return &store.InstanceError{ID: l.InstanceID, Op: "suspend", Err: store.ErrLeaseLost}
-		}
+	args := []any{
+		force, string(sus.Status),
+		force, string(prior),
+		force, n,
+		force, micros(sus.WakeAt),
+		force, micros(sus.WakeAt),
+		nullString(sus.WaitingEvent), n,
+		l.InstanceID, l.Owner, l.Fence,
+	}
+	// A wait checks for a buffered event in a statement of its own, after
+	// the suspension: in one statement, the check would read the events as
+	// of before the row lock was granted, and miss one that a SendEvent
+	// holding the lock (and seeing the instance still owned) had just added.
+	one := s.q.suspend.single(sus.Step != nil) && sus.WaitingEvent == ""
+	return s.write(ctx, one, func(ctx context.Context, c Conn) error {
+		status, err := s.applyFenced(ctx, c, s.q.suspend, args, l, sus.Step, now, "suspend")
 		if err != nil {
-			return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
+			return err
 		}
-		if sus.Step != nil {
-			if _, err := tx.ExecContext(ctx, s.q.upsertStep, stepArgs(l.InstanceID, *sus.Step, now)...); err != nil {
-				return fmt.Errorf("save step %q of %q: %w", sus.Step.Name, l.InstanceID, err)
-			}
-		}
-		if sus.WaitingEvent != "" && store.Status(status) == store.StatusWaiting {
+		if sus.WaitingEvent != "" && status == store.StatusWaiting {
 			// An event that arrived while the instance ran must wake it now.
-			if _, err := tx.ExecContext(ctx, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
+			if _, err := Exec(ctx, c, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
 				return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
 			}
 		}
@@ -496,8 +570,8 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 // Finish implements store.Store.
 func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now time.Time) error {
 	n := now.UnixMicro()
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q.finish, string(o.Status), blob(o.Output), nullString(o.ErrorName),
+	return s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
+		res, err := Exec(ctx, c, s.q.finish, string(o.Status), blob(o.Output), nullString(o.ErrorName),
 			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence)
 		if err != nil {
 			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
@@ -525,7 +599,7 @@ func (s *Store) lock(ctx context.Context, tx *sql.Tx, id, op string) (lockedInst
 		status        string
 		owner, waitEv sql.NullString
 	)
-	err := tx.QueryRowContext(ctx, s.q.lockInstance, id).Scan(&status, &owner, &waitEv)
+	err := QueryRow(ctx, tx, s.q.lockInstance, id).Scan(&status, &owner, &waitEv)
 	if errors.Is(err, sql.ErrNoRows) {
 		return li, &store.InstanceError{ID: id, Op: op, Err: store.ErrNotFound}
 	}
@@ -546,11 +620,11 @@ func (s *Store) SendEvent(ctx context.Context, e store.Event) error {
 		if li.status.Finished() {
 			return &store.InstanceError{ID: e.InstanceID, Op: "send event to", Status: li.status, Err: store.ErrFinished}
 		}
-		if _, err := tx.ExecContext(ctx, s.q.insertEvent, e.InstanceID, e.Type, blob(e.Payload), e.CreatedAt.UnixMicro()); err != nil {
+		if _, err := Exec(ctx, tx, s.q.insertEvent, e.InstanceID, e.Type, blob(e.Payload), e.CreatedAt.UnixMicro()); err != nil {
 			return fmt.Errorf("send event to instance %q: %w", e.InstanceID, err)
 		}
 		if li.status == store.StatusWaiting && li.owner == "" && li.waitingEvent == e.Type {
-			if _, err := tx.ExecContext(ctx, s.q.wakeForEvent, e.CreatedAt.UnixMicro(), e.InstanceID); err != nil {
+			if _, err := Exec(ctx, tx, s.q.wakeForEvent, e.CreatedAt.UnixMicro(), e.InstanceID); err != nil {
 				return fmt.Errorf("wake instance %q: %w", e.InstanceID, err)
 			}
 		}
@@ -575,10 +649,10 @@ func (s *Store) Pause(ctx context.Context, id string, now time.Time) (store.Stat
 			return nil
 		case li.owner != "":
 			result = store.StatusWaitingForPause
-			_, err = tx.ExecContext(ctx, s.q.pauseRequest, n, id)
+			_, err = Exec(ctx, tx, s.q.pauseRequest, n, id)
 		default:
 			result = store.StatusPaused
-			_, err = tx.ExecContext(ctx, s.q.pauseNow, n, n, id)
+			_, err = Exec(ctx, tx, s.q.pauseNow, n, n, id)
 		}
 		if err != nil {
 			return fmt.Errorf("pause instance %q: %w", id, err)
@@ -598,7 +672,7 @@ func (s *Store) Resume(ctx context.Context, id string, now time.Time) error {
 		n := now.UnixMicro()
 		switch li.status {
 		case store.StatusWaitingForPause:
-			if _, err := tx.ExecContext(ctx, s.q.cancelPause, n, id); err != nil {
+			if _, err := Exec(ctx, tx, s.q.cancelPause, n, id); err != nil {
 				return fmt.Errorf("resume instance %q: %w", id, err)
 			}
 			return nil
@@ -607,14 +681,14 @@ func (s *Store) Resume(ctx context.Context, id string, now time.Time) error {
 			return &store.InstanceError{ID: id, Op: "resume", Status: li.status, Err: store.ErrNotPaused}
 		}
 		var pausedAt int64
-		if err := tx.QueryRowContext(ctx, s.d.Rebind(`SELECT paused_at FROM workflow_instances WHERE id = ?`), id).Scan(&pausedAt); err != nil {
+		if err := QueryRow(ctx, tx, s.d.Rebind(`SELECT paused_at FROM workflow_instances WHERE id = ?`), id).Scan(&pausedAt); err != nil {
 			return fmt.Errorf("resume instance %q: %w", id, err)
 		}
 		// An event that arrived during the pause wakes a waiting instance now.
 		wakeNow := 0
 		if li.waitingEvent != "" {
 			var one int
-			err := tx.QueryRowContext(ctx, s.q.oldestEvent, id, li.waitingEvent).Scan(&one, new([]byte), new(int64))
+			err := QueryRow(ctx, tx, s.q.oldestEvent, id, li.waitingEvent).Scan(&one, new([]byte), new(int64))
 			if err == nil {
 				wakeNow = 1
 			} else if !errors.Is(err, sql.ErrNoRows) {
@@ -622,10 +696,10 @@ func (s *Store) Resume(ctx context.Context, id string, now time.Time) error {
 			}
 		}
 		var wake sql.NullInt64
-		if err := tx.QueryRowContext(ctx, s.q.resume, wakeNow, n, n, n, id).Scan(&wake); err != nil {
+		if err := QueryRow(ctx, tx, s.q.resume, wakeNow, n, n, n, id).Scan(&wake); err != nil {
 			return fmt.Errorf("resume instance %q: %w", id, err)
 		}
-		if _, err := tx.ExecContext(ctx, s.q.shiftSteps, n-pausedAt, id, pausedAt); err != nil {
+		if _, err := Exec(ctx, tx, s.q.shiftSteps, n-pausedAt, id, pausedAt); err != nil {
 			return fmt.Errorf("resume instance %q: shift timers: %w", id, err)
 		}
 		return nil
@@ -643,7 +717,7 @@ func (s *Store) Terminate(ctx context.Context, id string, now time.Time) error {
 			return &store.InstanceError{ID: id, Op: "terminate", Status: li.status, Err: store.ErrFinished}
 		}
 		n := now.UnixMicro()
-		if _, err := tx.ExecContext(ctx, s.q.terminate, n, n, id); err != nil {
+		if _, err := Exec(ctx, tx, s.q.terminate, n, n, id); err != nil {
 			return fmt.Errorf("terminate instance %q: %w", id, err)
 		}
 		return nil
@@ -658,11 +732,11 @@ func (s *Store) Restart(ctx context.Context, id string, now time.Time) error {
 		}
 		n := now.UnixMicro()
 		for _, q := range []string{s.q.deleteSteps, s.q.deleteConsumed} {
-			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+			if _, err := Exec(ctx, tx, q, id); err != nil {
 				return fmt.Errorf("restart instance %q: %w", id, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, s.q.restart, n, n, id); err != nil {
+		if _, err := Exec(ctx, tx, s.q.restart, n, n, id); err != nil {
 			return fmt.Errorf("restart instance %q: %w", id, err)
 		}
 		return nil
@@ -674,7 +748,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 	var removed int
 	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		removed = 0
-		rows, err := tx.QueryContext(ctx, s.q.finishedIDs, before.UnixMicro(), limit)
+		rows, err := Query(ctx, tx, s.q.finishedIDs, before.UnixMicro(), limit)
 		if err != nil {
 			return err
 		}
@@ -716,7 +790,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 // Heartbeat implements store.Store.
 func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q.heartbeat, n.ID, n.Service, n.Host, n.PID, n.StartedAt.UnixMicro(), n.ExpiresAt.UnixMicro())
+		_, err := Exec(ctx, tx, s.q.heartbeat, n.ID, n.Service, n.Host, n.PID, n.StartedAt.UnixMicro(), n.ExpiresAt.UnixMicro())
 		return err
 	})
 	if err != nil {
@@ -750,15 +824,15 @@ func (s *Store) RemoveNode(ctx context.Context, id string, now time.Time) (int, 
 	var released int
 	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n := now.UnixMicro()
-		if _, err := tx.ExecContext(ctx, s.q.deleteNode, id); err != nil {
+		if _, err := Exec(ctx, tx, s.q.deleteNode, id); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, s.q.releasePausing, n, n, n, id)
+		res, err := Exec(ctx, tx, s.q.releasePausing, n, n, n, id)
 		if err != nil {
 			return err
 		}
 		paused, _ := res.RowsAffected()
-		res, err = tx.ExecContext(ctx, s.q.releaseOwned, n, n, id)
+		res, err = Exec(ctx, tx, s.q.releaseOwned, n, n, id)
 		if err != nil {
 			return err
 		}

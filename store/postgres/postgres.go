@@ -46,6 +46,7 @@ var dialect = &sqlstore.Dialect{
 	ForUpdate:     " FOR UPDATE",
 	SkipLocked:    " FOR UPDATE SKIP LOCKED",
 	MigrationLock: "SELECT pg_advisory_xact_lock(7306418290337714229)", // any fixed key; this one spells nothing
+	WritableCTEs:  true,
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

@@ -1,0 +1,358 @@
+// Package bench implements `agentflow bench`: scenarios that measure the
+// workflow engine on a real store and print one figure per metric, as a
+// table or as JSON lines. BENCHMARKS.md at the repository root describes
+// each scenario, what exactly each metric measures, and this machine's
+// figures.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is one measured figure. With --json each is printed as one line.
+type Result struct {
+	Scenario string  `json:"scenario"`
+	Backend  string  `json:"backend"`
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+}
+
+// Backends and scenarios, in the order `all` runs them.
+var (
+	backends  = []string{"sqlite", "postgres"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery"}
+)
+
+// DefaultPostgresDSN is used when neither --dsn nor the environment names one.
+const DefaultPostgresDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// Config is everything a run needs; Main fills it from the flags.
+type Config struct {
+	Backend     string
+	Scenario    string
+	JSON        bool
+	DSN         string
+	Dir         string // SQLite directory; "" makes a temporary one, removed after
+	Synchronous string // SQLite synchronous: FULL or NORMAL
+
+	// MaxConcurrent is the engine's Options.MaxConcurrent; 0 keeps the engine default.
+	MaxConcurrent int
+
+	// steps
+	Workflows   int
+	Callers     int
+	Writers     int
+	RawDuration time.Duration
+
+	// sleepers
+	Instances int
+	Creators  int
+
+	// timers
+	Timers int
+	Spread time.Duration
+	Lead   time.Duration
+
+	// recovery
+	RecoveryInstances int
+
+	// Timeout bounds each scenario.
+	Timeout time.Duration
+
+	// Log receives progress lines and the engine's warnings; nil discards them.
+	Log io.Writer
+}
+
+// DefaultConfig returns the issue's sizes.
+func DefaultConfig() Config {
+	return Config{
+		Backend:           "sqlite",
+		DSN:               defaultDSN(),
+		Synchronous:       "FULL",
+		Workflows:         10_000,
+		Callers:           64,
+		Writers:           64,
+		RawDuration:       3 * time.Second,
+		Instances:         100_000,
+		Creators:          4,
+		Timers:            10_000,
+		Spread:            5 * time.Second,
+		Lead:              3 * time.Second,
+		RecoveryInstances: 5_000,
+		Timeout:           10 * time.Minute,
+	}
+}
+
+func defaultDSN() string {
+	for _, k := range []string{"AGENTFLOW_BENCH_POSTGRES", "AGENTFLOW_TEST_POSTGRES"} {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return DefaultPostgresDSN
+}
+
+// Main runs `agentflow bench` with args (the flags after "bench").
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("agentflow bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: agentflow bench --backend %s --scenario %s|all [--json] [flags]\n\nflags:\n",
+			strings.Join(backends, "|"), strings.Join(scenarios, "|"))
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.Backend, "backend", cfg.Backend, "store: "+strings.Join(backends, " or "))
+	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario to run: "+strings.Join(scenarios, ", ")+", or all (required)")
+	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per line instead of a table")
+	fs.StringVar(&cfg.DSN, "dsn", cfg.DSN, "PostgreSQL DSN (default from AGENTFLOW_BENCH_POSTGRES or AGENTFLOW_TEST_POSTGRES); each scenario uses a fresh schema, dropped after")
+	fs.StringVar(&cfg.Dir, "dir", "", "directory for the SQLite file (default a temporary directory, removed after)")
+	fs.StringVar(&cfg.Synchronous, "synchronous", cfg.Synchronous, "SQLite synchronous setting: FULL or NORMAL")
+	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "engine Options.MaxConcurrent (0: the engine default)")
+	fs.IntVar(&cfg.Workflows, "workflows", cfg.Workflows, "steps: workflows to run")
+	fs.IntVar(&cfg.Callers, "callers", cfg.Callers, "steps: concurrent callers of Create")
+	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "steps: concurrent writers measuring the raw limit")
+	fs.DurationVar(&cfg.RawDuration, "raw-duration", cfg.RawDuration, "steps: length of each raw-limit measurement")
+	fs.IntVar(&cfg.Instances, "instances", cfg.Instances, "sleepers: instances put to sleep")
+	fs.IntVar(&cfg.Creators, "creators", cfg.Creators, "sleepers, timers: goroutines calling CreateBatch")
+	fs.IntVar(&cfg.Timers, "timers", cfg.Timers, "timers: sleeping instances")
+	fs.DurationVar(&cfg.Spread, "spread", cfg.Spread, "timers: the wake-up times are spread uniformly over this long")
+	fs.DurationVar(&cfg.Lead, "lead", cfg.Lead, "timers: time from the start of creation to the first wake-up")
+	fs.IntVar(&cfg.RecoveryInstances, "recovery-instances", cfg.RecoveryInstances, "recovery: instances in flight at the kill")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if !*quiet {
+		cfg.Log = stderr
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	run := []string{cfg.Scenario}
+	if cfg.Scenario == "all" {
+		run = scenarios
+	}
+	var (
+		all  []Result
+		errs []error
+	)
+	for _, sc := range run {
+		c := cfg
+		c.Scenario = sc
+		rs, err := Run(ctx, c)
+		if cfg.JSON {
+			if werr := WriteJSON(stdout, rs); werr != nil {
+				return werr
+			}
+		}
+		all = append(all, rs...)
+		if err != nil {
+			err = fmt.Errorf("scenario %s on %s: %w", sc, cfg.Backend, err)
+			if len(run) > 1 {
+				fmt.Fprintf(stderr, "%v\n", err)
+			}
+			errs = append(errs, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if !cfg.JSON && len(all) > 0 {
+		if err := WriteTable(stdout, all); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validate() error {
+	if !slices.Contains(backends, c.Backend) {
+		return fmt.Errorf("unknown backend %q: must be one of %s", c.Backend, strings.Join(backends, ", "))
+	}
+	if c.Scenario == "" {
+		return fmt.Errorf("--scenario is required: one of %s, or all", strings.Join(scenarios, ", "))
+	}
+	if c.Scenario != "all" && !slices.Contains(scenarios, c.Scenario) {
+		return fmt.Errorf("unknown scenario %q: must be one of %s, or all", c.Scenario, strings.Join(scenarios, ", "))
+	}
+	switch strings.ToUpper(c.Synchronous) {
+	case "FULL", "NORMAL":
+		c.Synchronous = strings.ToUpper(c.Synchronous)
+	default:
+		return fmt.Errorf("unknown --synchronous %q: must be FULL or NORMAL", c.Synchronous)
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{
+		{"--workflows", c.Workflows}, {"--callers", c.Callers}, {"--writers", c.Writers},
+		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers},
+		{"--recovery-instances", c.RecoveryInstances},
+	} {
+		if p.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %d", p.name, p.v)
+		}
+	}
+	if c.MaxConcurrent < 0 {
+		return fmt.Errorf("--max-concurrent must not be negative, not %d", c.MaxConcurrent)
+	}
+	if c.RawDuration <= 0 || c.Spread <= 0 || c.Lead <= 0 || c.Timeout <= 0 {
+		return errors.New("--raw-duration, --spread, --lead and --timeout must be positive")
+	}
+	return nil
+}
+
+// Run runs one scenario (not "all") and returns its figures.
+func Run(ctx context.Context, cfg Config) ([]Result, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	r := &runner{cfg: cfg, log: slog.New(slog.NewTextHandler(cfg.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	var (
+		rs  []Result
+		err error
+	)
+	switch cfg.Scenario {
+	case "steps":
+		rs, err = r.steps(ctx)
+	case "sleepers":
+		rs, err = r.sleepers(ctx)
+	case "timers":
+		rs, err = r.timers(ctx)
+	case "recovery":
+		rs, err = r.recovery(ctx)
+	default:
+		err = fmt.Errorf("unknown scenario %q: must be one of %s", cfg.Scenario, strings.Join(scenarios, ", "))
+	}
+	for i := range rs {
+		rs[i].Scenario, rs[i].Backend = cfg.Scenario, cfg.Backend
+	}
+	return rs, err
+}
+
+type runner struct {
+	cfg Config
+	log *slog.Logger // for the engine: warnings and worse
+}
+
+func (r *runner) progress(format string, args ...any) {
+	fmt.Fprintf(r.cfg.Log, "bench %s/%s: %s\n", r.cfg.Scenario, r.cfg.Backend, fmt.Sprintf(format, args...))
+}
+
+// metric builds a Result with the value rounded for printing.
+func metric(name string, v float64, unit string) Result {
+	return Result{Name: name, Value: round(v), Unit: unit}
+}
+
+// round keeps three decimals, or four significant digits below 1, which is
+// more precision than any of these measurements has.
+func round(v float64) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	if math.Abs(v) >= 1 {
+		return math.Round(v*1000) / 1000
+	}
+	scale := math.Pow(10, 3-math.Floor(math.Log10(math.Abs(v))))
+	return math.Round(v*scale) / scale
+}
+
+// WriteJSON prints each result as one JSON object on its own line.
+func WriteJSON(w io.Writer, rs []Result) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rs {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTable prints the results as an aligned table.
+func WriteTable(w io.Writer, rs []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tBACKEND\tMETRIC\tVALUE\tUNIT")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Scenario, r.Backend, r.Name, formatValue(r.Value), r.Unit)
+	}
+	return tw.Flush()
+}
+
+func formatValue(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%g", v)
+}
+
+// Percentile returns the p-th percentile (0 < p ≤ 100) of xs by the
+// nearest-rank method: the smallest value such that at least p% of the
+// values are at or below it. It returns 0 for no values. xs is not changed.
+func Percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return percentileSorted(s, p)
+}
+
+func percentileSorted(s []float64, p float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	rank = min(max(rank, 1), len(s))
+	return s[rank-1]
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ms converts a duration to fractional milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

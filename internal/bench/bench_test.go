@@ -1,0 +1,247 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"agentflow/internal/crashtest"
+)
+
+// TestMain hands the process to the crashtest child when the recovery
+// scenario starts this test binary as one.
+func TestMain(m *testing.M) {
+	if crashtest.IsChild() {
+		crashtest.RunChild()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestPercentile(t *testing.T) {
+	ten := []float64{10, 1, 9, 2, 8, 3, 7, 4, 6, 5}
+	for _, tc := range []struct {
+		name string
+		xs   []float64
+		p    float64
+		want float64
+	}{
+		{"empty", nil, 50, 0},
+		{"one value", []float64{7}, 99, 7},
+		{"p50 of ten", ten, 50, 5},
+		{"p90 of ten", ten, 90, 9},
+		{"p99 of ten", ten, 99, 10},
+		{"p100 of ten", ten, 100, 10},
+		{"tiny p is the minimum", ten, 0.1, 1},
+		{"p50 of two", []float64{2, 1}, 50, 1},
+		{"p51 of two", []float64{2, 1}, 51, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := append([]float64(nil), tc.xs...)
+			if got := Percentile(tc.xs, tc.p); got != tc.want {
+				t.Errorf("Percentile(%v, %v) = %v, want %v", tc.xs, tc.p, got, tc.want)
+			}
+			for i := range before {
+				if before[i] != tc.xs[i] {
+					t.Fatalf("Percentile reordered its input: %v", tc.xs)
+				}
+			}
+		})
+	}
+}
+
+func TestRound(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{
+		{0, 0}, {1234.56789, 1234.568}, {0.123456, 0.1235}, {0.000123456, 0.0001235}, {-2.00049, -2},
+	} {
+		if got := round(tc.in); got != tc.want {
+			t.Errorf("round(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var buf bytes.Buffer
+	rs := []Result{
+		{Scenario: "steps", Backend: "sqlite", Name: "workflows_per_s", Value: 1234.5, Unit: "workflows/s"},
+		{Scenario: "sleepers", Backend: "postgres", Name: "goroutines_per_instance", Value: 0, Unit: "goroutines"},
+	}
+	if err := WriteJSON(&buf, rs); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"scenario":"steps","backend":"sqlite","name":"workflows_per_s","value":1234.5,"unit":"workflows/s"}
+{"scenario":"sleepers","backend":"postgres","name":"goroutines_per_instance","value":0,"unit":"goroutines"}
+`
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, []Result{{Scenario: "timers", Backend: "sqlite", Name: "lateness_p99_ms", Value: 12.5, Unit: "ms"}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "SCENARIO") || strings.Join(strings.Fields(lines[1]), " ") != "timers sqlite lateness_p99_ms 12.5 ms" {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+func TestMainRejectsBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string // substrings of the error
+	}{
+		{[]string{"--backend", "mysql", "--scenario", "steps"}, []string{`"mysql"`, "sqlite", "postgres"}},
+		{[]string{"--scenario", "nope"}, []string{`"nope"`, "steps", "sleepers", "timers", "recovery", "all"}},
+		{[]string{}, []string{"--scenario is required"}},
+		{[]string{"--scenario", "steps", "--synchronous", "OFF"}, []string{`"OFF"`, "FULL", "NORMAL"}},
+		{[]string{"--scenario", "steps", "--workflows", "0"}, []string{"--workflows"}},
+		{[]string{"--scenario", "steps", "extra"}, []string{`"extra"`}},
+	} {
+		var out, errOut bytes.Buffer
+		err := Main(context.Background(), tc.args, &out, &errOut)
+		if err == nil {
+			t.Errorf("Main(%q) succeeded", tc.args)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("Main(%q) = %q, want it to mention %s", tc.args, err, w)
+			}
+		}
+		if out.Len() != 0 {
+			t.Errorf("Main(%q) printed %q", tc.args, out.String())
+		}
+	}
+}
+
+// tiny returns a configuration small enough for unit tests.
+func tiny(t *testing.T, backend, scenario string) Config {
+	c := DefaultConfig()
+	c.Backend, c.Scenario = backend, scenario
+	c.Dir = t.TempDir()
+	c.Workflows, c.Callers, c.Writers, c.RawDuration = 200, 8, 8, 100*time.Millisecond
+	c.Instances, c.Creators = 500, 2
+	c.Timers, c.Spread, c.Lead = 200, 300*time.Millisecond, 3*time.Second
+	c.RecoveryInstances = 300
+	c.Timeout = 2 * time.Minute
+	return c
+}
+
+func values(t *testing.T, rs []Result) map[string]float64 {
+	t.Helper()
+	m := make(map[string]float64)
+	for _, r := range rs {
+		if r.Unit == "" {
+			t.Errorf("metric %s has no unit", r.Name)
+		}
+		m[r.Name] = r.Value
+	}
+	return m
+}
+
+func TestScenariosSQLite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	ctx := context.Background()
+	t.Run("steps", func(t *testing.T) {
+		rs, err := Run(ctx, tiny(t, "sqlite", "steps"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := values(t, rs)
+		for _, name := range []string{"workflows_per_s", "step_p50_ms", "step_p99_ms", "raw_rows_per_s", "ratio_to_limit"} {
+			if v[name] <= 0 {
+				t.Errorf("%s = %v, want > 0", name, v[name])
+			}
+		}
+		if v["step_p99_ms"] < v["step_p50_ms"] {
+			t.Errorf("p99 %v < p50 %v", v["step_p99_ms"], v["step_p50_ms"])
+		}
+		for _, r := range rs {
+			if r.Scenario != "steps" || r.Backend != "sqlite" {
+				t.Errorf("result %+v is not labelled steps/sqlite", r)
+			}
+		}
+	})
+	t.Run("sleepers", func(t *testing.T) {
+		rs, err := Run(ctx, tiny(t, "sqlite", "sleepers"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := values(t, rs)
+		if g := v["goroutines_per_instance"]; g != 0 {
+			t.Errorf("goroutines_per_instance = %v, want 0", g)
+		}
+		if _, ok := v["heap_bytes_per_instance"]; !ok {
+			t.Error("no heap_bytes_per_instance")
+		}
+	})
+	t.Run("timers", func(t *testing.T) {
+		rs, err := Run(ctx, tiny(t, "sqlite", "timers"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := values(t, rs)
+		if v["lateness_p50_ms"] < 0 || v["lateness_p99_ms"] < v["lateness_p50_ms"] {
+			t.Errorf("lateness p50 %v p99 %v", v["lateness_p50_ms"], v["lateness_p99_ms"])
+		}
+	})
+	t.Run("recovery", func(t *testing.T) {
+		rs, err := Run(ctx, tiny(t, "sqlite", "recovery"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := values(t, rs)
+		if v["duplicate_steps"] != 0 || v["lost_instances"] != 0 || v["recovery_s"] <= 0 {
+			t.Errorf("recovery figures %v", v)
+		}
+	})
+}
+
+func TestTimersLeadTooShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	c := tiny(t, "sqlite", "timers")
+	c.Lead = time.Nanosecond
+	_, err := Run(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "--lead") {
+		t.Fatalf("err = %v, want one that says to raise --lead", err)
+	}
+}
+
+func TestMainJSONPostgres(t *testing.T) {
+	dsn := os.Getenv("AGENTFLOW_TEST_POSTGRES")
+	if dsn == "" || testing.Short() {
+		t.Skip("AGENTFLOW_TEST_POSTGRES is not set")
+	}
+	var out, errOut bytes.Buffer
+	args := []string{"--backend", "postgres", "--dsn", dsn, "--scenario", "steps", "--json", "--quiet",
+		"--workflows", "100", "--callers", "4", "--writers", "4", "--raw-duration", "100ms"}
+	if err := Main(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) < 5 {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	for _, l := range lines {
+		var r Result
+		dec := json.NewDecoder(strings.NewReader(l))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if r.Scenario != "steps" || r.Backend != "postgres" || r.Name == "" || r.Unit == "" {
+			t.Errorf("line %q", l)
+		}
+	}
+}
