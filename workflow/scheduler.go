@@ -117,6 +117,9 @@ func (s *scheduler) claim(ctx context.Context) {
 		}
 		if n == 0 {
 			s.starved.Store(true)
+			if e.freeSlots() > 0 {
+				continue // a slot was freed before starved was set; its wake-up may be lost
+			}
 			return
 		}
 		s.starved.Store(false)
