@@ -77,6 +77,10 @@ type Engine struct {
 	loops    sync.WaitGroup // background loops
 	nodeMu   sync.Mutex
 	node     store.Node
+	// leaseUntil is when this node's claims lapse, in Unix nanoseconds of
+	// the engine's clock, as of its last successful heartbeat. Past it,
+	// other nodes may take its instances over, so it starts no more steps.
+	leaseUntil atomic.Int64
 }
 
 // NewEngine returns an engine over opts.Store. Register classes, then Start.
@@ -176,6 +180,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.started.Store(false)
 		return fmt.Errorf("workflow: start: %w", err)
 	}
+	e.leaseUntil.Store(e.node.ExpiresAt.UnixNano())
 	e.reapNodes(ctx)
 	e.goLoop(e.nodeLoop)
 	e.goLoop(e.sched.loadLoop)
@@ -243,6 +248,9 @@ func (e *Engine) retryWrite(ctx context.Context, id string, fn func(ctx context.
 		delay = min(delay*2, 5*time.Second)
 	}
 }
+
+// leaseValid reports whether this node's claims are still its own at now.
+func (e *Engine) leaseValid(now time.Time) bool { return now.UnixNano() < e.leaseUntil.Load() }
 
 // tryAcquire takes an execution slot if one is free.
 func (e *Engine) tryAcquire() bool {
@@ -606,10 +614,20 @@ func (e *Engine) nodeLoop(ctx context.Context) {
 		case <-t.Chan():
 		}
 		t.Reset(e.opts.Lease / 3)
+		now := e.clock.Now()
 		n := e.node
-		n.ExpiresAt = e.clock.Now().Add(e.opts.Lease)
-		if err := e.store.Heartbeat(ctx, n); err != nil && ctx.Err() == nil {
-			e.log.Warn("heartbeat failed", "err", err)
+		n.ExpiresAt = now.Add(e.opts.Lease)
+		if err := e.store.Heartbeat(ctx, n); err != nil {
+			if ctx.Err() == nil {
+				e.log.Warn("heartbeat failed", "err", err)
+			}
+		} else {
+			lapsed := !e.leaseValid(now)
+			e.leaseUntil.Store(n.ExpiresAt.UnixNano())
+			if lapsed {
+				e.log.Warn("lease renewed after it had lapsed; claiming again")
+				e.sched.add(now)
+			}
 		}
 		e.reapNodes(ctx)
 	}

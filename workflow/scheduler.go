@@ -110,7 +110,7 @@ func (s *scheduler) dispatchLoop(ctx context.Context) {
 // claim claims due instances while there are free slots and due instances.
 func (s *scheduler) claim(ctx context.Context) {
 	e := s.e
-	for !e.stopping.Load() {
+	for !e.stopping.Load() && e.leaseValid(e.clock.Now()) {
 		n := 0
 		for n < claimBatch && e.tryAcquire() {
 			n++

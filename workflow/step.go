@@ -241,6 +241,12 @@ func (s *Step) before(ref StepRef) {
 	if s.e.stopping.Load() {
 		s.stop(unwind{kind: unwindAbandon})
 	}
+	if now := s.e.clock.Now(); !s.e.leaseValid(now) {
+		// Other nodes may have taken this instance over already: starting
+		// the step could run it twice. Hand it back instead; the write is
+		// fenced, so it fails harmlessly if it was taken.
+		s.suspend(store.Suspension{Status: store.StatusRunning, WakeAt: now})
+	}
 	if f := s.e.hooks.BeforeStep; f != nil {
 		if err := f(s.ctx, ref); err != nil {
 			s.stop(unwind{kind: unwindAbandon, err: err})
