@@ -161,10 +161,14 @@ type Outcome struct {
 
 // Node is one running engine process, kept alive by heartbeats.
 type Node struct {
-	ID        string
-	Service   string
-	Host      string
-	PID       int
+	ID      string
+	Service string
+	Host    string
+	PID     int
+	// Process identifies the OS process on its host beyond its pid, so
+	// that a new process that reused a dead one's pid is told apart;
+	// "" where the platform cannot tell.
+	Process   string
 	StartedAt time.Time
 	ExpiresAt time.Time
 }
@@ -233,6 +237,10 @@ type Store interface {
 	// RemoveNode deletes the node and releases the instances it owned, so
 	// that they are due at now.
 	RemoveNode(ctx context.Context, id string, now time.Time) (released int, err error)
+	// ReleaseOrphans releases, due at now, the instances owned by a node
+	// that has no row: a claim that a node committed just after it was
+	// removed as dead.
+	ReleaseOrphans(ctx context.Context, now time.Time) (released int, err error)
 
 	// Close releases the store's resources.
 	Close() error

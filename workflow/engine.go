@@ -173,9 +173,8 @@ func (e *Engine) Start(ctx context.Context) error {
 	host, _ := os.Hostname()
 	now := e.clock.Now()
 	e.node = store.Node{ID: e.nodeID, Service: e.service, Host: host, PID: os.Getpid(), StartedAt: now, ExpiresAt: now.Add(e.opts.Lease)}
-	processNodes.Store(e.nodeID, struct{}{})
+	e.node.Process = processIdentity(e.node.PID)
 	if err := e.store.Heartbeat(ctx, e.node); err != nil {
-		processNodes.Delete(e.nodeID)
 		e.cancel()
 		e.started.Store(false)
 		return fmt.Errorf("workflow: start: %w", err)
@@ -215,7 +214,6 @@ func (e *Engine) Stop(ctx context.Context) error {
 	e.cancel()
 	e.loops.Wait()
 	_, err := e.store.RemoveNode(context.WithoutCancel(ctx), e.nodeID, e.clock.Now())
-	processNodes.Delete(e.nodeID)
 	if err != nil {
 		return fmt.Errorf("workflow: stop: %w", err)
 	}
@@ -633,11 +631,6 @@ func (e *Engine) nodeLoop(ctx context.Context) {
 	}
 }
 
-// processNodes holds the ids of the engines started and not stopped in
-// this process, so that reapNodes can tell them from the nodes of a dead
-// process that had this process's pid.
-var processNodes sync.Map // node id -> struct{}
-
 // reapNodes removes nodes whose lease ran out, and nodes on this host
 // whose process is gone (so a restarted process recovers its own work at
 // once), releasing their instances to be claimed.
@@ -655,14 +648,7 @@ func (e *Engine) reapNodes(ctx context.Context) {
 			continue
 		}
 		expired := n.ExpiresAt.Before(now)
-		gone := n.Host == e.node.Host && !processAlive(n.PID)
-		if n.Host == e.node.Host && n.PID == e.node.PID {
-			// Our own pid: an engine of this process, or one of a dead
-			// process that had the same pid (PID 1 in a restarted
-			// container, say), which processAlive cannot tell apart.
-			_, sibling := processNodes.Load(n.ID)
-			gone = !sibling
-		}
+		gone := processGone(n, e.node)
 		if !expired && !gone {
 			continue
 		}
@@ -676,6 +662,29 @@ func (e *Engine) reapNodes(ctx context.Context) {
 			e.sched.add(now)
 		}
 	}
+	released, err := e.store.ReleaseOrphans(ctx, now)
+	if err != nil {
+		e.log.Warn("release orphaned instances failed", "err", err)
+	} else if released > 0 {
+		e.log.Info("released instances claimed by removed nodes", "released", released)
+		e.sched.add(now)
+	}
+}
+
+// processGone reports whether node n ran on self's host in a process that
+// no longer exists: its pid is free, or now belongs to another process.
+func processGone(n, self store.Node) bool {
+	if n.Host != self.Host {
+		return false
+	}
+	id := processIdentity(n.PID)
+	if id == "" {
+		return true
+	}
+	if n.Process == "" { // a row from before identities were kept
+		return n.PID == self.PID && n.ID != self.ID
+	}
+	return id != n.Process
 }
 
 // retentionLoop removes finished instances older than the retention.

@@ -36,7 +36,8 @@ type Dialect struct {
 	MigrationLock string
 	// WritableCTEs reports data-modifying statements in WITH (PostgreSQL).
 	// With them a fenced write and its step row are one statement (see
-	// withStep), which the Writer can run without an explicit transaction.
+	// withStep), which the Writer runs as a one-statement write (WriteOne)
+	// rather than in a transaction of its own.
 	WritableCTEs bool
 }
 
@@ -116,7 +117,7 @@ type queries struct {
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
-	releasePausing, releaseOwned                            string
+	releasePausing, releaseOwned, orphanOwners              string
 }
 
 func newQueries(d *Dialect) queries {
@@ -187,13 +188,15 @@ func newQueries(d *Dialect) queries {
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL WHERE id = ?`),
 		finishedIDs: r(`SELECT id FROM workflow_instances WHERE finished_at IS NOT NULL AND finished_at < ?
  ORDER BY finished_at LIMIT ?` + d.SkipLocked),
-		heartbeat: r(`INSERT INTO agentflow_nodes (id, service, host, pid, started_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+		heartbeat: r(`INSERT INTO agentflow_nodes (id, service, host, pid, process, started_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at`),
-		listNodes:  `SELECT id, service, host, pid, started_at, expires_at FROM agentflow_nodes ORDER BY started_at`,
+		listNodes:  `SELECT id, service, host, pid, process, started_at, expires_at FROM agentflow_nodes ORDER BY started_at`,
 		deleteNode: r(`DELETE FROM agentflow_nodes WHERE id = ?`),
 		releasePausing: r(`UPDATE workflow_instances SET status = 'paused', prior_status = 'running', paused_at = ?,
    paused_wake_at = ?, wake_at = NULL, owner = NULL, updated_at = ? WHERE owner = ? AND status = 'waitingForPause'`),
 		releaseOwned: r(`UPDATE workflow_instances SET owner = NULL, wake_at = ?, updated_at = ? WHERE owner = ?`),
+		orphanOwners: `SELECT DISTINCT owner FROM workflow_instances
+ WHERE owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM agentflow_nodes WHERE agentflow_nodes.id = workflow_instances.owner)`,
 	}
 }
 
@@ -230,9 +233,10 @@ func (f fencedQuery) single(step bool) bool { return !step || f.withStep != "" }
 // version of the row, after waiting for any transaction that holds it. A
 // Terminate or Restart (which lock the row) that commits first has moved the
 // fence, so the UPDATE matches nothing and no step lands after Restart
-// deleted the steps; one that comes second waits for this statement to
-// commit, and Restart's DELETE then sees the new step. That is the order the
-// two statements in one transaction give on the other dialects.
+// deleted the steps; one that comes second waits for the transaction of
+// this statement to commit, and Restart's DELETE (a later statement, with a
+// newer snapshot) then sees the new step and deletes it. That is the order
+// the two statements in one transaction give on the other dialects.
 //
 // The other parts of one statement share one snapshot taken before that
 // lock is granted, so a condition on other rows (Suspend's look for a
@@ -326,7 +330,28 @@ func (s *Store) write(ctx context.Context, one bool, fn StmtFunc) error {
 	if one {
 		return s.w.WriteOne(ctx, fn)
 	}
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error { return fn(ctx, tx) })
+	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error { return fn(ctx, TxConn(tx)) })
+}
+
+// queryRow runs q on c and scans its first row into dest, or returns
+// sql.ErrNoRows. Like sql.Row, it reads the result to its end, so that an
+// error there (a failed commit) is not missed.
+func queryRow(ctx context.Context, c Conn, q string, args []any, dest ...any) error {
+	rows, err := c.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 // CreateInstances implements store.Store.
@@ -339,15 +364,13 @@ func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) er
 			if in.Owner != "" {
 				fence = 1
 			}
-			res, err := Exec(ctx, c, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
+			n, err := c.Exec(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
 				string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
 				nullString(in.Owner), fence)
 			if err != nil {
 				return fmt.Errorf("create instance %q: %w", in.ID, err)
 			}
-			if n, err := res.RowsAffected(); err != nil {
-				return fmt.Errorf("create instance %q: %w", in.ID, err)
-			} else if n == 0 {
+			if n == 0 {
 				return &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
 			}
 			in.Fence = fence
@@ -418,7 +441,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner, service string, now time.Ti
 	err := s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
 		claimed = claimed[:0]
 		n := now.UnixMicro()
-		rows, err := Query(ctx, c, s.q.claimDue, owner, n, service, n, limit, n)
+		rows, err := c.Query(ctx, s.q.claimDue, owner, n, service, n, limit, n)
 		if err != nil {
 			return err
 		}
@@ -467,7 +490,7 @@ func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []a
 		q, args = f.withStep, append(args, stepArgs(l.InstanceID, *st, now)...)
 	}
 	var status string
-	err := QueryRow(ctx, c, q, args...).Scan(&status)
+	err := queryRow(ctx, c, q, args, &status)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", &store.InstanceError{ID: l.InstanceID, Op: op, Err: store.ErrLeaseLost}
 	}
@@ -475,7 +498,7 @@ func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []a
 		return "", fmt.Errorf("%s instance %q: %w", op, l.InstanceID, err)
 	}
 	if st != nil && f.withStep == "" {
-		if _, err := Exec(ctx, c, s.q.upsertStep, stepArgs(l.InstanceID, *st, now)...); err != nil {
+		if _, err := c.Exec(ctx, s.q.upsertStep, stepArgs(l.InstanceID, *st, now)...); err != nil {
 			return "", fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
 		}
 	}
@@ -505,7 +528,7 @@ func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st sto
 	var ev *store.Event
 	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		ev = nil
-		if _, err := s.checkLease(ctx, tx, l, nil, now, "take event for"); err != nil {
+		if _, err := s.checkLease(ctx, TxConn(tx), l, nil, now, "take event for"); err != nil {
 			return err
 		}
 		e := store.Event{InstanceID: l.InstanceID, Type: typ, Consumed: true}
@@ -559,7 +582,7 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 		}
 		if sus.WaitingEvent != "" && status == store.StatusWaiting {
 			// An event that arrived while the instance ran must wake it now.
-			if _, err := Exec(ctx, c, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
+			if _, err := c.Exec(ctx, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
 				return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
 			}
 		}
@@ -571,14 +594,12 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now time.Time) error {
 	n := now.UnixMicro()
 	return s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
-		res, err := Exec(ctx, c, s.q.finish, string(o.Status), blob(o.Output), nullString(o.ErrorName),
+		rows, err := c.Exec(ctx, s.q.finish, string(o.Status), blob(o.Output), nullString(o.ErrorName),
 			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence)
 		if err != nil {
 			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
 		}
-		if rows, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
-		} else if rows == 0 {
+		if rows == 0 {
 			return &store.InstanceError{ID: l.InstanceID, Op: "finish", Err: store.ErrLeaseLost}
 		}
 		return nil
@@ -790,7 +811,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 // Heartbeat implements store.Store.
 func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := Exec(ctx, tx, s.q.heartbeat, n.ID, n.Service, n.Host, n.PID, n.StartedAt.UnixMicro(), n.ExpiresAt.UnixMicro())
+		_, err := Exec(ctx, tx, s.q.heartbeat, n.ID, n.Service, n.Host, n.PID, n.Process, n.StartedAt.UnixMicro(), n.ExpiresAt.UnixMicro())
 		return err
 	})
 	if err != nil {
@@ -810,7 +831,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	for rows.Next() {
 		var n store.Node
 		var started, expires int64
-		if err := rows.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &started, &expires); err != nil {
+		if err := rows.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &n.Process, &started, &expires); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
 		n.StartedAt, n.ExpiresAt = time.UnixMicro(started).UTC(), time.UnixMicro(expires).UTC()
@@ -844,4 +865,35 @@ func (s *Store) RemoveNode(ctx context.Context, id string, now time.Time) (int, 
 		return 0, fmt.Errorf("remove node %q: %w", id, err)
 	}
 	return released, nil
+}
+
+// ReleaseOrphans implements store.Store. It releases each orphan owner's
+// instances exactly as RemoveNode would.
+func (s *Store) ReleaseOrphans(ctx context.Context, now time.Time) (int, error) {
+	rows, err := s.read.QueryContext(ctx, s.q.orphanOwners)
+	if err != nil {
+		return 0, fmt.Errorf("find orphaned instances: %w", err)
+	}
+	var owners []string
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("find orphaned instances: %w", err)
+		}
+		owners = append(owners, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("find orphaned instances: %w", err)
+	}
+	total := 0
+	for _, o := range owners {
+		n, err := s.RemoveNode(ctx, o, now)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
 }

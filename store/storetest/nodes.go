@@ -38,6 +38,7 @@ func checkNodes(t *testing.T, what string, got, want []store.Node) {
 		eq(&d, "Service", got[i].Service, want[i].Service)
 		eq(&d, "Host", got[i].Host, want[i].Host)
 		eq(&d, "PID", got[i].PID, want[i].PID)
+		eq(&d, "Process", got[i].Process, want[i].Process)
 		eqTime(&d, "StartedAt", got[i].StartedAt, want[i].StartedAt)
 		eqTime(&d, "ExpiresAt", got[i].ExpiresAt, want[i].ExpiresAt)
 		if len(d) > 0 {
@@ -56,11 +57,37 @@ func removeNode(t *testing.T, s store.Store, id string, now time.Time) int {
 }
 
 var nodesCases = []testCase{
+	{"ReleaseOrphansFreesInstancesOfNodesWithoutARow", func(t *testing.T, s store.Store) {
+		heartbeat(t, s, store.Node{ID: "alive", Host: "alpha", PID: 1, StartedAt: t0, ExpiresAt: at(time.Hour)})
+		start(t, s, "kept", "alive")
+		// "gone" claimed after its row was removed: nobody would release it.
+		start(t, s, "orphan", "gone")
+		create(t, s, newOwned("orphan-queued", "gone", store.StatusQueued))
+		keptBefore := snap(t, s, "kept")
+
+		now := at(time.Minute)
+		n, err := s.ReleaseOrphans(t.Context(), now)
+		if err != nil {
+			t.Fatalf("ReleaseOrphans: %v", err)
+		}
+		if n != 2 {
+			t.Errorf("ReleaseOrphans released %d instances, want 2", n)
+		}
+		for _, id := range []string{"orphan", "orphan-queued"} {
+			if in := get(t, s, id); in.Owner != "" || !in.WakeAt.Equal(now) {
+				t.Errorf("%s after ReleaseOrphans: owner %q WakeAt %s, want unowned and due at %s", id, in.Owner, fmtTime(in.WakeAt), fmtTime(now))
+			}
+		}
+		checkUnchanged(t, "an instance of a live node", s, keptBefore)
+		if n, err := s.ReleaseOrphans(t.Context(), now); err != nil || n != 0 {
+			t.Errorf("second ReleaseOrphans = %d, %v; want 0, nil", n, err)
+		}
+	}},
 	{"HeartbeatInsertsAndRefreshes", func(t *testing.T, s store.Store) {
 		if got := listNodes(t, s); len(got) != 0 {
 			t.Fatalf("ListNodes of an empty store = %+v", got)
 		}
-		n1 := store.Node{ID: "node-1", Service: "", Host: "alpha", PID: 101, StartedAt: at(-time.Minute), ExpiresAt: at(15 * time.Second)}
+		n1 := store.Node{ID: "node-1", Service: "", Host: "alpha", PID: 101, Process: "101:8812", StartedAt: at(-time.Minute), ExpiresAt: at(15 * time.Second)}
 		n2 := store.Node{ID: "node-2", Service: "billing", Host: "beta", PID: 202, StartedAt: at(-2 * time.Minute), ExpiresAt: at(10 * time.Second)}
 		heartbeat(t, s, n1)
 		heartbeat(t, s, n2)

@@ -1,0 +1,1 @@
+ALTER TABLE agentflow_nodes ADD COLUMN process TEXT NOT NULL DEFAULT '';
