@@ -81,6 +81,7 @@ type Engine struct {
 	// the engine's clock, as of its last successful heartbeat. Past it,
 	// other nodes may take its instances over, so it starts no more steps.
 	leaseUntil atomic.Int64
+	renew      chan struct{} // asks nodeLoop to heartbeat now
 }
 
 // NewEngine returns an engine over opts.Store. Register classes, then Start.
@@ -123,6 +124,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		opts:    opts,
 		classes: make(map[string]*class),
 		slots:   make(chan struct{}, opts.MaxConcurrent),
+		renew:   make(chan struct{}, 1),
 	}
 	e.sched = newScheduler(e)
 	return e, nil
@@ -248,7 +250,19 @@ func (e *Engine) retryWrite(ctx context.Context, id string, fn func(ctx context.
 }
 
 // leaseValid reports whether this node's claims are still its own at now.
-func (e *Engine) leaseValid(now time.Time) bool { return now.UnixNano() < e.leaseUntil.Load() }
+// When they are not, it asks for a heartbeat at once rather than at the
+// next tick: after a stall (or a jump of a virtual clock) the node resumes
+// as soon as the store confirms it is alive.
+func (e *Engine) leaseValid(now time.Time) bool {
+	if now.UnixNano() < e.leaseUntil.Load() {
+		return true
+	}
+	select {
+	case e.renew <- struct{}{}:
+	default:
+	}
+	return false
+}
 
 // tryAcquire takes an execution slot if one is free.
 func (e *Engine) tryAcquire() bool {
@@ -610,6 +624,7 @@ func (e *Engine) nodeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
+		case <-e.renew: // Reset below replaces the pending tick; a stale one only means an early heartbeat
 		}
 		t.Reset(e.opts.Lease / 3)
 		now := e.clock.Now()
