@@ -197,7 +197,7 @@ func measureRaw(ctx context.Context, e *env, writers int, d time.Duration) (floa
 	// A one-statement write, like most of the engine's: in the group's
 	// transaction on SQLite, without an explicit transaction on PostgreSQL.
 	write := func(ctx context.Context, c sqlstore.Conn) error {
-		_, err := sqlstore.Exec(ctx, c, insert, rawPayload)
+		_, err := c.Exec(ctx, insert, rawPayload)
 		return err
 	}
 	start := time.Now()

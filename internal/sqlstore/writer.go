@@ -11,18 +11,95 @@ import (
 // TxFunc is one atomic write. It must not commit or roll back tx.
 type TxFunc func(ctx context.Context, tx *sql.Tx) error
 
-// Conn runs statements: a *sql.Tx, or a *sql.DB on which each statement
-// commits by itself.
-type Conn interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+// Rows are the rows a statement returned: *sql.Rows, or rows that a Writer
+// read ahead.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
 }
 
-// StmtFunc is an atomic write made of at most one statement, which changes
-// the database. It must return an error only when that statement failed or
-// changed nothing: its effects may already be committed when it returns.
+// Conn runs the statements of a write.
+type Conn interface {
+	// Exec runs q and returns how many rows it changed.
+	Exec(ctx context.Context, q string, args ...any) (int64, error)
+	// Query runs q and returns its rows, which the caller must close.
+	Query(ctx context.Context, q string, args ...any) (Rows, error)
+}
+
+// StmtFunc is an atomic write of one statement, run on c. It must run at
+// most one statement (a second one fails), and return an error only when
+// that statement failed or changed nothing: its effect may be committed
+// before the statement returns.
 type StmtFunc func(ctx context.Context, c Conn) error
+
+// TxConn returns a Conn that runs statements in tx, through the statement
+// cache of the Writer running tx, if it keeps one (see Exec).
+func TxConn(tx *sql.Tx) Conn { return txConn{tx} }
+
+type txConn struct{ tx *sql.Tx }
+
+func (c txConn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := Exec(ctx, c.tx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (c txConn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
+	rows, err := Query(ctx, c.tx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+// dbConn runs each statement on its own, in autocommit mode.
+type dbConn struct{ db *sql.DB }
+
+func (c dbConn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := c.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (c dbConn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
+	rows, err := c.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+// ErrSecondStatement is what a StmtFunc's second statement fails with.
+var ErrSecondStatement = errors.New("a one-statement write ran a second statement")
+
+// oneStatement is the Conn a StmtFunc runs on: it refuses a second statement,
+// which would not be part of the write's one atomic statement.
+type oneStatement struct {
+	c   Conn
+	ran bool
+}
+
+func (o *oneStatement) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	if o.ran {
+		return 0, ErrSecondStatement
+	}
+	o.ran = true
+	return o.c.Exec(ctx, q, args...)
+}
+
+func (o *oneStatement) Query(ctx context.Context, q string, args ...any) (Rows, error) {
+	if o.ran {
+		return nil, ErrSecondStatement
+	}
+	o.ran = true
+	return o.c.Query(ctx, q, args...)
+}
 
 // Writer runs atomic writes.
 type Writer interface {
@@ -30,10 +107,12 @@ type Writer interface {
 	// durable, or returns the error fn or the commit returned, with none of
 	// fn's effects kept.
 	Write(ctx context.Context, fn TxFunc) error
-	// WriteOne runs fn, a write of one statement, with Write's guarantees.
-	// A single statement is atomic by itself, so a Writer may run it
-	// without an explicit transaction, and save the round trips of BEGIN
-	// and COMMIT.
+	// WriteOne runs fn, a write of one statement, and returns once its
+	// effect is durable, or returns the error of fn or of the commit. A
+	// single statement is atomic by itself, so a Writer need not give it a
+	// transaction of its own: it may run it in autocommit mode, or send it
+	// with others as one pipeline, and save the round trips of BEGIN and
+	// COMMIT.
 	WriteOne(ctx context.Context, fn StmtFunc) error
 	Close() error
 }
@@ -46,7 +125,7 @@ type TxPerWrite struct{ DB *sql.DB }
 
 // WriteOne implements Writer.
 func (w TxPerWrite) WriteOne(ctx context.Context, fn StmtFunc) error {
-	return fn(ctx, w.DB)
+	return fn(ctx, &oneStatement{c: dbConn{w.DB}})
 }
 
 // Write implements Writer.
@@ -146,7 +225,9 @@ func (g *GroupCommitter) Write(ctx context.Context, fn TxFunc) error {
 // WriteOne implements Writer: the statement runs in the group's
 // transaction, like any other write.
 func (g *GroupCommitter) WriteOne(ctx context.Context, fn StmtFunc) error {
-	return g.Write(ctx, func(ctx context.Context, tx *sql.Tx) error { return fn(ctx, tx) })
+	return g.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return fn(ctx, &oneStatement{c: TxConn(tx)})
+	})
 }
 
 // Close stops the committer after the writes already queued; later writes
@@ -368,43 +449,35 @@ func cacheFrom(ctx context.Context) *stmtCache {
 	return c
 }
 
-// cached returns q prepared for c when c is a transaction of a Writer that
-// keeps a statement cache, else nil.
-func cached(ctx context.Context, c Conn, q string) *sql.Stmt {
-	tx, ok := c.(*sql.Tx)
-	if !ok {
-		return nil
+// Exec is tx.ExecContext through a statement prepared once, when the Writer
+// running tx keeps a statement cache (the GroupCommitter does; a server
+// database's driver caches statements itself). q should be one of a fixed
+// set of queries: the cache is bounded and queries past it run unprepared.
+func Exec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	if c := cacheFrom(ctx); c != nil {
+		if st := c.lookup(ctx, tx, q); st != nil {
+			return st.ExecContext(ctx, args...)
+		}
 	}
-	if sc := cacheFrom(ctx); sc != nil {
-		return sc.lookup(ctx, tx, q)
-	}
-	return nil
+	return tx.ExecContext(ctx, q, args...)
 }
 
-// Exec is c.ExecContext through a statement prepared once, when c is a
-// transaction of a Writer that keeps a statement cache (the GroupCommitter
-// does; a server database's driver caches statements itself). q should be
-// one of a fixed set of queries: the cache is bounded and queries past it
-// run unprepared.
-func Exec(ctx context.Context, c Conn, q string, args ...any) (sql.Result, error) {
-	if st := cached(ctx, c, q); st != nil {
-		return st.ExecContext(ctx, args...)
+// Query is tx.QueryContext through the statement cache; see Exec.
+func Query(ctx context.Context, tx *sql.Tx, q string, args ...any) (*sql.Rows, error) {
+	if c := cacheFrom(ctx); c != nil {
+		if st := c.lookup(ctx, tx, q); st != nil {
+			return st.QueryContext(ctx, args...)
+		}
 	}
-	return c.ExecContext(ctx, q, args...)
+	return tx.QueryContext(ctx, q, args...)
 }
 
-// Query is c.QueryContext through the statement cache; see Exec.
-func Query(ctx context.Context, c Conn, q string, args ...any) (*sql.Rows, error) {
-	if st := cached(ctx, c, q); st != nil {
-		return st.QueryContext(ctx, args...)
+// QueryRow is tx.QueryRowContext through the statement cache; see Exec.
+func QueryRow(ctx context.Context, tx *sql.Tx, q string, args ...any) *sql.Row {
+	if c := cacheFrom(ctx); c != nil {
+		if st := c.lookup(ctx, tx, q); st != nil {
+			return st.QueryRowContext(ctx, args...)
+		}
 	}
-	return c.QueryContext(ctx, q, args...)
-}
-
-// QueryRow is c.QueryRowContext through the statement cache; see Exec.
-func QueryRow(ctx context.Context, c Conn, q string, args ...any) *sql.Row {
-	if st := cached(ctx, c, q); st != nil {
-		return st.QueryRowContext(ctx, args...)
-	}
-	return c.QueryRowContext(ctx, q, args...)
+	return tx.QueryRowContext(ctx, q, args...)
 }

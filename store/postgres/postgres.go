@@ -1,11 +1,13 @@
 // Package postgres is the store for several processes sharing one
 // PostgreSQL database, through pgx v5.
 //
-// Each write is its own transaction; PostgreSQL already flushes concurrent
-// commits together, so no group commit is layered on top. Rows other
-// workers may touch are locked with FOR UPDATE, and due instances are
-// claimed with FOR UPDATE SKIP LOCKED so that workers never wait on each
-// other.
+// A write of several statements is a transaction of its own. The writes of
+// one statement (the engine's hot path: create, claim, step checkpoints,
+// suspend, finish) are committed in groups, each group one pipeline and one
+// implicit transaction: one round trip and one commit for many writes (see
+// pipeline). Rows other workers may touch are locked with FOR UPDATE, and
+// due instances are claimed with FOR UPDATE SKIP LOCKED so that workers
+// never wait on each other.
 package postgres
 
 import (
@@ -32,7 +34,13 @@ type Options struct {
 	Schema string
 	// MaxConns caps the connection pool; default 32.
 	MaxConns int
+	// GroupConns is how many groups of one-statement writes may be at the
+	// server at once, each on a connection of the pool; default 2.
+	GroupConns int
 }
+
+// maxGroup caps the writes committed in one group.
+const maxGroup = 256
 
 // Store is the PostgreSQL store.
 type Store struct {
@@ -68,6 +76,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 32
 	}
+	if opts.GroupConns <= 0 {
+		opts.GroupConns = 2
+	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(opts.MaxConns)
 	db.SetMaxIdleConns(opts.MaxConns)
@@ -97,7 +108,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	st := sqlstore.New(sqlstore.Config{
 		Dialect: dialect,
-		Writer:  sqlstore.TxPerWrite{DB: db},
+		Writer:  newPipeline(db, opts.GroupConns, maxGroup),
 		Read:    db,
 		Close:   db.Close,
 	})

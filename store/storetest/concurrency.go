@@ -165,6 +165,78 @@ var concurrencyCases = []testCase{
 			}
 		}
 	}},
+	{"CheckpointsRacingRestartAndTerminate", func(t *testing.T, s store.Store) {
+		// A fenced write racing a Restart either lands first, and Restart
+		// then discards it, or fails with ErrLeaseLost: no step may be left
+		// behind by a write of the run Restart ended. Racing a Terminate,
+		// it either lands first or fails; the instance ends terminated.
+		const n = 12
+		restarted := make([]store.Lease, n)
+		terminated := make([]store.Lease, n)
+		for i := range n {
+			restarted[i] = start(t, s, fmt.Sprintf("r%02d", i), "node-1")
+			terminated[i] = start(t, s, fmt.Sprintf("t%02d", i), "node-1")
+		}
+		now := at(time.Minute)
+		errc := make(chan error, 4*n)
+		fenced := func(err error) error {
+			if errors.Is(err, store.ErrLeaseLost) {
+				return nil
+			}
+			return err
+		}
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				_, err := s.SaveStep(t.Context(), restarted[i], doStep(0, "a", "1"), now)
+				if err == nil {
+					sl := sleepStep(1, at(time.Hour))
+					err = s.Suspend(t.Context(), restarted[i], store.Suspension{Step: &sl, Status: store.StatusWaiting, WakeAt: at(time.Hour)}, now)
+				}
+				errc <- fenced(err)
+			})
+			wg.Go(func() { errc <- s.Restart(t.Context(), restarted[i].InstanceID, now) })
+			wg.Go(func() {
+				_, err := s.SaveStep(t.Context(), terminated[i], doStep(0, "a", "1"), now)
+				if err == nil {
+					err = s.Finish(t.Context(), terminated[i], store.Outcome{Status: store.StatusComplete, Output: []byte(`1`)}, now)
+				}
+				errc <- fenced(err)
+			})
+			wg.Go(func() {
+				err := s.Terminate(t.Context(), terminated[i].InstanceID, now)
+				if errors.Is(err, store.ErrFinished) {
+					err = nil // Finish came first
+				}
+				errc <- err
+			})
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, l := range restarted {
+			in := get(t, s, l.InstanceID)
+			if in.Status != store.StatusQueued || in.Owner != "" || in.WakeAt.IsZero() {
+				t.Errorf("%s: status %s owner %q WakeAt %s, want queued and due", l.InstanceID, in.Status, in.Owner, fmtTime(in.WakeAt))
+			}
+			if got := steps(t, s, l.InstanceID); len(got) != 0 {
+				t.Errorf("%s has %d steps after Restart, want none", l.InstanceID, len(got))
+			}
+		}
+		for _, l := range terminated {
+			in := get(t, s, l.InstanceID)
+			if in.Status != store.StatusTerminated && in.Status != store.StatusComplete {
+				t.Errorf("%s: status %s, want terminated or complete", l.InstanceID, in.Status)
+			}
+			if in.Owner != "" {
+				t.Errorf("%s: owner %q after Terminate", l.InstanceID, in.Owner)
+			}
+		}
+	}},
 	{"PauseRacingSuspend", func(t *testing.T, s store.Store) {
 		// Whichever of Pause and Suspend commits first, the instance ends
 		// paused and not claimable.
