@@ -50,6 +50,11 @@ type Options struct {
 	// BusyTimeout is how long a writer waits for another process's write
 	// lock; default 10 s.
 	BusyTimeout time.Duration
+	// CheckpointInterval is how often a background connection copies the
+	// WAL into the database file; default 100 ms. Checkpointing there keeps
+	// it out of the commits, where SQLite would otherwise run it every
+	// 1,000 pages and stall the whole group behind it.
+	CheckpointInterval time.Duration
 }
 
 // Store is the SQLite store.
@@ -77,6 +82,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 10 * time.Second
 	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = 100 * time.Millisecond
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
@@ -92,6 +100,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		writeQ[k] = append([]string(nil), v...)
 	}
 	writeQ.Set("_txlock", "immediate")
+	// A safety net only: the checkpointer keeps the WAL far below this.
+	writeQ.Add("_pragma", "wal_autocheckpoint(16000)")
 	wdb, err := sql.Open("sqlite", "file:"+abs+"?"+writeQ.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
@@ -127,12 +137,22 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetConnMaxLifetime(0)
 	rdb.SetConnMaxIdleTime(0)
 
+	cdb, err := sql.Open("sqlite", "file:"+abs+"?"+pragmas.Encode())
+	if err != nil {
+		rdb.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: open %s for checkpoints: %w", abs, err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cp := startCheckpointer(cdb, opts.CheckpointInterval)
+
 	gc := sqlstore.NewGroupCommitter(wdb, opts.MaxBatch)
 	st := sqlstore.New(sqlstore.Config{
 		Dialect: dialect,
 		Writer:  gc,
 		Read:    rdb,
 		Close: func() error {
+			cp.close()
 			rerr := rdb.Close()
 			werr := wdb.Close()
 			if rerr != nil {
@@ -153,4 +173,38 @@ func mustSub(f fs.FS, dir string) fs.FS {
 		panic(err) // dir is a constant naming an embedded directory
 	}
 	return sub
+}
+
+// checkpointer copies the WAL into the database file from its own
+// connection, in PASSIVE mode, which never blocks the writer or readers.
+type checkpointer struct {
+	db   *sql.DB
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startCheckpointer(db *sql.DB, every time.Duration) *checkpointer {
+	c := &checkpointer{db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+			}
+			// Busy or failed checkpoints are retried at the next tick; the
+			// writer's autocheckpoint bounds the WAL if they keep failing.
+			_, _ = c.db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}()
+	return c
+}
+
+func (c *checkpointer) close() {
+	close(c.stop)
+	<-c.done
+	_ = c.db.Close()
 }
