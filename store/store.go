@@ -59,7 +59,10 @@ type Instance struct {
 	ErrorMessage string
 	Output       []byte // JSON, set when complete
 
-	CreatedAt  time.Time
+	CreatedAt time.Time
+	// UpdatedAt is when the instance row last changed: creation, a claim, a
+	// suspension, the finish, a control operation. A step checkpoint is
+	// timed by its step row's UpdatedAt and need not touch it.
 	UpdatedAt  time.Time
 	FinishedAt time.Time // zero until finished
 

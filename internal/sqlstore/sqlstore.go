@@ -39,6 +39,10 @@ type Dialect struct {
 	// withStep), which the Writer runs as a one-statement write (WriteOne)
 	// rather than in a transaction of its own.
 	WritableCTEs bool
+	// Serialized reports that write transactions run one at a time
+	// (SQLite): a read inside one sees the rows as they will be at commit,
+	// so a fence can be checked without rewriting the instance row.
+	Serialized bool
 }
 
 // Rebind rewrites ? placeholders for the dialect. Queries must not contain
@@ -111,11 +115,12 @@ const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_nam
 type queries struct {
 	insertInstance, getInstance, listSteps, listEvents      string
 	claimDue, nextWake, upsertStep                          string
-	fence, suspend                                          fencedQuery
+	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
 	finish, lockInstance, insertEvent, wakeForEvent         string
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
+	markRunning                                             string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
 	releasePausing, releaseOwned, orphanOwners              string
 }
@@ -138,6 +143,8 @@ func newQueries(d *Dialect) queries {
  RETURNING ` + instanceCols),
 		nextWake: r(`SELECT wake_at FROM workflow_instances
  WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at LIMIT ?`),
+		fenceRead:   newFencedQuery(d, `SELECT status FROM workflow_instances WHERE id = ? AND owner = ? AND fence = ?`),
+		markRunning: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
 		fence: newFencedQuery(d, `UPDATE workflow_instances
  SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
@@ -509,7 +516,18 @@ func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []a
 // queued instance running and returns its status, or ErrLeaseLost; with a
 // step, it also upserts it (see applyFenced).
 func (s *Store) checkLease(ctx context.Context, c Conn, l store.Lease, st *store.Step, now time.Time, op string) (store.Status, error) {
-	return s.applyFenced(ctx, c, s.q.fence, []any{now.UnixMicro(), l.InstanceID, l.Owner, l.Fence}, l, st, now, op)
+	if !s.d.Serialized {
+		return s.applyFenced(ctx, c, s.q.fence, []any{now.UnixMicro(), l.InstanceID, l.Owner, l.Fence}, l, st, now, op)
+	}
+	// Only a read: a checkpoint then costs one row write, not two.
+	status, err := s.applyFenced(ctx, c, s.q.fenceRead, []any{l.InstanceID, l.Owner, l.Fence}, l, st, now, op)
+	if err == nil && status == store.StatusQueued {
+		if _, err := c.Exec(ctx, s.q.markRunning, now.UnixMicro(), l.InstanceID); err != nil {
+			return "", fmt.Errorf("%s instance %q: %w", op, l.InstanceID, err)
+		}
+		status = store.StatusRunning
+	}
+	return status, err
 }
 
 // SaveStep implements store.Store.
