@@ -76,7 +76,9 @@ type Instance struct {
 
 	// Owner is the node executing the instance, "" when none is.
 	Owner string
-	// Fence increments on every claim; writes carry the fence they claimed with.
+	// Fence increments on every claim (and on Terminate and Restart);
+	// writes carry the fence they claimed with. Steps are only written
+	// under a claim, so an instance claimed with fence 1 has none.
 	Fence int64
 }
 

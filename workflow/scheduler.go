@@ -128,7 +128,8 @@ func (s *scheduler) claim(ctx context.Context) {
 			<-e.slots
 		}
 		for _, inst := range got {
-			e.launch(inst, false)
+			// Fence 1 is an instance's first claim: it has no checkpoints to read.
+			e.launch(inst, inst.Fence == 1)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
