@@ -3,7 +3,6 @@ package workflow
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"runtime/debug"
@@ -541,5 +540,3 @@ func WaitForEvent[T any](step *Step, name string, opts WaitOptions) (T, error) {
 	}
 	return v, nil
 }
-
-var errAbandoned = errors.New("execution abandoned")

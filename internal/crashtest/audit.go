@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
+
+	"agentflow/internal/sqlstore"
 )
 
 // The audit log. Every row of crashtest_log has a place in one global order
@@ -146,21 +147,9 @@ func openAudit(ctx context.Context, t Target, maxConns int) (*auditDB, error) {
 	return a, nil
 }
 
+// rebind rewrites ? placeholders for the audit database, as the store does.
 func (a *auditDB) rebind(q string) string {
-	if !a.numbered {
-		return q
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return (&sqlstore.Dialect{Numbered: a.numbered}).Rebind(q)
 }
 
 func (a *auditDB) createTables(ctx context.Context) error {
