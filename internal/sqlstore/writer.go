@@ -8,7 +8,9 @@ import (
 	"sync"
 )
 
-// TxFunc is one atomic write. It must not commit or roll back tx.
+// TxFunc is one atomic write. It must not commit or roll back tx. A Writer
+// may run it more than once, after rolling back the earlier runs, so it
+// must set its outputs rather than accumulate them.
 type TxFunc func(ctx context.Context, tx *sql.Tx) error
 
 // Rows are the rows a statement returned: *sql.Rows, or rows that a Writer
@@ -293,65 +295,81 @@ func (g *GroupCommitter) drain(batch []*writeReq) {
 	}
 }
 
-// commit runs one group. A write whose context ended before its turn is
-// skipped; a failing write is rolled back to its savepoint; a failed commit
+// commit runs one group. It first runs the writes back to back in one
+// transaction; almost always they all succeed and the group commits. If one
+// fails, its partial effects must not be kept while its neighbours' are:
+// the transaction is rolled back and the group runs again with each write
+// inside a savepoint, so that only the failing one fails. (Savepoints on
+// every write cost two statements each, as much as the writes themselves.)
+// A write whose context ended before its turn is skipped; a failed commit
 // fails every write of the group.
 func (g *GroupCommitter) commit(batch []*writeReq) {
+	if !g.run(batch, false) {
+		g.run(batch, true)
+	}
+}
+
+// run runs the group in one transaction, each write in a savepoint if
+// isolate is set. Without isolate it gives up, rolling back and answering
+// no one, as soon as a write fails, and reports false.
+func (g *GroupCommitter) run(batch []*writeReq, isolate bool) bool {
 	ctx := context.WithValue(context.Background(), stmtCacheKey{}, g.stmts)
 	tx, err := g.db.BeginTx(ctx, nil)
 	if err != nil {
 		for _, r := range batch {
 			r.errc <- fmt.Errorf("begin: %w", err)
 		}
-		return
+		return true
 	}
 	results := make([]error, len(batch))
-	single := len(batch) == 1
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
 		// fn's context keeps the caller's values but not its cancellation,
-		// and carries the statement cache.
+		// and carries the statement cache. Statements run to the end even
+		// if the caller gives up meanwhile: interrupting one would disturb
+		// the whole group.
 		fctx := context.WithValue(context.WithoutCancel(r.ctx), stmtCacheKey{}, g.stmts)
-		if single {
-			// No neighbours to protect: a failure rolls back the whole transaction.
-			results[i] = r.fn(fctx, tx)
+		if !isolate {
+			if results[i] = r.fn(fctx, tx); results[i] != nil {
+				if len(batch) == 1 { // no neighbours to protect
+					_ = tx.Rollback()
+					r.errc <- results[i]
+					return true
+				}
+				_ = tx.Rollback()
+				return false
+			}
 			continue
 		}
 		if _, err := Exec(ctx, tx, "SAVEPOINT w"); err != nil {
 			results[i] = fmt.Errorf("savepoint: %w", err)
 			continue
 		}
-		// Statements run to the end even if the caller gives up meanwhile:
-		// interrupting one would disturb the whole group.
 		if err := r.fn(fctx, tx); err != nil {
 			results[i] = err
 			if _, rerr := Exec(ctx, tx, "ROLLBACK TO SAVEPOINT w"); rerr != nil {
 				g.failAll(tx, batch, fmt.Errorf("rollback to savepoint: %w", rerr))
-				return
+				return true
 			}
 		}
 		if _, err := Exec(ctx, tx, "RELEASE SAVEPOINT w"); err != nil {
 			g.failAll(tx, batch, fmt.Errorf("release savepoint: %w", err))
-			return
+			return true
 		}
-	}
-	if single && results[0] != nil {
-		_ = tx.Rollback()
-		batch[0].errc <- results[0]
-		return
 	}
 	if err := tx.Commit(); err != nil {
 		for _, r := range batch {
 			r.errc <- fmt.Errorf("commit: %w", err)
 		}
-		return
+		return true
 	}
 	for i, r := range batch {
 		r.errc <- results[i]
 	}
+	return true
 }
 
 func (g *GroupCommitter) failAll(tx *sql.Tx, batch []*writeReq, err error) {
