@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -108,7 +107,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	if *once {
+	if *once || ctx.Err() != nil {
 		return nil
 	}
 	p.printf("examples finished; the engine keeps running on %s (Ctrl-C to stop)", st.Path())
@@ -148,7 +147,7 @@ func watch(ctx context.Context, p *printer, name string, inst *workflow.Instance
 		}
 		select {
 		case <-ctx.Done():
-			return errors.New("interrupted")
+			return nil // Ctrl-C: the engine stops and the instance resumes on the next run
 		case <-tick.C:
 		}
 	}
