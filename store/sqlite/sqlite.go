@@ -115,7 +115,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
 
-	ms, err := sqlstore.LoadMigrations(mustSub(migrationFiles, "migrations"))
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	ms, err := sqlstore.LoadMigrations(sub)
 	if err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -166,14 +171,6 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 // Path returns the database file's absolute path.
 func (s *Store) Path() string { return s.path }
-
-func mustSub(f fs.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err) // dir is a constant naming an embedded directory
-	}
-	return sub
-}
 
 // checkpointer copies the WAL into the database file from its own
 // connection, in PASSIVE mode, which never blocks the writer or readers.
