@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sync"
 	"time"
 
 	"agentflow/internal/sqlstore"
@@ -93,13 +92,14 @@ type logRow struct {
 }
 
 // auditDB is the audit log's database: on SQLite a file of its own whose
-// writes a batcher groups into transactions on one connection; on
+// writes the store's group committer batches into transactions on one
+// connection, so one fsync covers many records; on
 // PostgreSQL a pool on the engine's schema.
 type auditDB struct {
 	backend  Backend
 	numbered bool
 	db       *sql.DB
-	b        *batcher // SQLite writes
+	gc       *sqlstore.GroupCommitter // SQLite writes
 
 	logInsert, markerInsert, effectInsert string
 }
@@ -161,16 +161,16 @@ func (a *auditDB) createTables(ctx context.Context) error {
 	return nil
 }
 
-// startWriter makes writes go through a batcher (SQLite).
+// startWriter makes writes go through a group committer (SQLite).
 func (a *auditDB) startWriter() {
 	if a.backend == SQLite {
-		a.b = newBatcher(a.db)
+		a.gc = sqlstore.NewGroupCommitter(a.db, 512)
 	}
 }
 
 func (a *auditDB) close() {
-	if a.b != nil {
-		a.b.close()
+	if a.gc != nil {
+		_ = a.gc.Close()
 	}
 	a.db.Close()
 }
@@ -185,8 +185,14 @@ func (a *auditDB) write(ctx context.Context, q string, args ...any) (int64, erro
 			n   int64
 			err error
 		)
-		if a.b != nil {
-			n, err = a.b.exec(q, args...)
+		if a.gc != nil {
+			err = a.gc.Write(context.WithoutCancel(ctx), func(ctx context.Context, tx *sql.Tx) error {
+				res, err := tx.ExecContext(ctx, q, args...)
+				if err == nil {
+					n, err = res.RowsAffected()
+				}
+				return err
+			})
 		} else {
 			var res sql.Result
 			if res, err = a.db.ExecContext(context.WithoutCancel(ctx), q, args...); err == nil {
@@ -196,7 +202,7 @@ func (a *auditDB) write(ctx context.Context, q string, args ...any) (int64, erro
 		if err == nil {
 			return n, nil
 		}
-		if time.Now().After(deadline) || errors.Is(err, errBatcherClosed) {
+		if time.Now().After(deadline) || errors.Is(err, sqlstore.ErrWriterClosed) {
 			return 0, fmt.Errorf("audit write: %w", err)
 		}
 		time.Sleep(delay)
@@ -264,113 +270,4 @@ func (a *auditDB) countExecs(ctx context.Context) (int, error) {
 	var n int
 	err := a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM crashtest_log WHERE kind = 'exec'`).Scan(&n)
 	return n, err
-}
-
-// batcher groups concurrent SQLite writes into one transaction on one
-// connection, so that one fsync covers many records; each write returns
-// only after its transaction committed.
-type batcher struct {
-	db   *sql.DB
-	reqs chan *batchReq
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-type batchReq struct {
-	q    string
-	args []any
-	res  chan batchRes
-}
-
-type batchRes struct {
-	n   int64
-	err error
-}
-
-var errBatcherClosed = errors.New("audit writer closed")
-
-func newBatcher(db *sql.DB) *batcher {
-	b := &batcher{db: db, reqs: make(chan *batchReq, 512), stop: make(chan struct{}), done: make(chan struct{})}
-	go b.loop()
-	return b
-}
-
-func (b *batcher) exec(q string, args ...any) (int64, error) {
-	r := &batchReq{q: q, args: args, res: make(chan batchRes, 1)}
-	select {
-	case b.reqs <- r:
-	case <-b.stop:
-		return 0, errBatcherClosed
-	}
-	res := <-r.res
-	return res.n, res.err
-}
-
-func (b *batcher) close() {
-	b.once.Do(func() { close(b.stop) })
-	<-b.done
-}
-
-func (b *batcher) loop() {
-	defer close(b.done)
-	for {
-		var batch []*batchReq
-		select {
-		case r := <-b.reqs:
-			batch = append(batch, r)
-		case <-b.stop:
-			for {
-				select {
-				case r := <-b.reqs:
-					r.res <- batchRes{err: errBatcherClosed}
-				default:
-					return
-				}
-			}
-		}
-	fill:
-		for len(batch) < 512 {
-			select {
-			case r := <-b.reqs:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		b.commit(batch)
-	}
-}
-
-func (b *batcher) commit(batch []*batchReq) {
-	ctx := context.Background()
-	fail := func(err error) {
-		for _, r := range batch {
-			r.res <- batchRes{err: err}
-		}
-	}
-	tx, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		fail(err)
-		return
-	}
-	ns := make([]int64, len(batch))
-	for i, r := range batch {
-		res, err := tx.ExecContext(ctx, r.q, r.args...)
-		if err == nil {
-			ns[i], err = res.RowsAffected()
-		}
-		if err != nil {
-			_ = tx.Rollback()
-			fail(err)
-			return
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		fail(err)
-		return
-	}
-	for i, r := range batch {
-		r.res <- batchRes{n: ns[i]}
-	}
 }

@@ -176,7 +176,8 @@ type writeReq struct {
 	errc chan error
 }
 
-var errWriterClosed = errors.New("store writer is closed")
+// ErrWriterClosed is returned by writes made after a Writer was closed.
+var ErrWriterClosed = errors.New("store writer is closed")
 
 var reqPool = sync.Pool{New: func() any { return &writeReq{errc: make(chan error, 1)} }}
 
@@ -203,7 +204,7 @@ func (g *GroupCommitter) Write(ctx context.Context, fn TxFunc) error {
 	g.mu.RLock()
 	if g.closed {
 		g.mu.RUnlock()
-		return errWriterClosed
+		return ErrWriterClosed
 	}
 	r := reqPool.Get().(*writeReq)
 	r.ctx, r.fn = ctx, fn

@@ -64,8 +64,6 @@ type stmtReq struct {
 	done     chan struct{}
 }
 
-var errWriterClosed = errors.New("store writer is closed")
-
 // newPipeline starts conns loops, each committing one group at a time on a
 // connection of db's pool, with groups of at most maxBatch writes.
 func newPipeline(db *sql.DB, conns, maxBatch int) *pipeline {
@@ -106,7 +104,7 @@ func (p *pipeline) run(ctx context.Context, q string, args []any) *stmtReq {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
-		r.err = errWriterClosed
+		r.err = sqlstore.ErrWriterClosed
 		return r
 	}
 	select {
