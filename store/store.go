@@ -178,9 +178,11 @@ type Node struct {
 	ExpiresAt time.Time
 }
 
-// Store is the storage the workflow engine needs. Implementations must be
-// safe for concurrent use.
+// Store is the storage the workflow engine and agents need. Implementations
+// must be safe for concurrent use.
 type Store interface {
+	AgentStore
+
 	// CreateInstances inserts all instances or none. An existing id fails
 	// the whole batch with an error matching ErrDuplicateID that names it.
 	// Instances with an Owner are inserted claimed (fence 1); the others

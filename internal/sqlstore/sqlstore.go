@@ -72,6 +72,7 @@ type Store struct {
 	read   *sql.DB
 	closer func() error
 	q      queries
+	aq     agentQueries // see agents.go
 }
 
 // Config assembles a Store.
@@ -86,7 +87,8 @@ type Config struct {
 
 // New returns a Store over already migrated databases.
 func New(c Config) *Store {
-	return &Store{d: c.Dialect, w: c.Writer, read: c.Read, closer: c.Close, q: newQueries(c.Dialect)}
+	return &Store{d: c.Dialect, w: c.Writer, read: c.Read, closer: c.Close,
+		q: newQueries(c.Dialect), aq: newAgentQueries(c.Dialect)}
 }
 
 var _ store.Store = (*Store)(nil)

@@ -64,6 +64,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteFinished", deleteFinishedCases},
 		{"Nodes", nodesCases},
 		{"Concurrency", concurrencyCases},
+		{"Agents", agentCases},
+		{"Schedules", scheduleCases},
+		{"ClaimDueSchedules", claimSchedulesCases},
+		{"Fibers", fiberCases},
+		{"AgentConcurrency", agentConcurrencyCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
