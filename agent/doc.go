@@ -1,0 +1,63 @@
+// Package agent runs agents: stateful objects addressed by class and name
+// that live forever in the store, are activated in memory on first use and
+// evicted when idle, talk to clients over HTTP and WebSocket, schedule their
+// own methods and run background fibers (SPEC §3).
+//
+// # Classes
+//
+// A class is a struct embedding Agent[S], where S is its state type:
+//
+//	type CounterState struct{ Count int `json:"count"` }
+//
+//	type Counter struct{ agent.Agent[CounterState] }
+//
+//	func (c *Counter) Increment(ctx context.Context, by int) (int, error) {
+//		s := c.State()
+//		s.Count += by
+//		return s.Count, c.SetState(ctx, s)
+//	}
+//
+//	agent.MustRegister[Counter](rt, "Counter", agent.ClassOptions{Callable: []string{"increment"}})
+//
+// Any exported method with the signature
+//
+//	func (a *T) M([ctx context.Context,] [s *agent.Stream,] args...) ([R,] [error])
+//
+// can be called by name from Go (Ref.Call) with JSON-compatible arguments;
+// the ones listed in ClassOptions.Callable can also be called by WebSocket
+// clients. A method taking a *Stream streams: each Stream.Send reaches a
+// WebSocket caller as a chunk before the final reply. Agent[S]'s own
+// methods and the hook methods below are never callable by name.
+//
+// Calls on one instance never run concurrently: every call, HTTP request,
+// WebSocket message and schedule run holds the instance's lock. Fibers run
+// in the background, outside it.
+//
+// # Hooks
+//
+// A class implements any of these small interfaces to be told of events:
+// Starter (activation), RequestHandler (HTTP), ConnectHook, MessageHandler,
+// CloseHook (WebSocket), ErrorHook, InitialStater, StateValidator,
+// StateChangedHook and FiberRecoverer.
+//
+// # Placement
+//
+// An instance is live on at most one node of the cluster: activation claims
+// its row in the store for this runtime's node (the workflow engine's), with
+// a fence that every state write carries. A call for an instance that is
+// live on another node fails with an error naming that node
+// (store.AgentOwnedError, matching ErrAgentElsewhere); forwarding between
+// nodes is not done yet. A node the engines reap as dead frees its agents.
+//
+// # Wire protocol
+//
+// Handler serves /agents/<class-kebab>/<name>[/rest] with the JSON frames
+// of the `agents` JavaScript client (AgentClient, useAgent): on connect a
+// cf_agent_identity frame and a cf_agent_state frame; {"type":"rpc"}
+// requests answered with {"type":"rpc","id","success","result","done"}
+// replies, streaming ones as done:false chunks; cf_agent_state pushes from
+// a client, persisted and broadcast to the other connections, or refused
+// with cf_agent_state_error. A message the server cannot take (too large,
+// malformed) is answered with a cf_agent_error frame and the connection
+// stays open.
+package agent

@@ -1,0 +1,228 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/coder/websocket"
+
+	"agentflow/store"
+)
+
+// HandlerOptions configure the HTTP handler.
+type HandlerOptions struct {
+	// Prefix is the path the agent routes live under; default "/agents",
+	// which is where the JavaScript client connects.
+	Prefix string
+	// CORS, when set, answers preflight requests and adds CORS headers,
+	// and lets WebSocket clients connect from the allowed origins.
+	CORS *CORS
+	// BeforeConnect is called before a WebSocket upgrade; an error refuses
+	// it (with the error's status if it is a StatusCoder, 403 otherwise).
+	// This is where authentication goes.
+	BeforeConnect func(r *http.Request, key store.AgentKey) error
+	// BeforeRequest is the same for plain HTTP requests.
+	BeforeRequest func(r *http.Request, key store.AgentKey) error
+}
+
+// CORS is a cross-origin policy.
+type CORS struct {
+	// AllowedOrigins are origins ("https://app.example.com") or "*".
+	AllowedOrigins   []string
+	AllowedHeaders   []string // default: Content-Type, Authorization
+	AllowCredentials bool
+	MaxAgeSeconds    int
+}
+
+type handler struct {
+	rt     *Runtime
+	o      HandlerOptions
+	prefix string
+}
+
+// Handler returns the http.Handler serving /agents/<class-kebab>/<name>[/rest]:
+// WebSocket upgrades speak the agents protocol; other requests go to the
+// class's OnRequest hook. An unknown class answers 400 and a malformed path
+// 404. Mount it on any router, at its prefix or at the root.
+func (rt *Runtime) Handler(o HandlerOptions) http.Handler {
+	if o.Prefix == "" {
+		o.Prefix = "/agents"
+	}
+	return &handler{rt: rt, o: o, prefix: strings.TrimSuffix(o.Prefix, "/") + "/"}
+}
+
+type restKey struct{}
+
+// Rest returns the part of an agent request's path after the instance name
+// ("" for /agents/counter/alice, "/stats" for /agents/counter/alice/stats).
+func Rest(r *http.Request) string {
+	s, _ := r.Context().Value(restKey{}).(string)
+	return s
+}
+
+// parsePath splits /<prefix>/<class>/<name>[/rest]. Segments are unescaped,
+// so a name may contain an escaped slash.
+func (h *handler) parsePath(r *http.Request) (class, name, rest string, ok bool) {
+	p := r.URL.EscapedPath()
+	if !strings.HasPrefix(p, h.prefix) {
+		return "", "", "", false
+	}
+	parts := strings.SplitN(p[len(h.prefix):], "/", 3)
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+		return "", "", "", false
+	}
+	var err1, err2 error
+	class, err1 = url.PathUnescape(parts[0])
+	name, err2 = url.PathUnescape(parts[1])
+	if err1 != nil || err2 != nil {
+		return "", "", "", false
+	}
+	if len(parts) == 3 {
+		rest = "/" + parts[2]
+	}
+	return class, name, rest, true
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.o.CORS != nil && h.cors(w, r) {
+		return
+	}
+	kebab, name, rest, ok := h.parsePath(r)
+	if !ok {
+		http.Error(w, "not found: agent paths are "+h.prefix+"<class>/<name>[/<rest>]", http.StatusNotFound)
+		return
+	}
+	h.rt.classMu.RLock()
+	c := h.rt.byKebab[kebab]
+	h.rt.classMu.RUnlock()
+	if c == nil {
+		http.Error(w, fmt.Sprintf("unknown agent class %q", kebab), http.StatusBadRequest)
+		return
+	}
+	key := store.AgentKey{Class: c.name, Name: name}
+	upgrade := isWebSocket(r)
+	hook := h.o.BeforeRequest
+	if upgrade {
+		hook = h.o.BeforeConnect
+	}
+	if hook != nil {
+		if err := hook(r, key); err != nil {
+			status := http.StatusForbidden
+			if sc, ok := errors.AsType[StatusCoder](err); ok {
+				status = sc.StatusCode()
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+	}
+	in, err := h.rt.acquire(r.Context(), c, name)
+	if err != nil {
+		http.Error(w, err.Error(), statusOf(err))
+		return
+	}
+	defer h.rt.release(in)
+	if upgrade {
+		h.serveWS(w, r, in)
+		return
+	}
+	rh, ok := in.obj.(RequestHandler)
+	if !ok {
+		http.Error(w, fmt.Sprintf("agent class %s does not serve HTTP requests", c.name), http.StatusNotFound)
+		return
+	}
+	r = r.WithContext(context.WithValue(r.Context(), restKey{}, rest))
+	if err := in.run(r.Context(), func() error { rh.OnRequest(r.Context(), w, r); return nil }); err != nil {
+		in.reportError(r.Context(), err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+	}
+}
+
+// statusOf maps a runtime error to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrAgentElsewhere):
+		return http.StatusConflict
+	case errors.Is(err, ErrStopped):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrUnknownClass):
+		return http.StatusBadRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func isWebSocket(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// cors writes the CORS headers and reports whether the request was a
+// preflight, which it has answered.
+func (h *handler) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	c := h.o.CORS
+	any := slices.Contains(c.AllowedOrigins, "*")
+	if !any && !slices.Contains(c.AllowedOrigins, origin) {
+		return false
+	}
+	hd := w.Header()
+	if any && !c.AllowCredentials {
+		hd.Set("Access-Control-Allow-Origin", "*")
+	} else {
+		hd.Set("Access-Control-Allow-Origin", origin)
+		hd.Add("Vary", "Origin")
+	}
+	if c.AllowCredentials {
+		hd.Set("Access-Control-Allow-Credentials", "true")
+	}
+	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
+		return false
+	}
+	headers := c.AllowedHeaders
+	if len(headers) == 0 {
+		headers = []string{"Content-Type", "Authorization"}
+	}
+	hd.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+	hd.Set("Access-Control-Allow-Headers", strings.Join(headers, ", "))
+	if c.MaxAgeSeconds > 0 {
+		hd.Set("Access-Control-Max-Age", strconv.Itoa(c.MaxAgeSeconds))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
+// acceptOptions lets WebSocket clients connect from the CORS origins;
+// without CORS, only same-origin browsers (and clients that send no
+// Origin, like Node's) may connect.
+func (h *handler) acceptOptions() *websocket.AcceptOptions {
+	o := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}
+	if c := h.o.CORS; c != nil {
+		for _, origin := range c.AllowedOrigins {
+			if origin == "*" {
+				o.InsecureSkipVerify = true
+				continue
+			}
+			if u, err := url.Parse(origin); err == nil && u.Host != "" {
+				o.OriginPatterns = append(o.OriginPatterns, u.Host)
+			}
+		}
+	}
+	return o
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

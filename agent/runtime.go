@@ -1,0 +1,419 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"agentflow/internal/wakeq"
+	"agentflow/store"
+	"agentflow/workflow"
+)
+
+// Options configure a Runtime. Only Engine is required.
+type Options struct {
+	// Engine is the workflow engine of this process. The runtime shares
+	// its store, its clock and its node identity: an agent is live on the
+	// engine's node, and a node the engines reap as dead frees its agents.
+	Engine *workflow.Engine
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// IdleTimeout is how long an instance with no call in progress, no
+	// connection and no running fiber stays in memory; default 1 minute.
+	IdleTimeout time.Duration
+	// MaxMessageBytes caps one WebSocket message from a client; a larger
+	// one is discarded and answered with an error frame. Default 1 MiB.
+	MaxMessageBytes int
+	// ScheduleRetry is how a failing schedule callback is retried in
+	// place; default 3 attempts with jittered backoff from 100 ms to 3 s.
+	ScheduleRetry Retry
+	// ScheduleHorizon is how far ahead schedule times are held in memory
+	// (default 5 s); PollInterval is how often the store is asked for
+	// them and for fibers to recover (default 1 s).
+	ScheduleHorizon time.Duration
+	PollInterval    time.Duration
+}
+
+// Retry is a retry policy with jittered exponential backoff.
+type Retry struct {
+	Attempts int           // total attempts, including the first
+	MinDelay time.Duration // backoff before the second attempt
+	MaxDelay time.Duration // cap on the backoff
+}
+
+// Runtime hosts agent classes: it activates instances on first use, evicts
+// idle ones, serves them over HTTP and WebSocket (Handler), and runs their
+// schedules and fibers.
+type Runtime struct {
+	opts   Options
+	engine *workflow.Engine
+	store  store.Store
+	clock  clockwork.Clock
+	log    *slog.Logger
+	node   string
+
+	classMu sync.RWMutex
+	classes map[string]*class // by name
+	byKebab map[string]*class
+	byType  map[reflect.Type]*class // by *T
+
+	mu      sync.Mutex
+	live    map[store.AgentKey]*activation
+	stopped bool
+
+	sched  *wakeq.Queue
+	ctx    context.Context // background work runs under it; cancelled by Stop
+	cancel context.CancelFunc
+	loops  sync.WaitGroup
+	work   sync.WaitGroup // schedule runs and fibers
+}
+
+// activation is an instance being activated or live.
+type activation struct {
+	done chan struct{} // closed when inst or err is set
+	inst *instance
+	err  error
+}
+
+// NewRuntime returns a runtime over opts.Engine. Register classes, then
+// Start.
+func NewRuntime(opts Options) (*Runtime, error) {
+	if opts.Engine == nil {
+		return nil, errors.New("agent: Options.Engine is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = time.Minute
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 1 << 20
+	}
+	if opts.ScheduleRetry.Attempts <= 0 {
+		opts.ScheduleRetry.Attempts = 3
+	}
+	if opts.ScheduleRetry.MinDelay <= 0 {
+		opts.ScheduleRetry.MinDelay = 100 * time.Millisecond
+	}
+	if opts.ScheduleRetry.MaxDelay <= 0 {
+		opts.ScheduleRetry.MaxDelay = 3 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	e := opts.Engine
+	ctx, cancel := context.WithCancel(context.Background())
+	rt := &Runtime{
+		opts:    opts,
+		engine:  e,
+		store:   e.Store(),
+		clock:   e.Clock(),
+		log:     opts.Logger.With("node", e.NodeID()),
+		node:    e.NodeID(),
+		classes: map[string]*class{},
+		byKebab: map[string]*class{},
+		byType:  map[reflect.Type]*class{},
+		live:    map[store.AgentKey]*activation{},
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	rt.sched = wakeq.New(wakeq.Options{
+		Clock:        rt.clock,
+		Horizon:      opts.ScheduleHorizon,
+		PollInterval: opts.PollInterval,
+		Load: func(ctx context.Context, until time.Time) ([]time.Time, error) {
+			return rt.store.NextScheduleTimes(ctx, until, 10_000)
+		},
+		Claim:       rt.claimSchedules,
+		OnLoadError: func(err error) { rt.log.Warn("loading schedule times failed", "err", err) },
+	})
+	return rt, nil
+}
+
+func (rt *Runtime) register(c *class) error {
+	rt.classMu.Lock()
+	defer rt.classMu.Unlock()
+	if _, dup := rt.classes[c.name]; dup {
+		return fmt.Errorf("agent: register %s: a class of that name is already registered", c.name)
+	}
+	if other, dup := rt.byKebab[c.kebab]; dup {
+		return fmt.Errorf("agent: register %s: its URL name %q is already %s's", c.name, c.kebab, other.name)
+	}
+	if other, dup := rt.byType[reflect.PointerTo(c.typ)]; dup {
+		return fmt.Errorf("agent: register %s: type %s is already registered as %s", c.name, c.typ, other.name)
+	}
+	rt.classes[c.name] = c
+	rt.byKebab[c.kebab] = c
+	rt.byType[reflect.PointerTo(c.typ)] = c
+	return nil
+}
+
+func (rt *Runtime) class(name string) (*class, error) {
+	rt.classMu.RLock()
+	c := rt.classes[name]
+	rt.classMu.RUnlock()
+	if c == nil {
+		return nil, fmt.Errorf("agent class %q: %w", name, ErrUnknownClass)
+	}
+	return c, nil
+}
+
+// Start starts the runtime's background work: schedules, eviction of idle
+// instances and recovery of fibers cut off by a crash. The engine should be
+// started too, since its node heartbeat is what keeps this runtime's
+// agents placed here.
+func (rt *Runtime) Start(ctx context.Context) error {
+	rt.mu.Lock()
+	stopped := rt.stopped
+	rt.mu.Unlock()
+	if stopped {
+		return ErrStopped
+	}
+	for _, loop := range []func(context.Context){rt.sched.Run, rt.evictLoop, rt.recoverLoop} {
+		rt.loops.Go(func() { loop(rt.ctx) })
+	}
+	rt.sched.Poke()
+	return nil
+}
+
+// Stop closes every connection, stops background work and releases every
+// live instance, so that another node may activate them at once. Fibers
+// still running are left as they are in the ledger: once this node is gone
+// they are recovered like fibers of a crashed node.
+func (rt *Runtime) Stop(ctx context.Context) error {
+	rt.mu.Lock()
+	if rt.stopped {
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.stopped = true
+	var insts []*instance
+	for _, a := range rt.live {
+		select {
+		case <-a.done:
+			if a.inst != nil {
+				insts = append(insts, a.inst)
+			}
+		default:
+		}
+	}
+	rt.mu.Unlock()
+	for _, in := range insts {
+		in.closeConns(1001, "server is stopping")
+	}
+	rt.cancel()
+	done := make(chan struct{})
+	go func() {
+		rt.loops.Wait()
+		rt.work.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("agent: stop: %w", ctx.Err())
+	}
+	for _, in := range insts {
+		if err := rt.store.ReleaseAgent(ctx, in.lease, rt.clock.Now()); err != nil {
+			rt.log.Warn("releasing agent failed", "agent", in.key, "err", err)
+		}
+	}
+	return nil
+}
+
+// Live returns how many instances are in memory on this node.
+func (rt *Runtime) Live() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return len(rt.live)
+}
+
+// NodeID returns the node the runtime's agents are live on.
+func (rt *Runtime) NodeID() string { return rt.node }
+
+// acquire returns the live instance of key, activating it if need be, and
+// holds a reference that keeps it from eviction until release.
+func (rt *Runtime) acquire(ctx context.Context, c *class, name string) (*instance, error) {
+	key := store.AgentKey{Class: c.name, Name: name}
+	for {
+		rt.mu.Lock()
+		if rt.stopped {
+			rt.mu.Unlock()
+			return nil, ErrStopped
+		}
+		a := rt.live[key]
+		if a == nil {
+			a = &activation{done: make(chan struct{})}
+			rt.live[key] = a
+			rt.mu.Unlock()
+			rt.activate(ctx, c, key, a)
+		} else {
+			rt.mu.Unlock()
+		}
+		select {
+		case <-a.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if a.err != nil {
+			return nil, a.err
+		}
+		rt.mu.Lock()
+		in := a.inst
+		if in.gone {
+			rt.mu.Unlock()
+			continue // evicted after activation; activate again
+		}
+		in.refs++
+		rt.mu.Unlock()
+		return in, nil
+	}
+}
+
+// release drops a reference acquire took.
+func (rt *Runtime) release(in *instance) {
+	rt.mu.Lock()
+	in.refs--
+	if in.refs == 0 {
+		in.idleSince = rt.clock.Now()
+	}
+	rt.mu.Unlock()
+}
+
+// activate makes key live here: the store's claim, the state, OnStart, and
+// recovery of the fibers a crash cut off.
+func (rt *Runtime) activate(ctx context.Context, c *class, key store.AgentKey, a *activation) {
+	defer close(a.done)
+	in, err := rt.newInstance(context.WithoutCancel(ctx), c, key)
+	if err != nil {
+		rt.mu.Lock()
+		if rt.live[key] == a {
+			delete(rt.live, key)
+		}
+		rt.mu.Unlock()
+		a.err = err
+		return
+	}
+	a.inst = in
+}
+
+func (rt *Runtime) newInstance(ctx context.Context, c *class, key store.AgentKey) (*instance, error) {
+	row, err := rt.store.ActivateAgent(ctx, key, rt.node, rt.clock.Now())
+	if err != nil {
+		return nil, fmt.Errorf("activate agent %s: %w", key, err)
+	}
+	in := &instance{
+		rt:    rt,
+		cls:   c,
+		key:   key,
+		log:   rt.log.With("agent", key.String()),
+		lease: store.AgentLease{AgentKey: key, Owner: rt.node, Fence: row.Fence},
+		lock:  make(chan struct{}, 1),
+	}
+	in.obj = c.newInst()
+	in.obj.bind(in, in.obj)
+	fail := func(err error) (*instance, error) {
+		if rerr := rt.store.ReleaseAgent(ctx, in.lease, rt.clock.Now()); rerr != nil {
+			rt.log.Warn("releasing agent after failed activation", "agent", key, "err", rerr)
+		}
+		return nil, fmt.Errorf("activate agent %s: %w", key, err)
+	}
+	if err := in.obj.loadState(row.State); err != nil {
+		return fail(err)
+	}
+	if s, ok := in.obj.(Starter); ok {
+		if err := in.guard(func() error { return s.OnStart(ctx) }); err != nil {
+			return fail(fmt.Errorf("OnStart: %w", err))
+		}
+	}
+	if row.UnfinishedFibers {
+		if err := in.recoverFibers(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	return in, nil
+}
+
+// evictLoop evicts instances idle for longer than IdleTimeout.
+func (rt *Runtime) evictLoop(ctx context.Context) {
+	every := min(max(rt.opts.IdleTimeout/4, 10*time.Millisecond), time.Second)
+	t := rt.clock.NewTimer(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		rt.EvictIdle(ctx)
+		t.Reset(every)
+	}
+}
+
+// EvictIdle evicts now every instance that has been idle for IdleTimeout,
+// and returns how many it evicted. The runtime calls it periodically;
+// tests and benchmarks may call it to evict at once.
+func (rt *Runtime) EvictIdle(ctx context.Context) int {
+	cutoff := rt.clock.Now().Add(-rt.opts.IdleTimeout)
+	var evict []*instance
+	rt.mu.Lock()
+	for key, a := range rt.live {
+		select {
+		case <-a.done:
+		default:
+			continue // activating
+		}
+		in := a.inst
+		if in == nil || in.refs > 0 || in.idleSince.After(cutoff) {
+			continue
+		}
+		in.gone = true
+		delete(rt.live, key)
+		evict = append(evict, in)
+	}
+	rt.mu.Unlock()
+	if len(evict) == 0 {
+		return 0
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, in := range evict {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := rt.store.ReleaseAgent(ctx, in.lease, rt.clock.Now()); err != nil && ctx.Err() == nil {
+				rt.log.Warn("releasing idle agent failed", "agent", in.key, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return len(evict)
+}
+
+// drop forgets an instance whose activation was lost to another node, so
+// that the next call activates it again (and learns where it lives).
+func (rt *Runtime) drop(in *instance) {
+	rt.mu.Lock()
+	if a := rt.live[in.key]; a != nil && a.inst == in {
+		delete(rt.live, in.key)
+	}
+	in.gone = true
+	rt.mu.Unlock()
+	in.closeConns(1012, "agent moved to another node")
+}
+
+// reportError hands an error that has no caller to the class's error hook,
+// and logs it.
+func (in *instance) reportError(ctx context.Context, err error) {
+	in.log.Warn("agent error", "err", err)
+	if h, ok := in.obj.(ErrorHook); ok {
+		_ = in.guard(func() error { h.OnError(ctx, err); return nil })
+	}
+}

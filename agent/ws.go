@@ -1,0 +1,296 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// sendQueue is how many frames may wait for a slow client; a client that
+// falls further behind is disconnected rather than slowing the agent.
+const sendQueue = 512
+
+// writeTimeout bounds one frame's write to a client.
+const writeTimeout = 10 * time.Second
+
+// Conn is one WebSocket connection to an agent instance.
+type Conn struct {
+	id       string
+	in       *instance
+	ws       *websocket.Conn
+	out      chan []byte
+	done     chan struct{}
+	once     sync.Once
+	readonly atomic.Bool
+	data     atomic.Value
+
+	closeCode   websocket.StatusCode // set once, before done closes
+	closeReason string
+}
+
+// ID returns the connection's id: the client's `_pk` query parameter when
+// it sent one (the JavaScript client does), a random id otherwise.
+func (c *Conn) ID() string { return c.id }
+
+// Readonly reports whether the connection may not change the state.
+func (c *Conn) Readonly() bool { return c.readonly.Load() }
+
+// SetReadonly marks the connection readonly (or writable again). A readonly
+// connection's state pushes are refused with a cf_agent_state_error frame,
+// and SetState inside its calls fails with ErrReadonly.
+func (c *Conn) SetReadonly(ro bool) { c.readonly.Store(ro) }
+
+// SetData attaches a value to the connection, e.g. the authenticated user.
+func (c *Conn) SetData(v any) { c.data.Store(&v) }
+
+// Data returns the value SetData attached, or nil.
+func (c *Conn) Data() any {
+	if p, ok := c.data.Load().(*any); ok {
+		return *p
+	}
+	return nil
+}
+
+// Send sends a text message to this client: v as it is when it is a string
+// or []byte, as JSON otherwise.
+func (c *Conn) Send(v any) error {
+	msg, err := encodeMessage(v)
+	if err != nil {
+		return fmt.Errorf("send to connection %s: %w", c.id, err)
+	}
+	c.enqueue(msg)
+	return nil
+}
+
+// Close closes the connection with a WebSocket close code and reason,
+// after the frames already queued for it.
+func (c *Conn) Close(code int, reason string) {
+	c.once.Do(func() {
+		c.closeCode, c.closeReason = websocket.StatusCode(code), reason
+		close(c.done)
+	})
+}
+
+func (c *Conn) enqueue(msg []byte) {
+	select {
+	case <-c.done:
+	case c.out <- msg:
+	default:
+		c.Close(int(websocket.StatusPolicyViolation), "client too slow: send queue full")
+	}
+}
+
+// writeLoop writes queued frames in order; once the connection is closed
+// it flushes what is queued and sends the close frame.
+func (c *Conn) writeLoop() {
+	write := func(msg []byte) error {
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		defer cancel()
+		return c.ws.Write(ctx, websocket.MessageText, msg)
+	}
+	for {
+		select {
+		case msg := <-c.out:
+			if err := write(msg); err != nil {
+				c.Close(int(websocket.StatusGoingAway), "write failed")
+				c.ws.CloseNow()
+				return
+			}
+		case <-c.done:
+			for {
+				select {
+				case msg := <-c.out:
+					if write(msg) == nil {
+						continue
+					}
+				default:
+				}
+				break
+			}
+			c.ws.Close(c.closeCode, c.closeReason)
+			return
+		}
+	}
+}
+
+// serveWS runs one WebSocket connection to the live instance in, which the
+// caller holds a reference to for as long as this runs.
+func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) {
+	rt := h.rt
+	ws, err := websocket.Accept(w, r, h.acceptOptions())
+	if err != nil {
+		return // Accept has answered the request
+	}
+	// Messages up to MaxMessageBytes are read; larger ones are drained
+	// and refused without closing the connection, up to this hard cap.
+	ws.SetReadLimit(int64(rt.opts.MaxMessageBytes) * 64)
+	id := r.URL.Query().Get("_pk")
+	if id == "" {
+		id = randomID()
+	}
+	c := &Conn{id: id, in: in, ws: ws, out: make(chan []byte, sendQueue), done: make(chan struct{})}
+	go c.writeLoop()
+
+	raw, err := in.obj.stateJSON()
+	if err != nil {
+		c.Close(int(websocket.StatusInternalError), "encode state")
+		return
+	}
+	in.stateMu.Lock()
+	c.enqueue(identityFrame(in.key.Name, in.cls.kebab))
+	c.enqueue(stateFrame(raw))
+	in.addConn(c)
+	in.stateMu.Unlock()
+	defer in.removeConn(c)
+
+	ctx := context.WithValue(rt.ctx, connKey, c)
+	if hook, ok := in.obj.(ConnectHook); ok {
+		if err := in.run(ctx, func() error { return hook.OnConnect(ctx, c, r) }); err != nil {
+			c.Close(int(websocket.StatusPolicyViolation), truncateReason(err.Error()))
+			return
+		}
+	}
+	code, reason := c.readLoop(ctx)
+	c.Close(int(code), reason)
+	if hook, ok := in.obj.(CloseHook); ok {
+		_ = in.run(context.WithoutCancel(ctx), func() error { hook.OnClose(ctx, c, int(code), reason); return nil })
+	}
+}
+
+// readLoop handles the client's messages one at a time, in order, until
+// the connection ends, and returns how it ended.
+func (c *Conn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
+	limit := int64(c.in.rt.opts.MaxMessageBytes)
+	var buf bytes.Buffer
+	for {
+		typ, rd, err := c.ws.Reader(ctx)
+		if err != nil {
+			if s := websocket.CloseStatus(err); s != -1 {
+				return s, ""
+			}
+			return websocket.StatusGoingAway, ""
+		}
+		buf.Reset()
+		n, err := io.Copy(&buf, io.LimitReader(rd, limit+1))
+		if err == nil && n > limit {
+			var rest int64
+			rest, err = io.Copy(io.Discard, rd)
+			if err == nil {
+				c.enqueue(errorFrame(frameError, fmt.Sprintf(
+					"message of %d bytes exceeds the limit of %d bytes; it was discarded", n+rest, limit)))
+				continue
+			}
+		}
+		if err != nil {
+			if s := websocket.CloseStatus(err); s != -1 {
+				return s, ""
+			}
+			return websocket.StatusMessageTooBig, "message too large"
+		}
+		c.handle(ctx, typ, buf.Bytes())
+	}
+}
+
+// handle answers one client message.
+func (c *Conn) handle(ctx context.Context, typ websocket.MessageType, msg []byte) {
+	in := c.in
+	var (
+		f   frame
+		err = errNotProtocol
+	)
+	if typ == websocket.MessageText {
+		f, err = decodeFrame(msg)
+	}
+	switch {
+	case errors.Is(err, errNotProtocol):
+		if h, ok := in.obj.(MessageHandler); ok {
+			cp := bytes.Clone(msg)
+			if err := in.run(ctx, func() error { h.OnMessage(ctx, c, cp); return nil }); err != nil {
+				in.reportError(ctx, err)
+			}
+			return
+		}
+		c.enqueue(errorFrame(frameError, `unrecognized message: expected a JSON frame of type "cf_agent_state" or "rpc"`))
+	case err != nil && f.ID != "":
+		c.enqueue(encodeReply(rpcReply{ID: f.ID, Error: err.Error()}))
+	case err != nil && f.Type == frameState:
+		c.enqueue(errorFrame(frameStateError, err.Error()))
+	case err != nil:
+		c.enqueue(errorFrame(frameError, err.Error()))
+	case f.Type == frameState:
+		c.pushState(ctx, f.State)
+	default:
+		c.call(ctx, f)
+	}
+}
+
+// pushState applies a client's state push.
+func (c *Conn) pushState(ctx context.Context, state []byte) {
+	if c.Readonly() {
+		c.enqueue(errorFrame(frameStateError, "Connection is readonly"))
+		return
+	}
+	err := c.in.run(ctx, func() error { return c.in.obj.setStateJSON(ctx, state) })
+	if err != nil {
+		msg := err.Error()
+		if !errors.Is(err, ErrStateRejected) {
+			msg = "State update rejected: " + msg
+		}
+		c.enqueue(errorFrame(frameStateError, msg))
+	}
+}
+
+// call answers an rpc frame.
+func (c *Conn) call(ctx context.Context, f frame) {
+	in := c.in
+	reply := func(r rpcReply) { r.ID = f.ID; c.enqueue(encodeReply(r)) }
+	_, m, err := in.rt.lookup(in.key.Class, f.Method, true)
+	if err != nil {
+		reply(rpcReply{Error: err.Error()})
+		return
+	}
+	args, err := m.decodeArgs(in.cls.name, f.Args)
+	if err != nil {
+		reply(rpcReply{Error: err.Error()})
+		return
+	}
+	o := CallOptions{conn: c}
+	if m.stream {
+		o.OnChunk = func(chunk json.RawMessage) error {
+			select {
+			case <-c.done:
+				return errors.New("connection closed")
+			default:
+			}
+			reply(rpcReply{Success: true, Done: &doneFalse, Result: chunk})
+			return nil
+		}
+	}
+	res, err := in.rt.invoke(ctx, in.cls, in.key.Name, m, args, o)
+	if err != nil {
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			in.reportError(ctx, fmt.Errorf("%s.%s: %w", in.cls.name, m.wire, err))
+		}
+		reply(rpcReply{Error: err.Error()})
+		return
+	}
+	reply(rpcReply{Success: true, Done: &doneTrue, Result: res})
+}
+
+// truncateReason fits a close reason into a control frame (123 bytes).
+func truncateReason(s string) string {
+	if len(s) > 120 {
+		return s[:120]
+	}
+	return s
+}
