@@ -323,7 +323,7 @@ func (rt *Runtime) recoverLoop(ctx context.Context) {
 			return
 		case <-t.Chan():
 		}
-		keys, err := rt.store.OrphanedFiberAgents(ctx, 100)
+		keys, err := rt.store.OrphanedFiberAgents(ctx, rt.classNames(), 100)
 		if err != nil && ctx.Err() == nil {
 			rt.log.Warn("looking for fibers to recover failed", "err", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,6 +61,7 @@ type Runtime struct {
 
 	classMu sync.RWMutex
 	classes map[string]*class // by name
+	names   []string          // sorted; replaced, never changed in place
 	byKebab map[string]*class
 	byType  map[reflect.Type]*class // by *T
 
@@ -129,7 +131,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		Horizon:      opts.ScheduleHorizon,
 		PollInterval: opts.PollInterval,
 		Load: func(ctx context.Context, until time.Time) ([]time.Time, error) {
-			return rt.store.NextScheduleTimes(ctx, until, 10_000)
+			return rt.store.NextScheduleTimes(ctx, rt.classNames(), until, 10_000)
 		},
 		Claim:       rt.claimSchedules,
 		OnLoadError: func(err error) { rt.log.Warn("loading schedule times failed", "err", err) },
@@ -150,9 +152,19 @@ func (rt *Runtime) register(c *class) error {
 		return fmt.Errorf("agent: register %s: type %s is already registered as %s", c.name, c.typ, other.name)
 	}
 	rt.classes[c.name] = c
+	rt.names = append(slices.Clone(rt.names), c.name)
+	slices.Sort(rt.names)
 	rt.byKebab[c.kebab] = c
 	rt.byType[reflect.PointerTo(c.typ)] = c
 	return nil
+}
+
+// classNames returns the names of the registered classes, whose schedules
+// and fibers this runtime looks after.
+func (rt *Runtime) classNames() []string {
+	rt.classMu.RLock()
+	defer rt.classMu.RUnlock()
+	return rt.names
 }
 
 func (rt *Runtime) class(name string) (*class, error) {

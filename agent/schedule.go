@@ -248,7 +248,7 @@ const claimBatch = 256
 // claimSchedules claims due schedules and runs each in the background.
 func (rt *Runtime) claimSchedules(ctx context.Context) {
 	for ctx.Err() == nil {
-		got, err := rt.store.ClaimDueSchedules(ctx, rt.node, rt.clock.Now(), claimBatch)
+		got, err := rt.store.ClaimDueSchedules(ctx, rt.node, rt.classNames(), rt.clock.Now(), claimBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				rt.log.Warn("claiming due schedules failed", "err", err)

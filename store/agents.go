@@ -169,15 +169,16 @@ type AgentStore interface {
 	// DeleteSchedule removes a schedule of the agent and reports whether
 	// it existed.
 	DeleteSchedule(ctx context.Context, key AgentKey, id string) (bool, error)
-	// ClaimDueSchedules claims for owner up to limit schedules due at or
-	// before now, earliest first, that are unclaimed or claimed by a node
+	// ClaimDueSchedules claims for owner up to limit schedules of agents of
+	// the given classes (those owner's runtime has; other services'
+	// schedules are left to them) due at or before now, earliest first, that are unclaimed or claimed by a node
 	// with no row, and whose agent is not live on another node that has a
 	// row. Claiming sets Owner.
-	ClaimDueSchedules(ctx context.Context, owner string, now time.Time, limit int) ([]*Schedule, error)
+	ClaimDueSchedules(ctx context.Context, owner string, classes []string, now time.Time, limit int) ([]*Schedule, error)
 	// NextScheduleTimes returns the NextRunAt times of up to limit
-	// unclaimed schedules due at or before until, earliest first. A
+	// unclaimed schedules of the given classes due at or before until, earliest first. A
 	// schedule claimed by a node that has no row counts as unclaimed.
-	NextScheduleTimes(ctx context.Context, until time.Time, limit int) ([]time.Time, error)
+	NextScheduleTimes(ctx context.Context, classes []string, until time.Time, limit int) ([]time.Time, error)
 	// RescheduleSchedule sets a claimed schedule's NextRunAt and clears
 	// its claim. It fails with ErrLeaseLost when owner no longer holds the
 	// claim and with ErrNotFound when the schedule was deleted.
@@ -221,11 +222,12 @@ type AgentStore interface {
 	// them as they now are (interrupted), oldest first. The caller has
 	// just activated the agent, so no live node runs them.
 	InterruptFibers(ctx context.Context, key AgentKey, owner string, now time.Time) ([]Fiber, error)
-	// OrphanedFiberAgents returns up to limit agents that have pending or
+	// OrphanedFiberAgents returns up to limit agents of the given classes
+	// that have pending or
 	// running fibers whose owner has no node row (or that have no owner),
 	// leaving out agents live on a node that has a row: that node
 	// interrupted their fibers when it activated them.
-	OrphanedFiberAgents(ctx context.Context, limit int) ([]AgentKey, error)
+	OrphanedFiberAgents(ctx context.Context, classes []string, limit int) ([]AgentKey, error)
 }
 
 // ErrAgentElsewhere: the agent is live on another node.

@@ -38,6 +38,22 @@ const scheduleCols = `id, class, name, method, payload, kind, cron, interval_us,
 
 const fiberCols = `class, name, id, fiber_name, idempotency_key, metadata, status, stash, error, owner, created_at, updated_at, finished_at`
 
+// inList fills a query template's "IN (%s)" with n placeholders and binds
+// it for the dialect. A runtime asks with the same classes every time, so
+// the text is stable and the statement cache keeps serving it.
+func (s *Store) inList(tmpl string, n int) string {
+	ph := strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+	return s.d.Rebind(strings.Replace(tmpl, "%s", ph, 1))
+}
+
+func strArgs(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, v := range ss {
+		out[i] = v
+	}
+	return out
+}
+
 // sqlList renders strings as an SQL list of literals; they must not contain quotes.
 func sqlList[S ~string](vs ...S) string {
 	q := make([]string, len(vs))
@@ -94,17 +110,18 @@ func newAgentQueries(d *Dialect) agentQueries {
 		// those another claim holds); a row another claim committed after
 		// this statement's snapshot is checked again in its new version,
 		// whose owner then has a row, so it is not taken twice.
-		claimSchedules: r(`UPDATE agent_schedules SET owner = ?
+		claimSchedules: (`UPDATE agent_schedules SET owner = ?
  WHERE id IN (SELECT s.id FROM agent_schedules s
-              WHERE s.next_run_at <= ?
+              WHERE s.next_run_at <= ? AND s.class IN (%s)
                 AND (s.owner IS NULL OR NOT ` + live("s.owner") + `)
                 AND NOT EXISTS (SELECT 1 FROM agent_instances a
                                 WHERE a.class = s.class AND a.name = s.name AND a.owner <> ? AND ` + live("a.owner") + `)
               ORDER BY s.next_run_at, s.id LIMIT ?` + d.SkipLocked + `)
    AND next_run_at <= ?
  RETURNING ` + scheduleCols),
-		nextSchedules: r(`SELECT next_run_at FROM agent_schedules
- WHERE next_run_at <= ? AND (owner IS NULL OR NOT ` + live("owner") + `) ORDER BY next_run_at LIMIT ?`),
+		nextSchedules: (`SELECT next_run_at FROM agent_schedules
+ WHERE next_run_at <= ? AND class IN (%s) AND (owner IS NULL OR NOT ` + live("owner") + `)
+ ORDER BY next_run_at LIMIT ?`),
 		reschedule: r(`UPDATE agent_schedules SET next_run_at = ?, owner = NULL WHERE id = ? AND owner = ?`),
 
 		insertFiber: r(`INSERT INTO agent_fibers (` + fiberCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -130,8 +147,8 @@ func newAgentQueries(d *Dialect) agentQueries {
  RETURNING ` + fiberCols),
 		// An agent live on a node with a row is being looked after: that
 		// node interrupted its fibers when it activated it.
-		orphanedFiberAgents: r(`SELECT DISTINCT f.class, f.name FROM agent_fibers f
- WHERE f.status IN ` + activeFibers + ` AND (f.owner IS NULL OR NOT ` + live("f.owner") + `)
+		orphanedFiberAgents: (`SELECT DISTINCT f.class, f.name FROM agent_fibers f
+ WHERE f.class IN (%s) AND f.status IN ` + activeFibers + ` AND (f.owner IS NULL OR NOT ` + live("f.owner") + `)
    AND NOT EXISTS (SELECT 1 FROM agent_instances a WHERE a.class = f.class AND a.name = f.name AND ` + live("a.owner") + `)
  ORDER BY f.class, f.name LIMIT ?`),
 	}
@@ -420,12 +437,16 @@ func (s *Store) DeleteSchedule(ctx context.Context, key store.AgentKey, id strin
 }
 
 // ClaimDueSchedules implements store.AgentStore.
-func (s *Store) ClaimDueSchedules(ctx context.Context, owner string, now time.Time, limit int) ([]*store.Schedule, error) {
+func (s *Store) ClaimDueSchedules(ctx context.Context, owner string, classes []string, now time.Time, limit int) ([]*store.Schedule, error) {
 	if owner == "" {
 		return nil, errors.New("claim due schedules: no owner given")
 	}
 	n := now.UnixMicro()
-	got, err := writeRows(ctx, s, s.aq.claimSchedules, []any{owner, n, owner, limit, n}, scanSchedule)
+	if len(classes) == 0 {
+		return nil, nil
+	}
+	args := append(append([]any{owner, n}, strArgs(classes)...), owner, limit, n)
+	got, err := writeRows(ctx, s, s.inList(s.aq.claimSchedules, len(classes)), args, scanSchedule)
 	if err != nil {
 		return nil, fmt.Errorf("claim due schedules: %w", err)
 	}
@@ -440,8 +461,12 @@ func (s *Store) ClaimDueSchedules(ctx context.Context, owner string, now time.Ti
 }
 
 // NextScheduleTimes implements store.AgentStore.
-func (s *Store) NextScheduleTimes(ctx context.Context, until time.Time, limit int) ([]time.Time, error) {
-	rows, err := s.read.QueryContext(ctx, s.aq.nextSchedules, until.UnixMicro(), limit)
+func (s *Store) NextScheduleTimes(ctx context.Context, classes []string, until time.Time, limit int) ([]time.Time, error) {
+	if len(classes) == 0 {
+		return nil, nil
+	}
+	args := append(append([]any{until.UnixMicro()}, strArgs(classes)...), limit)
+	rows, err := s.read.QueryContext(ctx, s.inList(s.aq.nextSchedules, len(classes)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("next schedule times: %w", err)
 	}
@@ -687,8 +712,12 @@ func (s *Store) InterruptFibers(ctx context.Context, key store.AgentKey, owner s
 }
 
 // OrphanedFiberAgents implements store.AgentStore.
-func (s *Store) OrphanedFiberAgents(ctx context.Context, limit int) ([]store.AgentKey, error) {
-	rows, err := s.read.QueryContext(ctx, s.aq.orphanedFiberAgents, limit)
+func (s *Store) OrphanedFiberAgents(ctx context.Context, classes []string, limit int) ([]store.AgentKey, error) {
+	if len(classes) == 0 {
+		return nil, nil
+	}
+	args := append(strArgs(classes), limit)
+	rows, err := s.read.QueryContext(ctx, s.inList(s.aq.orphanedFiberAgents, len(classes)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("find agents with orphaned fibers: %w", err)
 	}

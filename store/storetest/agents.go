@@ -17,6 +17,8 @@ var (
 	counterA = store.AgentKey{Class: "Counter", Name: "a"}
 	counterB = store.AgentKey{Class: "Counter", Name: "b"}
 	chatA    = store.AgentKey{Class: "Chat", Name: "a"}
+	// testClasses are the classes the cases' runtime would have.
+	testClasses = []string{"Counter", "Chat"}
 )
 
 // liveNode registers a node with a row, so that its claims hold.
@@ -343,7 +345,7 @@ func listSchedules(t *testing.T, s store.Store, key store.AgentKey, f store.Sche
 
 func claimSchedules(t *testing.T, s store.Store, owner string, now time.Time, limit int) []*store.Schedule {
 	t.Helper()
-	got, err := s.ClaimDueSchedules(t.Context(), owner, now, limit)
+	got, err := s.ClaimDueSchedules(t.Context(), owner, testClasses, now, limit)
 	if err != nil {
 		t.Fatalf("ClaimDueSchedules(%q, %s, %d): %v", owner, fmtTime(now), limit, err)
 	}
@@ -388,7 +390,7 @@ func reschedule(t *testing.T, s store.Store, id, owner string, next time.Time) {
 
 func nextScheduleTimes(t *testing.T, s store.Store, until time.Time, limit int) []time.Time {
 	t.Helper()
-	ts, err := s.NextScheduleTimes(t.Context(), until, limit)
+	ts, err := s.NextScheduleTimes(t.Context(), testClasses, until, limit)
 	if err != nil {
 		t.Fatalf("NextScheduleTimes(%s, %d): %v", fmtTime(until), limit, err)
 	}
@@ -591,6 +593,23 @@ var scheduleCases = []testCase{
 }
 
 var claimSchedulesCases = []testCase{
+	{"OnlyTheGivenClasses", func(t *testing.T, s store.Store) {
+		liveNode(t, s, "node-1")
+		other := store.AgentKey{Class: "Mailer", Name: "a"} // another service's class
+		createSchedule(t, s, newSchedule("mine", counterA, at(-time.Second)))
+		createSchedule(t, s, newSchedule("theirs", other, at(-2*time.Second)))
+		if ts := nextScheduleTimes(t, s, t0, 10); len(ts) != 1 || !ts[0].Equal(at(-time.Second)) {
+			t.Errorf("NextScheduleTimes for %v = %s, want only mine", testClasses, fmtTimes(ts))
+		}
+		wantClaimed(t, s, "node-1", t0, 10, "mine")
+		got, err := s.ClaimDueSchedules(t.Context(), "node-1", []string{"Mailer"}, t0, 10)
+		if err != nil || len(got) != 1 || got[0].ID != "theirs" {
+			t.Fatalf("ClaimDueSchedules for Mailer = %v, %v; want theirs", scheduleIDs(got), err)
+		}
+		if got, err := s.ClaimDueSchedules(t.Context(), "node-1", nil, t0, 10); err != nil || len(got) != 0 {
+			t.Errorf("ClaimDueSchedules for no class = %v, %v; want none", scheduleIDs(got), err)
+		}
+	}},
 	{"DueTimeLimitAndOrder", func(t *testing.T, s store.Store) {
 		liveNode(t, s, "node-1")
 		created := map[string]*store.Schedule{}
@@ -1089,7 +1108,7 @@ var fiberCases = []testCase{
 
 		orphaned := func(limit int) []store.AgentKey {
 			t.Helper()
-			keys, err := s.OrphanedFiberAgents(t.Context(), limit)
+			keys, err := s.OrphanedFiberAgents(t.Context(), testClasses, limit)
 			if err != nil {
 				t.Fatalf("OrphanedFiberAgents(%d): %v", limit, err)
 			}
@@ -1141,7 +1160,7 @@ var agentConcurrencyCases = []testCase{
 			owner := fmt.Sprintf("node-%d", w)
 			wg.Go(func() {
 				for {
-					got, err := s.ClaimDueSchedules(t.Context(), owner, t0, 3)
+					got, err := s.ClaimDueSchedules(t.Context(), owner, testClasses, t0, 3)
 					mu.Lock()
 					if err == nil && len(got) > 3 {
 						err = fmt.Errorf("ClaimDueSchedules(limit 3) claimed %d", len(got))
