@@ -206,13 +206,15 @@ func (in *instance) runFiber(ctx context.Context, info FiberInfo, fn FiberFunc, 
 		case errors.Is(cause, errFiberCancelled):
 			status = store.FiberAborted
 		case rt.ctx.Err() != nil:
-			return // stopping: the ledger keeps it running until recovery
+			// The runtime is stopping: the fiber was cut off, as by a
+			// crash, and its next activation hands it to the hook.
+			status, msg = store.FiberInterrupted, "the runtime stopped while the fiber ran"
 		case err != nil:
 			status, msg = store.FiberError, err.Error()
 		}
 		cancel(nil)
 		bg := context.WithoutCancel(fctx)
-		if uerr := rt.store.UpdateFiber(bg, in.key, info.ID, rt.node, status, msg, rt.clock.Now()); uerr != nil {
+		if uerr := rt.store.UpdateFiber(bg, in.key, info.ID, rt.node, status, msg, rt.clock.Now()); uerr != nil && !errors.Is(uerr, store.ErrLeaseLost) {
 			in.log.Warn("recording fiber's end failed", "fiber", info.ID, "err", uerr)
 		}
 		if status == store.FiberError {
@@ -293,9 +295,14 @@ func (a *Agent[S]) DeleteFiber(ctx context.Context, id string) (bool, error) {
 }
 
 // recoverFibers marks the fibers a crashed node was running as interrupted
-// and hands each to the OnFiberRecovered hook.
+// and hands every interrupted fiber to the OnFiberRecovered hook. A fiber
+// the hook leaves interrupted is offered again on the next activation, so
+// a crash between the two steps loses no fiber.
 func (in *instance) recoverFibers(ctx context.Context) error {
-	fs, err := in.rt.store.InterruptFibers(ctx, in.key, in.rt.node, in.rt.clock.Now())
+	if _, err := in.rt.store.InterruptFibers(ctx, in.key, in.rt.node, in.rt.clock.Now()); err != nil {
+		return fmt.Errorf("recover fibers: %w", err)
+	}
+	fs, err := in.rt.store.ListFibers(ctx, in.key, store.FiberFilter{Status: store.FiberInterrupted})
 	if err != nil {
 		return fmt.Errorf("recover fibers: %w", err)
 	}

@@ -68,10 +68,11 @@ type StateChangedHook[S any] interface {
 	OnStateChanged(ctx context.Context, s S, source *Conn)
 }
 
-// FiberRecoverer is called on activation for each fiber that was cut off
-// by a crash (its status is now interrupted). The fiber's closure is gone
-// with the process; the hook decides: resume it with ResumeFiber (its
-// Stash is kept), abort it with CancelFiber, or leave it.
+// FiberRecoverer is called on activation for each interrupted fiber: one
+// cut off by a crash, or by a runtime that stopped while it ran. The
+// fiber's closure is gone with the process; the hook decides: resume it
+// with ResumeFiber (its Stash is kept), abort it with CancelFiber, or leave
+// it, in which case it is offered again on the next activation.
 type FiberRecoverer interface {
 	OnFiberRecovered(ctx context.Context, f FiberInfo) error
 }

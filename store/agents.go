@@ -35,9 +35,10 @@ type Agent struct {
 	Fence     int64
 	CreatedAt time.Time
 	UpdatedAt time.Time
-	// UnfinishedFibers is set by ActivateAgent when the agent has pending
-	// or running fibers that another node ran, which the new activation
-	// must recover (InterruptFibers); it saves that write otherwise.
+	// UnfinishedFibers is set by ActivateAgent when the agent has fibers to
+	// recover: interrupted ones, or pending or running ones that another
+	// node ran (which InterruptFibers interrupts). Without it the new
+	// activation skips recovery's queries.
 	UnfinishedFibers bool
 }
 
@@ -202,7 +203,8 @@ type AgentStore interface {
 	// and ErrNotFound for a missing one.
 	ClaimFiber(ctx context.Context, key AgentKey, id, owner string, now time.Time) (*Fiber, error)
 	// UpdateFiber sets a fiber's status and error while owner runs it, and
-	// clears the owner and sets FinishedAt when status is finished. It
+	// clears the owner and sets FinishedAt when status is finished (and
+	// clears the owner when it is interrupted). It
 	// fails with ErrLeaseLost when owner does not run it, which includes a
 	// fiber that was deleted or has finished.
 	UpdateFiber(ctx context.Context, key AgentKey, id, owner string, status FiberStatus, errMsg string, now time.Time) error

@@ -89,8 +89,9 @@ func newAgentQueries(d *Dialect) agentQueries {
  ON CONFLICT (class, name) DO UPDATE SET owner = excluded.owner, fence = agent_instances.fence + 1, updated_at = excluded.updated_at
  WHERE agent_instances.owner IS NULL OR agent_instances.owner = excluded.owner OR NOT ` + live("agent_instances.owner") + `
  RETURNING ` + agentCols + `, CASE WHEN EXISTS (SELECT 1 FROM agent_fibers f
-   WHERE f.class = agent_instances.class AND f.name = agent_instances.name AND f.status IN ` + activeFibers + `
-     AND (f.owner IS NULL OR f.owner <> agent_instances.owner)) THEN 1 ELSE 0 END`),
+   WHERE f.class = agent_instances.class AND f.name = agent_instances.name
+     AND (f.status = '` + string(store.FiberInterrupted) + `' OR f.status IN ` + activeFibers + `
+          AND (f.owner IS NULL OR f.owner <> agent_instances.owner))) THEN 1 ELSE 0 END`),
 		ownerNode: r(`SELECT n.id, n.service, n.host, n.pid, n.process, n.started_at, n.expires_at
  FROM agent_instances a JOIN agentflow_nodes n ON n.id = a.owner WHERE a.class = ? AND a.name = ?`),
 		getAgent:       r(`SELECT ` + agentCols + ` FROM agent_instances WHERE class = ? AND name = ?`),
@@ -626,6 +627,8 @@ func (s *Store) UpdateFiber(ctx context.Context, key store.AgentKey, id, owner s
 	var newOwner, finished any = owner, nil
 	if status.Finished() {
 		newOwner, finished = nil, n
+	} else if status == store.FiberInterrupted {
+		newOwner = nil
 	}
 	changed, err := s.exec(ctx, s.aq.updateFiber, string(status), nullString(errMsg), newOwner, finished, n, key.Class, key.Name, id, owner)
 	if err != nil {

@@ -196,8 +196,8 @@ var agentCases = []testCase{
 			}
 		}
 		unfinished("a new agent", false)
-		// The activating node's own fiber, other agents' fibers, and
-		// finished or interrupted fibers need no recovery.
+		// The activating node's own fiber, other agents' fibers and
+		// finished fibers need no recovery.
 		createFiber(t, s, newFiber("mine", counterA, "reindex", t0))
 		claimFiber(t, s, counterA, "mine", "node-2", t0)
 		for _, key := range []store.AgentKey{counterB, chatA} {
@@ -210,10 +210,16 @@ var agentCases = []testCase{
 			claimFiber(t, s, counterA, id, "node-1", t0)
 			updateFiber(t, s, counterA, id, "node-1", st, "", t0)
 		}
+		unfinished("only its own, finished and other agents' fibers", false)
+		// An interrupted fiber waits for its recovery hook's decision.
 		intr := newFiber("intr", counterA, "reindex", t0)
 		intr.Status = store.FiberInterrupted
 		createFiber(t, s, intr)
-		unfinished("only its own, finished, interrupted and other agents' fibers", false)
+		unfinished("an interrupted fiber", true)
+		if _, err := s.AbortFiber(t.Context(), counterA, "intr", t0); err != nil {
+			t.Fatal(err)
+		}
+		unfinished("after aborting it", false)
 
 		createFiber(t, s, newFiber("r", counterA, "reindex", at(time.Second)))
 		claimFiber(t, s, counterA, "r", "node-1", at(time.Second))
@@ -221,7 +227,10 @@ var agentCases = []testCase{
 		if _, err := s.InterruptFibers(t.Context(), counterA, "node-2", at(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		unfinished("after InterruptFibers", false)
+		unfinished("after InterruptFibers (interrupted now)", true)
+		if _, err := s.AbortFiber(t.Context(), counterA, "r", at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
 		createFiber(t, s, newFiber("p", counterA, "reindex", at(2*time.Second)))
 		unfinished("a pending fiber nobody runs", true)
 	}},
