@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,10 +136,16 @@ func requireTool(t *testing.T, name string) string {
 	return ""
 }
 
+// npmMu keeps runs of the test in one process (-count) from installing at
+// the same time.
+var npmMu sync.Mutex
+
 // npmInstall runs `npm ci` in jsclientDir unless its node_modules already
 // holds the versions package.json pins.
 func npmInstall(t *testing.T, npm string) {
 	t.Helper()
+	npmMu.Lock()
+	defer npmMu.Unlock()
 	var pkg struct {
 		Dependencies map[string]string `json:"dependencies"`
 	}

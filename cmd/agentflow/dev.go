@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	"agentflow/agent"
+	"agentflow/examples/counter"
 	"agentflow/examples/report"
 	"agentflow/examples/signup"
 	"agentflow/store"
@@ -18,7 +23,9 @@ import (
 
 // runDev runs the example workflows on an embedded SQLite file and prints
 // their progress: a report whose first step is retried, and a signup that
-// sleeps and then waits for an event, which dev sends once it waits.
+// sleeps and then waits for an event, which dev sends once it waits. It also
+// serves the example agents (the Counter) over HTTP and WebSocket on --addr,
+// at /agents/<class>/<name>, where the `agents` JavaScript client connects.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -26,6 +33,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	once := fs.Bool("once", false, "exit when the examples have finished instead of running until interrupted")
 	grace := fs.Duration("grace", 2*time.Second, "how long the signup example sleeps")
 	verbose := fs.Bool("v", false, "log the engine's debug messages")
+	addr := fs.String("addr", "127.0.0.1:8787", `address the agents server listens on ("" to not serve agents)`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,17 +72,54 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	workflow.MustRegister(eng, signup.Name, workflow.Workflow[signup.Params, signup.Result](signup.Signup{}))
 	workflow.MustRegister(eng, report.Name, workflow.Workflow[[]string, string](report.Report{}))
+
+	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger})
+	if err != nil {
+		return err
+	}
+	if err := counter.Register(rt); err != nil {
+		return err
+	}
+	var ln net.Listener
+	if *addr != "" {
+		// Listen before anything starts, so that a busy port fails at once.
+		if ln, err = net.Listen("tcp", *addr); err != nil {
+			return fmt.Errorf("agents server: %w (choose another address with --addr)", err)
+		}
+		defer ln.Close()
+	}
+
+	// The engine starts first and stops last; the agent runtime runs on it,
+	// and the HTTP server in front of the runtime. The deferred stops run in
+	// the reverse order: server, runtime, engine.
 	if err := eng.Start(ctx); err != nil {
 		return err
 	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := eng.Stop(stopCtx); err != nil {
-			logger.Warn("stopping the engine", "err", err)
-		}
-	}()
+	defer stopWithin(ctx, logger, "the engine", eng.Stop)
+	if err := rt.Start(ctx); err != nil {
+		return err
+	}
+	defer stopWithin(ctx, logger, "the agent runtime", rt.Stop)
 	p.printf("agentflow dev: engine %s on %s", eng.NodeID(), st.Path())
+	if ln != nil {
+		srv := &http.Server{
+			Handler:           rt.Handler(agent.HandlerOptions{}),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("agents server stopped", "err", err)
+			}
+		}()
+		defer func() {
+			stopWithin(ctx, logger, "the agents server", srv.Shutdown)
+			<-served
+		}()
+		p.printf("agents: ws://%s/agents/%s/<name>  (the %s example; any name is an instance)", ln.Addr(), agent.Kebab(counter.Name), counter.Name)
+	}
 
 	rep, err := eng.Create(ctx, report.Name, workflow.CreateOptions{Params: []string{"north", "south", "east"}})
 	if err != nil {
@@ -110,9 +155,23 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *once || ctx.Err() != nil {
 		return nil
 	}
-	p.printf("examples finished; the engine keeps running on %s (Ctrl-C to stop)", st.Path())
+	running := "the engine keeps"
+	if ln != nil {
+		running = "the engine and the agents server keep"
+	}
+	p.printf("examples finished; %s running on %s (Ctrl-C to stop)", running, st.Path())
 	<-ctx.Done()
 	return nil
+}
+
+// stopWithin calls stop with ten seconds to finish, even when ctx (the
+// command's, cancelled by Ctrl-C) is done, and logs its error.
+func stopWithin(ctx context.Context, logger *slog.Logger, what string, stop func(context.Context) error) {
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := stop(stopCtx); err != nil {
+		logger.Warn("stopping "+what, "err", err)
+	}
 }
 
 // watch prints the instance's status changes until it finishes. For the
@@ -125,6 +184,9 @@ func watch(ctx context.Context, p *printer, name string, inst *workflow.Instance
 	for {
 		st, err := inst.Status(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C while asking
+			}
 			return err
 		}
 		if st.Status != last {
@@ -133,6 +195,9 @@ func watch(ctx context.Context, p *printer, name string, inst *workflow.Instance
 		}
 		if sendEvent && !sent && st.Status == workflow.StatusWaiting && waitingForEvent(ctx, inst) {
 			if err := inst.SendEvent(ctx, signup.ConfirmEvent, signup.Confirmation{Code: "123456"}); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
 			sent = true

@@ -15,7 +15,7 @@ func TestDevRunsTheExamples(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	db := filepath.Join(t.TempDir(), "dev.db")
-	if code := run(ctx, []string{"dev", "--once", "--db", db, "--grace", "200ms"}, &stdout, &stderr); code != 0 {
+	if code := run(ctx, []string{"dev", "--once", "--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
 	out := stdout.String()
@@ -25,6 +25,7 @@ func TestDevRunsTheExamples(t *testing.T) {
 		`sent event "email-confirmed"`,
 		`output "report: north, south, east"`,
 		`"welcomed":true`,
+		"agents: ws://127.0.0.1:",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

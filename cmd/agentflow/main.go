@@ -1,6 +1,7 @@
 // Command agentflow is the agentflow server and toolbox.
 //
 //	agentflow dev    run the example workflows on an embedded SQLite file
+//	                 and serve the example agents on --addr (127.0.0.1:8787)
 //	agentflow bench  measure the engine (see BENCHMARKS.md)
 package main
 
@@ -18,7 +19,8 @@ import (
 const usage = `usage: agentflow <command> [flags]
 
 commands:
-  dev     run the example workflows on an embedded SQLite file and print their progress
+  dev     run the example workflows on an embedded SQLite file and print their progress,
+          and serve the example agents at ws://127.0.0.1:8787/agents/counter/<name> (--addr)
   bench   run a benchmark scenario: agentflow bench --backend sqlite|postgres --scenario NAME [--json]
 `
 
