@@ -34,9 +34,10 @@ func TestFiberLedger(t *testing.T) {
 	t.Parallel()
 	e := workerEnv(t)
 	ctx := t.Context()
+	w := uniq("w")
 
 	// A fiber that stashes and completes, waited for.
-	done, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
+	done, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
 		return w.StartFiber(ctx, "count", func(ctx context.Context, f *agent.Fiber) error {
 			for i := 1; i <= 3; i++ {
 				if err := f.Stash(ctx, i); err != nil {
@@ -54,7 +55,7 @@ func TestFiberLedger(t *testing.T) {
 		t.Fatalf("completed fiber = %+v, %v", done, err)
 	}
 	// The same key returns it and runs nothing.
-	again, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
+	again, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
 		return w.StartFiber(ctx, "count", func(ctx context.Context, f *agent.Fiber) error {
 			return errors.New("must not run")
 		}, agent.FiberOptions{IdempotencyKey: "k1", WaitForCompletion: true})
@@ -64,7 +65,7 @@ func TestFiberLedger(t *testing.T) {
 	}
 
 	// A failing fiber ends in error and is reported.
-	failed, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
+	failed, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
 		return w.StartFiber(ctx, "fail", func(ctx context.Context, f *agent.Fiber) error {
 			return errors.New("disk full")
 		}, agent.FiberOptions{ID: "my-id", WaitForCompletion: true})
@@ -72,12 +73,12 @@ func TestFiberLedger(t *testing.T) {
 	if err == nil || failed.Status != store.FiberError || failed.Error != "disk full" || failed.ID != "my-id" {
 		t.Fatalf("failed fiber = %+v, %v", failed, err)
 	}
-	eventually(t, 5*time.Second, "the error report", func() bool { return len(sched.errors("w")) == 1 })
+	eventually(t, 5*time.Second, "the error report", func() bool { return len(sched.errors(w)) == 1 })
 
 	// A running fiber is cancelled cooperatively and ends aborted; it
 	// cannot be deleted while it runs.
 	started := make(chan struct{})
-	running, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
+	running, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (agent.FiberInfo, error) {
 		return w.StartFiber(ctx, "wait", func(ctx context.Context, f *agent.Fiber) error {
 			close(started)
 			<-ctx.Done()
@@ -91,31 +92,31 @@ func TestFiberLedger(t *testing.T) {
 	if e.rt.EvictIdle(ctx) != 0 {
 		t.Fatal("an agent with a running fiber was evicted")
 	}
-	if _, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (bool, error) { return w.DeleteFiber(ctx, running.ID) }); err == nil {
+	if _, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (bool, error) { return w.DeleteFiber(ctx, running.ID) }); err == nil {
 		t.Fatal("deleted a running fiber")
 	}
-	if ok, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (bool, error) { return w.CancelFiber(ctx, running.ID) }); !ok || err != nil {
+	if ok, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (bool, error) { return w.CancelFiber(ctx, running.ID) }); !ok || err != nil {
 		t.Fatalf("cancel = %v, %v", ok, err)
 	}
 	eventually(t, 5*time.Second, "the aborted status", func() bool {
-		f, _ := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (agent.FiberInfo, error) { return w.GetFiber(ctx, running.ID) })
+		f, _ := onWorker(t, e, w, func(ctx context.Context, w *Worker) (agent.FiberInfo, error) { return w.GetFiber(ctx, running.ID) })
 		return f.Status == store.FiberAborted
 	})
 
-	list, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) ([]agent.FiberInfo, error) {
+	list, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) ([]agent.FiberInfo, error) {
 		return w.ListFibers(ctx, store.FiberFilter{})
 	})
 	if err != nil || len(list) != 3 {
 		t.Fatalf("ledger = %d fibers, %v; want 3", len(list), err)
 	}
-	errs, _ := onWorker(t, e, "w", func(ctx context.Context, w *Worker) ([]agent.FiberInfo, error) {
+	errs, _ := onWorker(t, e, w, func(ctx context.Context, w *Worker) ([]agent.FiberInfo, error) {
 		return w.ListFibers(ctx, store.FiberFilter{Status: store.FiberError})
 	})
 	if len(errs) != 1 || errs[0].ID != "my-id" {
 		t.Fatalf("fibers in error = %+v", errs)
 	}
 	for _, want := range []bool{true, false} {
-		ok, err := onWorker(t, e, "w", func(ctx context.Context, w *Worker) (bool, error) { return w.DeleteFiber(ctx, "my-id") })
+		ok, err := onWorker(t, e, w, func(ctx context.Context, w *Worker) (bool, error) { return w.DeleteFiber(ctx, "my-id") })
 		if err != nil || ok != want {
 			t.Fatalf("delete = %v, %v; want %v", ok, err, want)
 		}

@@ -220,6 +220,14 @@ func (rt *Runtime) Stop(ctx context.Context) error {
 	for _, in := range insts {
 		in.closeConns(1001, "server is stopping")
 	}
+	// Let the close handshakes finish before cancelling the reads they
+	// need, so that clients get the close frame.
+	deadline := time.Now().Add(2 * time.Second)
+	for _, in := range insts {
+		for len(in.connections()) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	rt.cancel()
 	done := make(chan struct{})
 	go func() {

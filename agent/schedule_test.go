@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,12 @@ type journal struct {
 	errs   map[string][]error
 	failed map[string]int // attempts made by Flaky, per agent
 }
+
+// uniq makes an agent name unique to one run of a test, so that repeated
+// runs (-count) do not share journal entries.
+func uniq(name string) string { return fmt.Sprintf("%s-%d", name, seq.Add(1)) }
+
+var seq atomic.Int64
 
 var sched = &journal{runs: map[string][]string{}, errs: map[string][]error{}, failed: map[string]int{}}
 
@@ -116,7 +123,8 @@ func TestScheduleDelayedRunsOnceThenIsGone(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(t0)
 	e := schedEnv(t, clock, nil)
-	info := on(t, e, "delayed", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	name := uniq("delayed")
+	info := on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.After(300*time.Second), "ping", 7)
 	})
 	if !info.NextRunAt.Equal(t0.Add(300*time.Second)) || info.Kind != store.ScheduleDelayed || !info.Created {
@@ -124,28 +132,46 @@ func TestScheduleDelayedRunsOnceThenIsGone(t *testing.T) {
 	}
 	clock.Advance(299 * time.Second)
 	time.Sleep(50 * time.Millisecond)
-	if runs := sched.get("delayed"); len(runs) != 0 {
+	if runs := sched.get(name); len(runs) != 0 {
 		t.Fatalf("ran early: %v", runs)
 	}
-	advanceUntil(t, clock, 100*time.Millisecond, "the delayed run", func() bool { return len(sched.get("delayed")) == 1 })
-	if got := sched.get("delayed")[0]; got != "ping 7" {
+	advanceUntil(t, clock, 100*time.Millisecond, "the delayed run", func() bool { return len(sched.get(name)) == 1 })
+	if got := sched.get(name)[0]; got != "ping 7" {
 		t.Fatalf("run = %q, want ping 7", got)
 	}
 	eventually(t, 5*time.Second, "the one-shot schedule's removal", func() bool {
-		_, err := on(t, e, "delayed", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
-			si, err := s.GetSchedule(ctx, info.ID)
-			if errors.Is(err, store.ErrNotFound) {
-				return si, nil
-			}
-			return si, errors.New("still there")
-		}), error(nil)
-		return err == nil && len(mustList(t, e, "delayed", store.ScheduleFilter{})) == 0
+		return len(mustList(t, e, name, store.ScheduleFilter{})) == 0
 	})
+	_, err := agent.With(t.Context(), e.rt, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+		return s.GetSchedule(ctx, info.ID)
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetSchedule after the run: err = %v, want ErrNotFound", err)
+	}
 	clock.Advance(time.Hour)
 	time.Sleep(50 * time.Millisecond)
-	if runs := sched.get("delayed"); len(runs) != 1 {
+	if runs := sched.get(name); len(runs) != 1 {
 		t.Fatalf("one-shot ran %d times", len(runs))
 	}
+}
+
+// settle waits until none of the agent's schedules is due at now or
+// running, so that a test advancing a fake clock does not outrun them.
+func settle(t *testing.T, e *env, name string, now time.Time) {
+	t.Helper()
+	key := store.AgentKey{Class: "Sched", Name: name}
+	eventually(t, 5*time.Second, "the schedules to settle", func() bool {
+		ss, err := e.store.ListSchedules(t.Context(), key, store.ScheduleFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			if s.Owner != "" || !s.NextRunAt.After(now) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func mustList(t *testing.T, e *env, name string, f store.ScheduleFilter) []agent.ScheduleInfo {
@@ -158,53 +184,57 @@ func TestScheduleCronAndEvery(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(t0.Add(90 * time.Second)) // 12:01:30
 	e := schedEnv(t, clock, nil)
-	cron := on(t, e, "cron", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	name := uniq("cron")
+	cron := on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.Cron("*/5 * * * *"), "ping", 5)
 	})
 	if want := t0.Add(5 * time.Minute); !cron.NextRunAt.Equal(want) {
 		t.Fatalf("cron next = %s, want %s", cron.NextRunAt, want)
 	}
-	again := on(t, e, "cron", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	again := on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.Cron("*/5 * * * *"), "ping", 5)
 	})
 	if again.ID != cron.ID || again.Created {
 		t.Fatalf("same cron again = %+v, want the existing %s", again, cron.ID)
 	}
-	other := on(t, e, "cron", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	other := on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.Cron("*/5 * * * *"), "ping", 6)
 	})
 	if other.ID == cron.ID {
 		t.Fatal("a cron with another payload is the same schedule")
 	}
-	every := on(t, e, "cron", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	every := on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.ScheduleEvery(ctx, 2*time.Minute, "tick", nil)
 	})
-	if again := on(t, e, "cron", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	if again := on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.ScheduleEvery(ctx, 2*time.Minute, "tick", nil)
 	}); again.ID != every.ID {
 		t.Fatal("ScheduleEvery is not idempotent")
 	}
 	// 12:01:30 → 12:11:30: crons at 12:05 and 12:10 (two payloads), ticks
 	// at 12:03:30, 12:05:30, … 12:11:30.
-	advanceUntil(t, clock, 10*time.Second, "ten minutes of runs", func() bool {
-		return !clock.Now().Before(t0.Add(11*time.Minute + 30*time.Second))
-	})
-	eventually(t, 5*time.Second, "runs", func() bool { return count(sched.get("cron"), "tick") == 5 })
-	runs := sched.get("cron")
+	for clock.Now().Before(t0.Add(11*time.Minute + 30*time.Second)) {
+		clock.Advance(10 * time.Second)
+		settle(t, e, name, clock.Now())
+	}
+	if n := count(sched.get(name), "tick"); n != 5 {
+		t.Fatalf("ticks = %d, want 5", n)
+	}
+	runs := sched.get(name)
 	if count(runs, "ping 5") != 2 || count(runs, "ping 6") != 2 {
 		t.Fatalf("cron runs = %v, want ping 5 and ping 6 twice each", runs)
 	}
-	all := mustList(t, e, "cron", store.ScheduleFilter{})
-	crons := mustList(t, e, "cron", store.ScheduleFilter{Kind: store.ScheduleCron})
+	all := mustList(t, e, name, store.ScheduleFilter{})
+	crons := mustList(t, e, name, store.ScheduleFilter{Kind: store.ScheduleCron})
 	if len(all) != 3 || len(crons) != 2 {
 		t.Fatalf("list: %d schedules, %d crons; want 3 and 2", len(all), len(crons))
 	}
-	window := mustList(t, e, "cron", store.ScheduleFilter{From: t0.Add(15 * time.Minute), To: t0.Add(15 * time.Minute)})
+	window := mustList(t, e, name, store.ScheduleFilter{From: t0.Add(15 * time.Minute), To: t0.Add(15 * time.Minute)})
 	if len(window) != 2 {
 		t.Fatalf("schedules due at 12:15: %d, want the 2 crons", len(window))
 	}
-	ok := on(t, e, "cron", func(ctx context.Context, s *Sched) (bool, error) { return s.CancelSchedule(ctx, every.ID) })
-	again2 := on(t, e, "cron", func(ctx context.Context, s *Sched) (bool, error) { return s.CancelSchedule(ctx, every.ID) })
+	ok := on(t, e, name, func(ctx context.Context, s *Sched) (bool, error) { return s.CancelSchedule(ctx, every.ID) })
+	again2 := on(t, e, name, func(ctx context.Context, s *Sched) (bool, error) { return s.CancelSchedule(ctx, every.ID) })
 	if !ok || again2 {
 		t.Fatalf("cancel = %v then %v, want true then false", ok, again2)
 	}
@@ -234,8 +264,9 @@ func TestScheduleCronTimeZone(t *testing.T) {
 func TestScheduleIdempotentOneShots(t *testing.T) {
 	t.Parallel()
 	e := schedEnv(t, clockwork.NewFakeClockAt(t0), nil)
+	name := uniq("idem")
 	mk := func(when agent.When, payload int, idem bool) string {
-		return on(t, e, "idem", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+		return on(t, e, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 			return s.Schedule(ctx, when, "ping", payload, agent.ScheduleOptions{Idempotent: idem})
 		}).ID
 	}
@@ -296,33 +327,34 @@ func TestScheduleRetries(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(t0)
 	e := schedEnv(t, clock, nil)
-	on(t, e, "flaky", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	flaky, broken, brokenEvery := uniq("flaky"), uniq("broken"), uniq("broken-every")
+	on(t, e, flaky, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.After(time.Second), "flaky", "x")
 	})
-	oneShot := on(t, e, "broken", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	oneShot := on(t, e, broken, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.After(time.Second), "broken", nil)
 	})
-	every := on(t, e, "broken-every", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	every := on(t, e, brokenEvery, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.ScheduleEvery(ctx, time.Minute, "broken", nil)
 	})
 	advanceUntil(t, clock, 50*time.Millisecond, "retried runs", func() bool {
-		return len(sched.get("flaky")) == 1 && len(sched.errors("broken")) == 1 && len(sched.errors("broken-every")) == 1
+		return len(sched.get(flaky)) == 1 && len(sched.errors(broken)) == 1 && len(sched.errors(brokenEvery)) == 1
 	})
-	if runs := sched.get("broken"); len(runs) != 3 {
+	if runs := sched.get(broken); len(runs) != 3 {
 		t.Errorf("broken one-shot ran %d times, want 3 attempts", len(runs))
 	}
 	var se *agent.ScheduleError
-	if err := sched.errors("broken")[0]; !errors.As(err, &se) || se.Attempts != 3 || se.Schedule.ID != oneShot.ID {
+	if err := sched.errors(broken)[0]; !errors.As(err, &se) || se.Attempts != 3 || se.Schedule.ID != oneShot.ID {
 		t.Errorf("reported error = %v, want a ScheduleError for %s after 3 attempts", err, oneShot.ID)
 	}
-	if len(sched.errors("flaky")) != 0 {
-		t.Errorf("flaky reported errors %v though its third attempt succeeded", sched.errors("flaky"))
+	if len(sched.errors(flaky)) != 0 {
+		t.Errorf("flaky reported errors %v though its third attempt succeeded", sched.errors(flaky))
 	}
 	eventually(t, 5*time.Second, "the failed one-shot's removal", func() bool {
-		return len(mustList(t, e, "broken", store.ScheduleFilter{})) == 0
+		return len(mustList(t, e, broken, store.ScheduleFilter{})) == 0
 	})
 	// The recurring one goes on.
-	left := mustList(t, e, "broken-every", store.ScheduleFilter{})
+	left := mustList(t, e, brokenEvery, store.ScheduleFilter{})
 	if len(left) != 1 || left[0].ID != every.ID || !left[0].NextRunAt.After(every.NextRunAt) {
 		t.Fatalf("recurring schedule after failing = %+v", left)
 	}
@@ -332,7 +364,8 @@ func TestSchedulesSurviveRestart(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClockAt(t0)
 	e1 := schedEnv(t, clock, nil)
-	on(t, e1, "restart", func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
+	name := uniq("restart")
+	on(t, e1, name, func(ctx context.Context, s *Sched) (agent.ScheduleInfo, error) {
 		return s.Schedule(ctx, agent.At(t0.Add(time.Hour)), "ping", 1)
 	})
 	if err := e1.rt.Stop(t.Context()); err != nil {
@@ -343,7 +376,7 @@ func TestSchedulesSurviveRestart(t *testing.T) {
 	}
 	clock.Advance(2 * time.Hour) // down while it was due
 	e2 := schedEnv(t, clock, e1.store)
-	eventually(t, 5*time.Second, "the overdue run", func() bool { return len(sched.get("restart")) == 1 })
+	eventually(t, 5*time.Second, "the overdue run", func() bool { return len(sched.get(name)) == 1 })
 	_ = e2
 }
 

@@ -130,6 +130,7 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	if err != nil {
 		return // Accept has answered the request
 	}
+
 	// Messages up to MaxMessageBytes are read; larger ones are drained
 	// and refused without closing the connection, up to this hard cap.
 	ws.SetReadLimit(int64(rt.opts.MaxMessageBytes) * 64)
