@@ -1159,43 +1159,10 @@ var agentConcurrencyCases = []testCase{
 		for w := range workers {
 			liveNode(t, s, fmt.Sprintf("node-%d", w))
 		}
-		var (
-			mu      sync.Mutex
-			claimed = map[string]string{} // id -> owner
-			errs    []error
-			wg      sync.WaitGroup
-		)
-		for w := range workers {
-			owner := fmt.Sprintf("node-%d", w)
-			wg.Go(func() {
-				for {
-					got, err := s.ClaimDueSchedules(t.Context(), owner, testClasses, t0, 3)
-					mu.Lock()
-					if err == nil && len(got) > 3 {
-						err = fmt.Errorf("ClaimDueSchedules(limit 3) claimed %d", len(got))
-					}
-					if err != nil {
-						errs = append(errs, err)
-						mu.Unlock()
-						return
-					}
-					for _, sc := range got {
-						if prev, ok := claimed[sc.ID]; ok {
-							errs = append(errs, fmt.Errorf("%s claimed by %s and %s", sc.ID, prev, owner))
-						}
-						claimed[sc.ID] = owner
-					}
-					mu.Unlock()
-					if len(got) == 0 {
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			t.Fatal(err)
-		}
+		claimed := claimConcurrently(t, "ClaimDueSchedules", func(owner string) ([]string, error) {
+			got, err := s.ClaimDueSchedules(t.Context(), owner, testClasses, t0, 3)
+			return scheduleIDs(got), err
+		})
 		if len(claimed) != n {
 			t.Errorf("%d schedules claimed, want %d", len(claimed), n)
 		}

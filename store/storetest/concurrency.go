@@ -15,6 +15,51 @@ import (
 // when many cases run in parallel.
 const workers = 6
 
+// claimConcurrently has workers (owners node-0 … node-N) call claim, three at
+// a time, until it returns nothing, and fails the test if any id is claimed
+// twice or a claim returns more than three. It returns who claimed what.
+func claimConcurrently(t *testing.T, what string, claim func(owner string) ([]string, error)) map[string]string {
+	t.Helper()
+	var (
+		mu      sync.Mutex
+		claimed = map[string]string{} // id -> owner
+		errs    []error
+		wg      sync.WaitGroup
+	)
+	for w := range workers {
+		owner := fmt.Sprintf("node-%d", w)
+		wg.Go(func() {
+			for {
+				got, err := claim(owner)
+				mu.Lock()
+				if err == nil && len(got) > 3 {
+					err = fmt.Errorf("%s(limit 3) claimed %d", what, len(got))
+				}
+				if err != nil {
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				for _, id := range got {
+					if prev, ok := claimed[id]; ok {
+						errs = append(errs, fmt.Errorf("%s claimed by %s and %s", id, prev, owner))
+					}
+					claimed[id] = owner
+				}
+				mu.Unlock()
+				if len(got) == 0 {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return claimed
+}
+
 var concurrencyCases = []testCase{
 	{"ClaimDueClaimsEachInstanceOnce", func(t *testing.T, s store.Store) {
 		const n = 40
@@ -24,43 +69,14 @@ var concurrencyCases = []testCase{
 		}
 		create(t, s, batch...)
 
-		var (
-			mu      sync.Mutex
-			claimed = map[string]string{} // id -> owner
-			errs    []error
-			wg      sync.WaitGroup
-		)
-		for w := range workers {
-			owner := fmt.Sprintf("node-%d", w)
-			wg.Go(func() {
-				for {
-					got, err := s.ClaimDue(t.Context(), owner, "", t0, 3)
-					mu.Lock()
-					if err == nil && len(got) > 3 {
-						err = fmt.Errorf("ClaimDue(limit 3) claimed %d", len(got))
-					}
-					if err != nil {
-						errs = append(errs, err)
-						mu.Unlock()
-						return
-					}
-					for _, in := range got {
-						if prev, ok := claimed[in.ID]; ok {
-							errs = append(errs, fmt.Errorf("%s claimed by %s and %s", in.ID, prev, owner))
-						}
-						claimed[in.ID] = owner
-					}
-					mu.Unlock()
-					if len(got) == 0 {
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			t.Fatal(err)
-		}
+		claimed := claimConcurrently(t, "ClaimDue", func(owner string) ([]string, error) {
+			got, err := s.ClaimDue(t.Context(), owner, "", t0, 3)
+			ids := make([]string, len(got))
+			for i, in := range got {
+				ids[i] = in.ID
+			}
+			return ids, err
+		})
 		if len(claimed) != n {
 			t.Errorf("%d instances claimed, want %d", len(claimed), n)
 		}
