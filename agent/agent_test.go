@@ -15,6 +15,7 @@ import (
 	"agentflow/agent"
 	"agentflow/examples/counter"
 	"agentflow/store"
+	"agentflow/workflow"
 )
 
 // Box is a test class with methods of every supported shape.
@@ -329,3 +330,35 @@ func TestHooks(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// A workflow step calls an agent by name and with the typed helper.
+func TestWorkflowStepCallsAgent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{
+		setup: func(rt *agent.Runtime) { counter.Register(rt) },
+		workflows: func(eng *workflow.Engine, rt *agent.Runtime) {
+			workflow.MustRegister(eng, "Tally", workflow.Func[string, int](func(ctx context.Context, ev workflow.Event[string], step *workflow.Step) (int, error) {
+				if _, err := workflow.Do(step, "by name", func(ctx context.Context, _ workflow.Attempt) (json.RawMessage, error) {
+					return rt.Ref(counter.Name, ev.Payload).Call(ctx, "increment", 2)
+				}); err != nil {
+					return 0, err
+				}
+				return workflow.Do(step, "typed", func(ctx context.Context, _ workflow.Attempt) (int, error) {
+					return agent.Call(ctx, rt, ev.Payload, (*counter.Counter).Increment, 3)
+				})
+			}))
+		},
+	})
+	inst, err := e.eng.Create(t.Context(), "Tally", workflow.CreateOptions{Params: "from-workflow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st workflow.InstanceStatus
+	eventually(t, 10*time.Second, "the workflow", func() bool {
+		st, err = inst.Status(t.Context())
+		return err == nil && st.Status.Finished()
+	})
+	if st.Status != workflow.StatusComplete || string(st.Output) != "5" {
+		t.Fatalf("workflow = %s %s %+v, want complete with 5", st.Status, st.Output, st.Error)
+	}
+}

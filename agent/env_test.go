@@ -30,6 +30,8 @@ type envOptions struct {
 	store store.Store     // default a new SQLite file
 	rt    agent.Options   // Engine is filled in
 	setup func(rt *agent.Runtime)
+	// workflows registers workflow classes, which may call rt's agents.
+	workflows func(eng *workflow.Engine, rt *agent.Runtime)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -63,6 +65,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	if o.setup != nil {
 		o.setup(rt)
+	}
+	if o.workflows != nil {
+		o.workflows(eng, rt)
 	}
 	if err := eng.Start(ctx); err != nil {
 		t.Fatal(err)
