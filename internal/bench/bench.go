@@ -1,8 +1,8 @@
 // Package bench implements `agentflow bench`: scenarios that measure the
-// workflow engine on a real store and print one figure per metric, as a
-// table or as JSON lines. BENCHMARKS.md at the repository root describes
-// each scenario, what exactly each metric measures, and this machine's
-// figures.
+// workflow engine and the agent runtime on a real store and print one
+// figure per metric, as a table or as JSON lines. BENCHMARKS.md at the
+// repository root describes each scenario, what exactly each metric
+// measures, and this machine's figures.
 package bench
 
 import (
@@ -36,7 +36,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules"}
 )
 
 // DefaultPostgresDSN is used when neither --dsn nor the environment names one.
@@ -72,6 +72,22 @@ type Config struct {
 	// recovery
 	RecoveryInstances int
 
+	// agent-rpc: calls measured in process and over WebSocket (Calls
+	// each), and calls that write the state (WriteCalls each).
+	Calls      int
+	WriteCalls int
+
+	// agent-activate: distinct agents activated and evicted, and the
+	// runtime's IdleTimeout. Callers is the number of activating goroutines.
+	Agents      int
+	IdleTimeout time.Duration
+
+	// schedules: one-shot schedules spread over Spread starting Lead after
+	// creation starts (as for timers), across ScheduleAgents agents, created
+	// by Callers goroutines.
+	Schedules      int
+	ScheduleAgents int
+
 	// Timeout bounds each scenario.
 	Timeout time.Duration
 
@@ -95,6 +111,12 @@ func DefaultConfig() Config {
 		Spread:            5 * time.Second,
 		Lead:              3 * time.Second,
 		RecoveryInstances: 5_000,
+		Calls:             20_000,
+		WriteCalls:        1_000,
+		Agents:            100_000,
+		IdleTimeout:       time.Second,
+		Schedules:         10_000,
+		ScheduleAgents:    1_000,
 		Timeout:           10 * time.Minute,
 	}
 }
@@ -126,15 +148,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Synchronous, "synchronous", cfg.Synchronous, "SQLite synchronous setting: FULL or NORMAL")
 	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "engine Options.MaxConcurrent (0: the engine default)")
 	fs.IntVar(&cfg.Workflows, "workflows", cfg.Workflows, "steps: workflows to run")
-	fs.IntVar(&cfg.Callers, "callers", cfg.Callers, "steps: concurrent callers of Create")
+	fs.IntVar(&cfg.Callers, "callers", cfg.Callers, "steps: concurrent callers of Create; agent-activate, schedules: concurrent callers of agents")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "steps: concurrent writers measuring the raw limit")
 	fs.DurationVar(&cfg.RawDuration, "raw-duration", cfg.RawDuration, "steps: length of each raw-limit measurement")
 	fs.IntVar(&cfg.Instances, "instances", cfg.Instances, "sleepers: instances put to sleep")
 	fs.IntVar(&cfg.Creators, "creators", cfg.Creators, "sleepers, timers: goroutines calling CreateBatch")
 	fs.IntVar(&cfg.Timers, "timers", cfg.Timers, "timers: sleeping instances")
-	fs.DurationVar(&cfg.Spread, "spread", cfg.Spread, "timers: the wake-up times are spread uniformly over this long")
-	fs.DurationVar(&cfg.Lead, "lead", cfg.Lead, "timers: time from the start of creation to the first wake-up")
+	fs.DurationVar(&cfg.Spread, "spread", cfg.Spread, "timers, schedules: the wake-up times are spread uniformly over this long")
+	fs.DurationVar(&cfg.Lead, "lead", cfg.Lead, "timers, schedules: time from the start of creation to the first wake-up")
 	fs.IntVar(&cfg.RecoveryInstances, "recovery-instances", cfg.RecoveryInstances, "recovery: instances in flight at the kill")
+	fs.IntVar(&cfg.Calls, "calls", cfg.Calls, "agent-rpc: calls measured in process and over WebSocket (each)")
+	fs.IntVar(&cfg.WriteCalls, "write-calls", cfg.WriteCalls, "agent-rpc: state-writing calls measured in process and over WebSocket (each)")
+	fs.IntVar(&cfg.Agents, "agents", cfg.Agents, "agent-activate: distinct agents activated, then evicted")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "agent-activate: the runtime's IdleTimeout")
+	fs.IntVar(&cfg.Schedules, "schedules", cfg.Schedules, "schedules: one-shot schedules")
+	fs.IntVar(&cfg.ScheduleAgents, "schedule-agents", cfg.ScheduleAgents, "schedules: agents the schedules are spread across")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
@@ -224,7 +252,8 @@ func (c *Config) validate() error {
 	}{
 		{"--workflows", c.Workflows}, {"--callers", c.Callers}, {"--writers", c.Writers},
 		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers},
-		{"--recovery-instances", c.RecoveryInstances},
+		{"--recovery-instances", c.RecoveryInstances}, {"--calls", c.Calls}, {"--write-calls", c.WriteCalls},
+		{"--agents", c.Agents}, {"--schedules", c.Schedules}, {"--schedule-agents", c.ScheduleAgents},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %d", p.name, p.v)
@@ -233,8 +262,8 @@ func (c *Config) validate() error {
 	if c.MaxConcurrent < 0 {
 		return fmt.Errorf("--max-concurrent must not be negative, not %d", c.MaxConcurrent)
 	}
-	if c.RawDuration <= 0 || c.Spread <= 0 || c.Lead <= 0 || c.Timeout <= 0 {
-		return errors.New("--raw-duration, --spread, --lead and --timeout must be positive")
+	if c.RawDuration <= 0 || c.Spread <= 0 || c.Lead <= 0 || c.Timeout <= 0 || c.IdleTimeout <= 0 {
+		return errors.New("--raw-duration, --spread, --lead, --idle-timeout and --timeout must be positive")
 	}
 	return nil
 }
@@ -263,6 +292,12 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.timers(ctx)
 	case "recovery":
 		rs, err = r.recovery(ctx)
+	case "agent-rpc":
+		rs, err = r.agentRPC(ctx)
+	case "agent-activate":
+		rs, err = r.agentActivate(ctx)
+	case "schedules":
+		rs, err = r.schedules(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q: must be one of %s", cfg.Scenario, strings.Join(scenarios, ", "))
 	}
@@ -356,3 +391,6 @@ func randomSuffix() string {
 
 // ms converts a duration to fractional milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// us converts a duration to fractional microseconds.
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

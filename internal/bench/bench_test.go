@@ -98,7 +98,9 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{[]string{"--backend", "mysql", "--scenario", "steps"}, []string{`"mysql"`, "sqlite", "postgres"}},
-		{[]string{"--scenario", "nope"}, []string{`"nope"`, "steps", "sleepers", "timers", "recovery", "all"}},
+		{[]string{"--scenario", "nope"}, []string{`"nope"`, "steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "all"}},
+		{[]string{"--scenario", "agent-activate", "--agents", "0"}, []string{"--agents"}},
+		{[]string{"--scenario", "agent-activate", "--idle-timeout", "0s"}, []string{"--idle-timeout"}},
 		{[]string{}, []string{"--scenario is required"}},
 		{[]string{"--scenario", "steps", "--synchronous", "OFF"}, []string{`"OFF"`, "FULL", "NORMAL"}},
 		{[]string{"--scenario", "steps", "--workflows", "0"}, []string{"--workflows"}},
@@ -130,6 +132,9 @@ func tiny(t *testing.T, backend, scenario string) Config {
 	c.Instances, c.Creators = 500, 2
 	c.Timers, c.Spread, c.Lead = 200, 300*time.Millisecond, 3*time.Second
 	c.RecoveryInstances = 300
+	c.Calls, c.WriteCalls = 200, 20
+	c.Agents, c.IdleTimeout = 300, 50*time.Millisecond
+	c.Schedules, c.ScheduleAgents = 200, 20
 	c.Timeout = 2 * time.Minute
 	return c
 }
@@ -243,5 +248,85 @@ func TestMainJSONPostgres(t *testing.T) {
 		if r.Scenario != "steps" || r.Backend != "postgres" || r.Name == "" || r.Unit == "" {
 			t.Errorf("line %q", l)
 		}
+	}
+}
+
+// checkAgentScenarios runs the agent scenarios at tiny sizes and checks
+// that every figure is there and sane.
+func checkAgentScenarios(t *testing.T, backend string, tweak func(*Config)) {
+	ctx := context.Background()
+	run := func(t *testing.T, scenario string) map[string]float64 {
+		t.Helper()
+		c := tiny(t, backend, scenario)
+		if tweak != nil {
+			tweak(&c)
+		}
+		rs, err := Run(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Scenario != scenario || r.Backend != backend {
+				t.Errorf("result %+v is not labelled %s/%s", r, scenario, backend)
+			}
+		}
+		return values(t, rs)
+	}
+	t.Run("agent-rpc", func(t *testing.T) {
+		v := run(t, "agent-rpc")
+		for _, kind := range []string{"inproc", "inproc_byname", "inproc_write", "ws", "ws_write"} {
+			p50, p99 := v[kind+"_p50_us"], v[kind+"_p99_us"]
+			if p50 <= 0 || p99 < p50 {
+				t.Errorf("%s: p50 %v µs, p99 %v µs", kind, p50, p99)
+			}
+		}
+	})
+	t.Run("agent-activate", func(t *testing.T) {
+		v := run(t, "agent-activate")
+		if v["activate_p50_us"] <= 0 || v["activations_per_s"] <= 0 {
+			t.Errorf("activation figures %v", v)
+		}
+		if g := v["goroutines_per_idle_agent"]; g != 0 {
+			t.Errorf("goroutines_per_idle_agent = %v, want 0", g)
+		}
+		if _, ok := v["heap_bytes_per_idle_agent"]; !ok {
+			t.Error("no heap_bytes_per_idle_agent")
+		}
+	})
+	t.Run("schedules", func(t *testing.T) {
+		v := run(t, "schedules")
+		if v["fired"] != 200 || v["duplicate_runs"] != 0 || v["lost"] != 0 {
+			t.Errorf("fired %v, duplicate_runs %v, lost %v; want 200, 0, 0", v["fired"], v["duplicate_runs"], v["lost"])
+		}
+		if v["lateness_p50_ms"] < 0 || v["lateness_p99_ms"] < v["lateness_p50_ms"] {
+			t.Errorf("lateness p50 %v p99 %v", v["lateness_p50_ms"], v["lateness_p99_ms"])
+		}
+	})
+}
+
+func TestAgentScenariosSQLite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the engine and the agent runtime")
+	}
+	checkAgentScenarios(t, "sqlite", nil)
+}
+
+func TestAgentScenariosPostgres(t *testing.T) {
+	dsn := os.Getenv("AGENTFLOW_TEST_POSTGRES")
+	if dsn == "" || testing.Short() {
+		t.Skip("AGENTFLOW_TEST_POSTGRES is not set")
+	}
+	checkAgentScenarios(t, "postgres", func(c *Config) { c.DSN = dsn })
+}
+
+func TestSchedulesLeadTooShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the agent runtime")
+	}
+	c := tiny(t, "sqlite", "schedules")
+	c.Lead = time.Nanosecond
+	_, err := Run(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "--lead") {
+		t.Fatalf("err = %v, want one that says to raise --lead", err)
 	}
 }

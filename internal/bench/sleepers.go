@@ -29,7 +29,21 @@ func sampleMemory() memSample {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return memSample{heap: m.HeapAlloc, goroutines: runtime.NumGoroutine(), rss: residentBytes()}
+	return memSample{heap: m.HeapAlloc, goroutines: steadyGoroutines(), rss: residentBytes()}
+}
+
+// steadyGoroutines is the least of a few goroutine counts 10 ms apart. An
+// idle engine still writes now and then (claim polls, the retention sweep,
+// heartbeats), and a write in flight has goroutines of its own (database/sql
+// runs one per open transaction); those come and go, so the least count is
+// the steady one.
+func steadyGoroutines() int {
+	n := runtime.NumGoroutine()
+	for range 4 {
+		time.Sleep(10 * time.Millisecond)
+		n = min(n, runtime.NumGoroutine())
+	}
+	return n
 }
 
 // residentBytes reads the process's resident set size, which unlike the Go
