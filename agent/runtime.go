@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -65,9 +66,10 @@ type Runtime struct {
 	byKebab map[string]*class
 	byType  map[reflect.Type]*class // by *T
 
-	mu      sync.Mutex
-	live    map[store.AgentKey]*activation
-	stopped bool
+	mu       sync.Mutex
+	live     map[store.AgentKey]*activation
+	livePeak int // the most entries live has had since it was last copied
+	stopped  bool
 
 	sched  *wakeq.Queue
 	ctx    context.Context // background work runs under it; cancelled by Stop
@@ -397,6 +399,14 @@ func (rt *Runtime) EvictIdle(ctx context.Context) int {
 		in.gone = true
 		delete(rt.live, key)
 		evict = append(evict, in)
+	}
+	// Go maps never shrink: after a peak of activity, copy the survivors
+	// into a map of their size so that evicted agents leave no memory.
+	rt.livePeak = max(rt.livePeak, len(rt.live)+len(evict))
+	if len(evict) > 0 && len(rt.live) < rt.livePeak/4 {
+		live := make(map[store.AgentKey]*activation, len(rt.live)) // not maps.Clone: it keeps the capacity
+		maps.Copy(live, rt.live)
+		rt.live, rt.livePeak = live, len(live)
 	}
 	rt.mu.Unlock()
 	if len(evict) == 0 {
