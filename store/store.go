@@ -53,6 +53,10 @@ type Instance struct {
 	Workflow string // registered class name
 	Service  string // the service whose workers run it; "" is the default service
 	Params   []byte // JSON
+	// Origin is the agent that started the instance (RunWorkflow), zero
+	// when none did. When an instance with an origin finishes, Finish
+	// also queues a WorkflowFinishedMethod schedule for that agent.
+	Origin AgentKey
 
 	Status       Status
 	ErrorName    string
@@ -182,6 +186,7 @@ type Node struct {
 // must be safe for concurrent use.
 type Store interface {
 	AgentStore
+	AgentWorkflowStore
 
 	// CreateInstances inserts all instances or none. An existing id fails
 	// the whole batch with an error matching ErrDuplicateID that names it.
@@ -212,7 +217,13 @@ type Store interface {
 	TakeEvent(ctx context.Context, l Lease, typ string, s Step, now time.Time) (*Event, error)
 	// Suspend stores the suspension and gives up the claim.
 	Suspend(ctx context.Context, l Lease, sus Suspension, now time.Time) error
-	// Finish records the outcome and gives up the claim.
+	// Finish records the outcome and gives up the claim. For an instance
+	// with an Origin it also inserts, in the same transaction, the
+	// schedule that tells the origin agent: ID and IdempotencyKey
+	// FinishedNoticeID(instance id), Method WorkflowFinishedMethod, kind
+	// delayed, due at now, Payload {"instanceId": id}; if that schedule
+	// is still pending from an earlier finish (after a Restart), nothing
+	// more is inserted.
 	Finish(ctx context.Context, l Lease, o Outcome, now time.Time) error
 
 	// SendEvent buffers an event for the instance and wakes it if it is

@@ -11,6 +11,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -43,7 +44,21 @@ type Dialect struct {
 	// (SQLite): a read inside one sees the rows as they will be at commit,
 	// so a fence can be checked without rewriting the instance row.
 	Serialized bool
+	// JSON is the engine's set of JSON functions, which the metadata
+	// filter of ListAgentWorkflows uses.
+	JSON JSONFunctions
 }
+
+// JSONFunctions names an engine's set of JSON functions.
+type JSONFunctions int
+
+const (
+	// JSONSQLite: json_type, json_extract and ->, with paths $."key"
+	// (SQLite 3.45 or later, whose paths take backslash escapes).
+	JSONSQLite JSONFunctions = iota
+	// JSONPostgres: the json type's json_typeof, -> and ->>.
+	JSONPostgres
+)
 
 // Rebind rewrites ? placeholders for the dialect. Queries must not contain
 // a literal question mark.
@@ -72,7 +87,8 @@ type Store struct {
 	read   *sql.DB
 	closer func() error
 	q      queries
-	aq     agentQueries // see agents.go
+	aq     agentQueries         // see agents.go
+	wq     agentWorkflowQueries // see agentworkflows.go
 }
 
 // Config assembles a Store.
@@ -88,7 +104,7 @@ type Config struct {
 // New returns a Store over already migrated databases.
 func New(c Config) *Store {
 	return &Store{d: c.Dialect, w: c.Writer, read: c.Read, closer: c.Close,
-		q: newQueries(c.Dialect), aq: newAgentQueries(c.Dialect)}
+		q: newQueries(c.Dialect), aq: newAgentQueries(c.Dialect), wq: newAgentWorkflowQueries(c.Dialect)}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -110,7 +126,7 @@ func (s *Store) Close() error {
 }
 
 const instanceCols = `id, workflow, service, params, status, error_name, error_message, output,
- created_at, updated_at, finished_at, wake_at, waiting_event, paused_at, owner, fence`
+ created_at, updated_at, finished_at, wake_at, waiting_event, paused_at, owner, fence, origin_class, origin_name`
 
 const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_name, error_message, wake_at, updated_at`
 
@@ -120,6 +136,7 @@ type queries struct {
 	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
 	finish, lockInstance, insertEvent, wakeForEvent         string
+	finishNotice, insertNotice                              string
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
 	markRunning                                             string
@@ -130,8 +147,9 @@ type queries struct {
 func newQueries(d *Dialect) queries {
 	r := d.Rebind
 	return queries{
-		insertInstance: r(`INSERT INTO workflow_instances (id, workflow, service, params, status, created_at, updated_at, wake_at, owner, fence)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
+		insertInstance: r(`INSERT INTO workflow_instances (id, workflow, service, params, status, created_at, updated_at, wake_at, owner, fence,
+   origin_class, origin_name)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
 		getInstance: r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
 		listSteps:   r(`SELECT ` + stepCols + ` FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
 		listEvents:  r(`SELECT seq, type, payload, created_at, consumed FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
@@ -169,10 +187,9 @@ func newQueries(d *Dialect) queries {
 		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
  WHERE id = ? AND status = 'waiting' AND owner IS NULL
    AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)`),
-		finish: r(`UPDATE workflow_instances SET status = ?, output = ?, error_name = ?, error_message = ?,
-   finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
-   prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
- WHERE id = ? AND owner = ? AND fence = ?`),
+		finish:       r(finishUpdate),
+		insertNotice: r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+		finishNotice: finishNotice(d),
 		lockInstance: r(`SELECT status, owner, waiting_event FROM workflow_instances WHERE id = ?` + d.ForUpdate),
 		insertEvent:  r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
 		wakeForEvent: r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
@@ -207,6 +224,56 @@ func newQueries(d *Dialect) queries {
 		orphanOwners: `SELECT DISTINCT owner FROM workflow_instances
  WHERE owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM agentflow_nodes WHERE agentflow_nodes.id = workflow_instances.owner)`,
 	}
+}
+
+// finishUpdate records an outcome, fenced, and returns the instance's origin.
+const finishUpdate = `UPDATE workflow_instances SET status = ?, output = ?, error_name = ?, error_message = ?,
+   finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
+   prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
+ WHERE id = ? AND owner = ? AND fence = ? RETURNING origin_class, origin_name`
+
+// noticeCols are the columns of the finish notice (store.FinishedNoticeID):
+// id, class, name, method, payload, kind, idempotency key, next run, created.
+const noticeCols = `id, class, name, method, payload, kind, idempotency_key, next_run_at, created_at`
+
+// finishNotice is, on dialects with data-modifying CTEs, finishUpdate and
+// the insert of the origin agent's finish notice as one statement, which
+// takes noticeArgs' arguments after finishUpdate's (the notice's class and
+// name come from the updated row) and returns the origin; "" elsewhere. The
+// insert reads the UPDATE's RETURNING row, so it writes nothing when the
+// fence did not match or the instance has no origin.
+func finishNotice(d *Dialect) string {
+	if !d.WritableCTEs {
+		return ""
+	}
+	return d.Rebind(`WITH f AS (` + finishUpdate + `),
+ n AS (INSERT INTO agent_schedules (` + noticeCols + `)
+   SELECT ?, origin_class, origin_name, ?, ?, ?, ?, ?, ? FROM f WHERE origin_class IS NOT NULL
+   ON CONFLICT DO NOTHING)
+SELECT origin_class, origin_name FROM f`)
+}
+
+// noticeArgs are the arguments of the finish notice of instance id due at
+// now, but its class and name: those of insertNotice after them, or of
+// finishNotice.
+func noticeArgs(id string, now int64) ([]any, error) {
+	payload, err := json.Marshal(struct {
+		InstanceID string `json:"instanceId"`
+	}{id})
+	if err != nil {
+		return nil, err
+	}
+	nid := store.FinishedNoticeID(id)
+	return []any{nid, store.WorkflowFinishedMethod, payload, string(store.ScheduleDelayed), nid, now, now}, nil
+}
+
+// originArgs are the origin_class and origin_name of an instance: NULL for
+// none.
+func originArgs(k store.AgentKey) (any, any) {
+	if k == (store.AgentKey{}) {
+		return nil, nil
+	}
+	return k.Class, k.Name
 }
 
 // stepConflict makes an insert of a step row replace the row at its seq.
@@ -294,13 +361,15 @@ func scanInstance(r rowScanner) (*store.Instance, error) {
 		in                             store.Instance
 		status                         string
 		errName, errMsg, waitEv, owner sql.NullString
+		originClass, originName        sql.NullString
 		created, updated               int64
 		finished, wake, paused         sql.NullInt64
 	)
 	if err := r.Scan(&in.ID, &in.Workflow, &in.Service, &in.Params, &status, &errName, &errMsg, &in.Output,
-		&created, &updated, &finished, &wake, &waitEv, &paused, &owner, &in.Fence); err != nil {
+		&created, &updated, &finished, &wake, &waitEv, &paused, &owner, &in.Fence, &originClass, &originName); err != nil {
 		return nil, err
 	}
+	in.Origin = store.AgentKey{Class: originClass.String, Name: originName.String}
 	in.Status = store.Status(status)
 	in.ErrorName, in.ErrorMessage = errName.String, errMsg.String
 	in.CreatedAt = time.UnixMicro(created).UTC()
@@ -369,23 +438,33 @@ func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) er
 	// a batch needs the transaction to insert none when one id exists.
 	return s.write(ctx, len(insts) == 1, func(ctx context.Context, c Conn) error {
 		for _, in := range insts {
-			var fence int64
-			if in.Owner != "" {
-				fence = 1
+			if err := s.insertInstance(ctx, c, in); err != nil {
+				return err
 			}
-			n, err := c.Exec(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
-				string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
-				nullString(in.Owner), fence)
-			if err != nil {
-				return fmt.Errorf("create instance %q: %w", in.ID, err)
-			}
-			if n == 0 {
-				return &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
-			}
-			in.Fence = fence
 		}
 		return nil
 	})
+}
+
+// insertInstance inserts one instance, claimed with fence 1 when it has an
+// Owner, or fails with ErrDuplicateID.
+func (s *Store) insertInstance(ctx context.Context, c Conn, in *store.Instance) error {
+	var fence int64
+	if in.Owner != "" {
+		fence = 1
+	}
+	oc, on := originArgs(in.Origin)
+	n, err := c.Exec(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
+		string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
+		nullString(in.Owner), fence, oc, on)
+	if err != nil {
+		return fmt.Errorf("create instance %q: %w", in.ID, err)
+	}
+	if n == 0 {
+		return &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
+	}
+	in.Fence = fence
+	return nil
 }
 
 // GetInstance implements store.Store.
@@ -610,17 +689,39 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 	})
 }
 
-// Finish implements store.Store.
+// Finish implements store.Store. Where the dialect can, the outcome and the
+// origin agent's notice are one statement (finishNotice); elsewhere the
+// notice is a second statement of the transaction, when the UPDATE returned
+// an origin.
 func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now time.Time) error {
 	n := now.UnixMicro()
-	return s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
-		rows, err := c.Exec(ctx, s.q.finish, string(o.Status), blob(o.Output), nullString(o.ErrorName),
-			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence)
+	notice, err := noticeArgs(l.InstanceID, n)
+	if err != nil {
+		return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
+	}
+	one := s.q.finishNotice != ""
+	return s.write(ctx, one, func(ctx context.Context, c Conn) error {
+		args := []any{string(o.Status), blob(o.Output), nullString(o.ErrorName),
+			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence}
+		q := s.q.finish
+		if one {
+			q, args = s.q.finishNotice, append(args, notice...)
+		}
+		var originClass, originName sql.NullString
+		err := queryRow(ctx, c, q, args, &originClass, &originName)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &store.InstanceError{ID: l.InstanceID, Op: "finish", Err: store.ErrLeaseLost}
+		}
 		if err != nil {
 			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
 		}
-		if rows == 0 {
-			return &store.InstanceError{ID: l.InstanceID, Op: "finish", Err: store.ErrLeaseLost}
+		if one || !originClass.Valid {
+			return nil
+		}
+		// The notice's arguments: id, then the origin's class and name.
+		args = append([]any{notice[0], originClass.String, originName.String}, notice[1:]...)
+		if _, err := c.Exec(ctx, s.q.insertNotice, args...); err != nil {
+			return fmt.Errorf("finish instance %q: notify agent %s/%s: %w", l.InstanceID, originClass.String, originName.String, err)
 		}
 		return nil
 	})

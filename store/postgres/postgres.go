@@ -55,6 +55,7 @@ var dialect = &sqlstore.Dialect{
 	SkipLocked:    " FOR UPDATE SKIP LOCKED",
 	MigrationLock: "SELECT pg_advisory_xact_lock(7306418290337714229)", // any fixed key; this one spells nothing
 	WritableCTEs:  true,
+	JSON:          sqlstore.JSONPostgres,
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

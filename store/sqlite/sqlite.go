@@ -63,7 +63,7 @@ type Store struct {
 	path string
 }
 
-var dialect = &sqlstore.Dialect{Name: "sqlite", Serialized: true}
+var dialect = &sqlstore.Dialect{Name: "sqlite", Serialized: true, JSON: sqlstore.JSONSQLite}
 
 // Open opens (creating if needed) the database file at path, applies the
 // embedded migrations, and refuses a database whose schema is newer than

@@ -275,6 +275,7 @@ func instanceDiffs(got, want *store.Instance) diffs {
 	eq(&d, "Workflow", got.Workflow, want.Workflow)
 	eq(&d, "Service", got.Service, want.Service)
 	eqBytes(&d, "Params", got.Params, want.Params)
+	eq(&d, "Origin", got.Origin, want.Origin)
 	eq(&d, "Status", got.Status, want.Status)
 	eq(&d, "ErrorName", got.ErrorName, want.ErrorName)
 	eq(&d, "ErrorMessage", got.ErrorMessage, want.ErrorMessage)

@@ -69,6 +69,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimDueSchedules", claimSchedulesCases},
 		{"Fibers", fiberCases},
 		{"AgentConcurrency", agentConcurrencyCases},
+		{"TrackedInstances", trackedInstanceCases},
+		{"Origin", originCases},
+		{"FinishNotice", finishNoticeCases},
+		{"ListAgentWorkflows", listAgentWorkflowsCases},
+		{"UpdateAgentWorkflow", updateAgentWorkflowCases},
+		{"DeleteAgentWorkflow", deleteAgentWorkflowCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
