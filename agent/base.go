@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 )
 
@@ -115,6 +116,36 @@ func (a *Agent[S]) setStateJSON(ctx context.Context, raw []byte) error {
 		return fmt.Errorf("%w: %w", ErrStateRejected, err)
 	}
 	return a.setState(ctx, s, ConnFromContext(ctx))
+}
+
+// mergeStateJSON merges a JSON object's top-level fields into the state.
+func (a *Agent[S]) mergeStateJSON(ctx context.Context, patch []byte) error {
+	cur, err := a.stateJSON()
+	if err != nil {
+		return err
+	}
+	var m, p map[string]json.RawMessage
+	if err := json.Unmarshal(cur, &m); err != nil || m == nil {
+		return fmt.Errorf("merge state of agent %s: the state is not a JSON object", a.in.key)
+	}
+	if err := json.Unmarshal(patch, &p); err != nil {
+		return fmt.Errorf("merge state of agent %s: the patch is not a JSON object", a.in.key)
+	}
+	maps.Copy(m, p)
+	merged, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return a.setStateJSON(ctx, merged)
+}
+
+// resetState sets the initial state again.
+func (a *Agent[S]) resetState(ctx context.Context) error {
+	var s S
+	if h, ok := a.self.(InitialStater[S]); ok {
+		s = h.InitialState()
+	}
+	return a.setState(ctx, s, nil)
 }
 
 // Broadcast sends a text message to every connected WebSocket client except

@@ -36,6 +36,8 @@ type binder interface {
 	loadState(raw []byte) error
 	stateJSON() ([]byte, error)
 	setStateJSON(ctxWithConn context.Context, raw []byte) error
+	mergeStateJSON(ctx context.Context, patch []byte) error
+	resetState(ctx context.Context) error
 }
 
 // Register registers the agent class T under name. T must be a struct type
@@ -43,19 +45,30 @@ type binder interface {
 //
 //	type Counter struct{ agent.Agent[CounterState] }
 //	agent.MustRegister[Counter](rt, "Counter", agent.ClassOptions{Callable: []string{"increment"}})
+//
+// The runtime makes each instance with new(T) and then calls the init
+// functions on it, which is where a class gets its dependencies:
+//
+//	agent.Register[Mailer](rt, "Mailer", agent.ClassOptions{}, func(m *Mailer) { m.smtp = client })
 func Register[T any, PT interface {
 	*T
 	binder
-}](rt *Runtime, name string, opts ClassOptions) error {
+}](rt *Runtime, name string, opts ClassOptions, init ...func(*T)) error {
 	if name == "" {
 		return fmt.Errorf("agent: register: class name is empty")
 	}
 	typ := reflect.TypeFor[T]()
 	c := &class{
-		name:    name,
-		kebab:   Kebab(name),
-		typ:     typ,
-		newInst: func() binder { return PT(new(T)) },
+		name:  name,
+		kebab: Kebab(name),
+		typ:   typ,
+		newInst: func() binder {
+			t := new(T)
+			for _, f := range init {
+				f(t)
+			}
+			return PT(t)
+		},
 		methods: methodsOf(reflect.PointerTo(typ)),
 	}
 	for _, n := range opts.Callable {
@@ -72,8 +85,8 @@ func Register[T any, PT interface {
 func MustRegister[T any, PT interface {
 	*T
 	binder
-}](rt *Runtime, name string, opts ClassOptions) {
-	if err := Register[T, PT](rt, name, opts); err != nil {
+}](rt *Runtime, name string, opts ClassOptions, init ...func(*T)) {
+	if err := Register[T, PT](rt, name, opts, init...); err != nil {
 		panic(err)
 	}
 }

@@ -37,6 +37,7 @@ type ctxKey int
 
 const (
 	connKey ctxKey = iota
+	scheduleKey
 )
 
 // ConnFromContext returns the WebSocket connection a call came over, or

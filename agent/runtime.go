@@ -60,11 +60,12 @@ type Runtime struct {
 	log    *slog.Logger
 	node   string
 
-	classMu sync.RWMutex
-	classes map[string]*class // by name
-	names   []string          // sorted; replaced, never changed in place
-	byKebab map[string]*class
-	byType  map[reflect.Type]*class // by *T
+	classMu  sync.RWMutex
+	classes  map[string]*class // by name
+	names    []string          // sorted; replaced, never changed in place
+	byKebab  map[string]*class
+	byType   map[reflect.Type]*class // by *T
+	bindings map[string]Binding
 
 	mu       sync.Mutex
 	live     map[store.AgentKey]*activation
@@ -115,18 +116,19 @@ func NewRuntime(opts Options) (*Runtime, error) {
 	e := opts.Engine
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{
-		opts:    opts,
-		engine:  e,
-		store:   e.Store(),
-		clock:   e.Clock(),
-		log:     opts.Logger.With("node", e.NodeID()),
-		node:    e.NodeID(),
-		classes: map[string]*class{},
-		byKebab: map[string]*class{},
-		byType:  map[reflect.Type]*class{},
-		live:    map[store.AgentKey]*activation{},
-		ctx:     ctx,
-		cancel:  cancel,
+		opts:     opts,
+		engine:   e,
+		store:    e.Store(),
+		clock:    e.Clock(),
+		log:      opts.Logger.With("node", e.NodeID()),
+		node:     e.NodeID(),
+		classes:  map[string]*class{},
+		byKebab:  map[string]*class{},
+		byType:   map[reflect.Type]*class{},
+		bindings: map[string]Binding{},
+		live:     map[store.AgentKey]*activation{},
+		ctx:      ctx,
+		cancel:   cancel,
 	}
 	rt.sched = wakeq.New(wakeq.Options{
 		Clock:        rt.clock,
@@ -138,6 +140,9 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		Claim:       rt.claimSchedules,
 		OnLoadError: func(err error) { rt.log.Warn("loading schedule times failed", "err", err) },
 	})
+	// A workflow this runtime's agent started finished here: its notice is
+	// due now, so claim it now rather than at the next poll.
+	e.OnFinished(func(string, store.AgentKey) { rt.sched.Poke() })
 	return rt, nil
 }
 

@@ -85,6 +85,13 @@ func infoOf(s *store.Schedule) ScheduleInfo {
 		Interval: s.Interval, NextRunAt: s.NextRunAt, CreatedAt: s.CreatedAt}
 }
 
+// ScheduleFromContext returns the schedule a method was called by, when it
+// was; a recurring schedule's callback can cancel itself with its ID.
+func ScheduleFromContext(ctx context.Context) (ScheduleInfo, bool) {
+	s, ok := ctx.Value(scheduleKey).(ScheduleInfo)
+	return s, ok
+}
+
 // Schedule calls method with payload when `when` says. The method and
 // the payload's fit to its parameter are checked now: the method must be
 // an exported method of the class taking at most one argument after its
@@ -120,9 +127,11 @@ func (a *Agent[S]) ListSchedules(ctx context.Context, f store.ScheduleFilter) ([
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ScheduleInfo, len(ss))
+	out := make([]ScheduleInfo, 0, len(ss))
 	for i := range ss {
-		out[i] = infoOf(&ss[i])
+		if !isNotice(ss[i].Method) { // the runtime's own, from workflows
+			out = append(out, infoOf(&ss[i]))
+		}
 	}
 	return out, nil
 }
@@ -176,7 +185,7 @@ func (in *instance) schedule(ctx context.Context, when When, interval time.Durat
 		return ScheduleInfo{}, fmt.Errorf("%w: no time given (use agent.After, agent.At or agent.Cron)", ErrInvalidSchedule)
 	}
 	if idem {
-		s.IdempotencyKey = scheduleKey(s)
+		s.IdempotencyKey = idempotencyKey(s)
 	}
 	existing, created, err := rt.store.CreateSchedule(ctx, s)
 	if err != nil {
@@ -224,7 +233,7 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-func scheduleKey(s *store.Schedule) string {
+func idempotencyKey(s *store.Schedule) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", s.Kind, s.Method, s.Cron, s.Interval)
 	if s.Kind == store.ScheduleScheduled {
@@ -301,6 +310,9 @@ func (rt *Runtime) runSchedule(ctx context.Context, s *store.Schedule) {
 // fire calls the schedule's method, retrying in place, and returns how many
 // attempts it made.
 func (rt *Runtime) fire(ctx context.Context, s *store.Schedule) (int, error) {
+	if isNotice(s.Method) {
+		return rt.retry(ctx, func() error { return rt.deliver(ctx, s) })
+	}
 	c, err := rt.class(s.Class)
 	if err != nil {
 		return 0, err
@@ -320,9 +332,19 @@ func (rt *Runtime) fire(ctx context.Context, s *store.Schedule) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	ctx = context.WithValue(ctx, scheduleKey, infoOf(s))
+	return rt.retry(ctx, func() error {
+		_, err := rt.invoke(ctx, c, s.Name, m, vals, CallOptions{})
+		return err
+	})
+}
+
+// retry calls fn until it succeeds, with the runtime's schedule retry
+// policy, and returns how many attempts it made.
+func (rt *Runtime) retry(ctx context.Context, fn func() error) (int, error) {
 	r := rt.opts.ScheduleRetry
 	for attempt := 1; ; attempt++ {
-		_, err = rt.invoke(ctx, c, s.Name, m, vals, CallOptions{})
+		err := fn()
 		if err == nil || attempt >= r.Attempts || errors.Is(err, ErrAgentElsewhere) || ctx.Err() != nil {
 			return attempt, err
 		}

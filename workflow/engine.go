@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,9 @@ type Engine struct {
 	// other nodes may take its instances over, so it starts no more steps.
 	leaseUntil atomic.Int64
 	renew      chan struct{} // asks nodeLoop to heartbeat now
+
+	finishedMu sync.RWMutex
+	finished   []func(instanceID string, origin store.AgentKey) // see OnFinished
 }
 
 // NewEngine returns an engine over opts.Store. Register classes, then Start.
@@ -304,7 +308,7 @@ func (e *Engine) execute(inst *store.Instance, history []store.Step) {
 	c, ok := e.class(inst.Workflow)
 	if !ok {
 		err := fmt.Errorf("%w %q: not registered in service %q", ErrUnknownWorkflow, inst.Workflow, e.service)
-		e.finish(lease, nil, err)
+		e.finish(lease, inst.Origin, nil, err)
 		return
 	}
 	st := &Step{e: e, ctx: e.ctx, inst: inst, lease: lease, history: history}
@@ -323,7 +327,7 @@ func (e *Engine) execute(inst *store.Instance, history []store.Step) {
 	if err == nil && len(out) > e.limits.MaxResultBytes {
 		err = fmt.Errorf("output is %d bytes: %w: the limit is %d bytes", len(out), ErrTooLarge, e.limits.MaxResultBytes)
 	}
-	e.finish(lease, out, err)
+	e.finish(lease, inst.Origin, out, err)
 }
 
 func invoke(c *class, st *Step) (out []byte, err error, u *unwind) {
@@ -343,7 +347,7 @@ func invoke(c *class, st *Step) (out []byte, err error, u *unwind) {
 	return out, err, nil
 }
 
-func (e *Engine) finish(lease store.Lease, out []byte, runErr error) {
+func (e *Engine) finish(lease store.Lease, origin store.AgentKey, out []byte, runErr error) {
 	o := store.Outcome{Status: store.StatusComplete, Output: out}
 	if runErr != nil {
 		o = store.Outcome{Status: store.StatusErrored, ErrorName: ErrorName(runErr), ErrorMessage: runErr.Error()}
@@ -352,9 +356,27 @@ func (e *Engine) finish(lease store.Lease, out []byte, runErr error) {
 			o.ErrorName, o.ErrorMessage = se.Name, se.Message
 		}
 	}
-	_ = e.retryWrite(e.ctx, lease.InstanceID, func(ctx context.Context) error {
+	err := e.retryWrite(e.ctx, lease.InstanceID, func(ctx context.Context) error {
 		return e.store.Finish(ctx, lease, o, e.clock.Now())
 	})
+	if err == nil && origin != (store.AgentKey{}) {
+		e.finishedMu.RLock()
+		fns := e.finished
+		e.finishedMu.RUnlock()
+		for _, fn := range fns {
+			fn(lease.InstanceID, origin)
+		}
+	}
+}
+
+// OnFinished registers fn to be called, in the finishing goroutine, after
+// an instance that an agent started (one with an Origin) finished on this
+// engine. The agent runtime uses it to deliver the store's finish notice
+// at once instead of at its next poll; fn must not block.
+func (e *Engine) OnFinished(fn func(instanceID string, origin store.AgentKey)) {
+	e.finishedMu.Lock()
+	e.finished = append(slices.Clone(e.finished), fn)
+	e.finishedMu.Unlock()
 }
 
 // idPattern is the rule for instance ids.
@@ -389,6 +411,9 @@ type CreateOptions struct {
 	ID string
 	// Params is encoded as JSON and must decode into the class's params type.
 	Params any
+	// Origin is the agent starting the instance, if one is; its step code
+	// can read it with Step.Origin. Set by the agent runtime.
+	Origin store.AgentKey
 }
 
 // Create creates an instance of the registered class and queues it. If the
@@ -457,6 +482,36 @@ func (e *Engine) create(ctx context.Context, workflowName string, batch []Create
 	return out, nil
 }
 
+// Prepare validates an instance of workflowName for service ("" is this
+// engine's service) and returns its row, queued and due now, for a caller
+// that inserts it together with rows of its own in one transaction (the
+// agent runtime's RunWorkflow), then calls Wake. A class of this service
+// must be registered and the params must decode into its params type; a
+// class of another service is not known here, so its params are only
+// checked to be JSON within the size limit.
+func (e *Engine) Prepare(workflowName, service string, o CreateOptions) (*store.Instance, error) {
+	if service == "" {
+		service = e.service
+	}
+	var c *class
+	if service == e.service {
+		var ok bool
+		if c, ok = e.class(workflowName); !ok {
+			return nil, invalid(ErrUnknownWorkflow, "workflow", workflowName, "is not registered")
+		}
+	} else if err := checkClassName(workflowName); err != nil {
+		return nil, err
+	}
+	in, err := e.newRow(c, o, e.clock.Now())
+	if err != nil {
+		return nil, err
+	}
+	in.Workflow, in.Service = workflowName, service
+	return in, nil
+}
+
+// newRow validates o and returns the instance row; c is nil for a class of
+// another service, whose params cannot be checked here.
 func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instance, error) {
 	id := o.ID
 	if id == "" {
@@ -471,13 +526,17 @@ func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instan
 	if len(params) > e.limits.MaxParamsBytes {
 		return nil, invalid(ErrTooLarge, "params", "", "are %d bytes; the limit is %d bytes", len(params), e.limits.MaxParamsBytes)
 	}
-	if err := c.checkParams(params); err != nil {
-		return nil, err
-	}
-	return &store.Instance{
-		ID: id, Workflow: c.name, Service: e.service, Params: params,
+	in := &store.Instance{
+		ID: id, Service: e.service, Params: params, Origin: o.Origin,
 		Status: store.StatusQueued, CreatedAt: now, WakeAt: now,
-	}, nil
+	}
+	if c != nil {
+		if err := c.checkParams(params); err != nil {
+			return nil, err
+		}
+		in.Workflow = c.name
+	}
+	return in, nil
 }
 
 // Get returns a handle on an existing instance, or an error matching ErrNotFound.

@@ -163,6 +163,14 @@ type Step struct {
 	unwound *unwind
 }
 
+// Origin returns the agent that started the instance (through the agent
+// runtime's RunWorkflow), or the zero key when none did.
+func (s *Step) Origin() store.AgentKey { return s.inst.Origin }
+
+// Context returns the context of the execution: cancelled when the engine
+// stops. Step functions get their own, which also ends with the attempt.
+func (s *Step) Context() context.Context { return s.ctx }
+
 type unwindKind int
 
 const (

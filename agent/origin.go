@@ -1,0 +1,335 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"agentflow/store"
+	"agentflow/workflow"
+)
+
+// This file is the workflow's side of agents ⇄ workflows: what a workflow
+// started by RunWorkflow can do with its agent, and how what it reports
+// reaches the agent.
+//
+// Reports travel as notices: rows in the agent's schedules with a method of
+// the runtime's own ("agentflow:…"), due at once. So they are durable the
+// moment the step that sends them commits, reach the agent in whichever
+// process has its class (the workflow may run in another service), and are
+// retried like any schedule. A notice step's idempotency key is its
+// schedule's, so a retried step sends nothing twice.
+
+// noticeMethod is the method of the notices workflows send their agent.
+const noticeMethod = "agentflow:workflow-notice"
+
+// notice kinds.
+const (
+	noticeProgress   = "progress"
+	noticeComplete   = "complete"
+	noticeError      = "error"
+	noticeEvent      = "event"
+	noticeSetState   = "set-state"
+	noticeMergeState = "merge-state"
+	noticeResetState = "reset-state"
+	noticeBroadcast  = "broadcast"
+)
+
+// notice is the payload of a notice schedule.
+type notice struct {
+	InstanceID string          `json:"instanceId"`
+	Kind       string          `json:"kind,omitempty"` // empty for the store's finish notice
+	Data       json.RawMessage `json:"data,omitempty"`
+}
+
+// ErrNoOrigin: the workflow was not started by an agent.
+var ErrNoOrigin = errors.New("workflow was not started by an agent")
+
+// RejectedError is how WaitForApproval reports a rejection.
+type RejectedError struct {
+	InstanceID string
+	Reason     string
+}
+
+// ErrorName is the name the workflow's error is stored under.
+func (e *RejectedError) ErrorName() string { return "RejectedError" }
+
+func (e *RejectedError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("workflow %s was rejected", e.InstanceID)
+	}
+	return fmt.Sprintf("workflow %s was rejected: %s", e.InstanceID, e.Reason)
+}
+
+// Origin is a workflow's handle on the agent that started it. Its methods
+// are steps: call them from Run's goroutine, with names as deterministic as
+// any step's.
+type Origin struct {
+	rt   *Runtime
+	step *workflow.Step
+	key  store.AgentKey
+}
+
+// OriginOf returns the handle on the agent that started the instance step
+// belongs to, or an error matching ErrNoOrigin. rt is this process's agent
+// runtime; in a service that hosts no agents, a runtime with no classes
+// (agent.NewRuntime on the service's engine, not started) will do: reports
+// go through the store to the agent's own service.
+func OriginOf(rt *Runtime, step *workflow.Step) (*Origin, error) {
+	key := step.Origin()
+	if key == (store.AgentKey{}) {
+		return nil, fmt.Errorf("workflow %s: %w", step.InstanceID(), ErrNoOrigin)
+	}
+	return &Origin{rt: rt, step: step, key: key}, nil
+}
+
+// Agent returns the origin agent's class and name.
+func (o *Origin) Agent() store.AgentKey { return o.key }
+
+// Call calls a method of the agent, by name with arguments checked as
+// Ref.Call checks them, in a step called name. The agent's class must be
+// registered in this process's runtime.
+func (o *Origin) Call(name, method string, args ...any) (json.RawMessage, error) {
+	return workflow.Do(o.step, name, func(ctx context.Context, _ workflow.Attempt) (json.RawMessage, error) {
+		return o.rt.Ref(o.key.Class, o.key.Name).Call(ctx, method, args...)
+	})
+}
+
+// ReportProgress tells the agent how far the workflow is: its tracking
+// row moves from queued or waiting to running, and its OnWorkflowProgress
+// hook gets progress. The step is called "agent:progress".
+func (o *Origin) ReportProgress(progress any) error {
+	return o.send("agent:progress", noticeProgress, progress)
+}
+
+// ReportComplete tells the agent the workflow completed with output, ahead
+// of Run returning; the agent hears of the completion once either way.
+func (o *Origin) ReportComplete(output any) error {
+	return o.send("agent:complete", noticeComplete, output)
+}
+
+// ReportError tells the agent the workflow failed with message, whether or
+// not Run then returns an error; the agent hears of the failure once.
+func (o *Origin) ReportError(message string) error {
+	return o.send("agent:error", noticeError, message)
+}
+
+// SendEvent sends the agent an event of type typ, for its OnWorkflowEvent
+// hook. It does not change the workflow's tracked status.
+func (o *Origin) SendEvent(typ string, payload any) error {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("send event to agent %s: %w", o.key, err)
+	}
+	return o.send("agent:event", noticeEvent, WorkflowEvent{Type: typ, Payload: raw})
+}
+
+// SetState replaces the agent's state (validated, stored and broadcast as
+// SetState does).
+func (o *Origin) SetState(state any) error {
+	return o.send("agent:set-state", noticeSetState, state)
+}
+
+// MergeState merges patch's top-level fields into the agent's state, which
+// must be a JSON object.
+func (o *Origin) MergeState(patch map[string]any) error {
+	return o.send("agent:merge-state", noticeMergeState, patch)
+}
+
+// ResetState sets the agent's state back to its initial state.
+func (o *Origin) ResetState() error {
+	return o.send("agent:reset-state", noticeResetState, nil)
+}
+
+// Broadcast sends msg to the agent's WebSocket clients: a string or []byte
+// as it is, anything else as JSON.
+func (o *Origin) Broadcast(msg any) error {
+	raw, err := encodeMessage(msg)
+	if err != nil {
+		return fmt.Errorf("broadcast to agent %s: %w", o.key, err)
+	}
+	b, _ := json.Marshal(string(raw))
+	return o.send("agent:broadcast", noticeBroadcast, json.RawMessage(b))
+}
+
+// WaitForApproval waits, in a step called name, for the agent's
+// ApproveWorkflow or RejectWorkflow. A rejection is a *RejectedError; a
+// timeout a *workflow.WaitTimeoutError.
+func (o *Origin) WaitForApproval(name string, timeout time.Duration) (Approval, error) {
+	ap, err := workflow.WaitForEvent[Approval](o.step, name, workflow.WaitOptions{Type: ApprovalEvent, Timeout: timeout})
+	if err != nil {
+		return ap, err
+	}
+	if !ap.Approved {
+		return ap, &RejectedError{InstanceID: o.step.InstanceID(), Reason: ap.Reason}
+	}
+	return ap, nil
+}
+
+// send queues a notice for the agent in a step called name.
+func (o *Origin) send(name, kind string, data any) error {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("%s for agent %s: %w", name, o.key, err)
+	}
+	payload, err := json.Marshal(notice{InstanceID: o.step.InstanceID(), Kind: kind, Data: raw})
+	if err != nil {
+		return err
+	}
+	_, err = workflow.Do(o.step, name, func(ctx context.Context, a workflow.Attempt) (struct{}, error) {
+		rt := o.rt
+		now := rt.clock.Now()
+		s := &store.Schedule{ID: "wfn_" + randomID(), AgentKey: o.key, Method: noticeMethod, Payload: payload,
+			Kind: store.ScheduleDelayed, IdempotencyKey: "wfn:" + a.IdempotencyKey, NextRunAt: now, CreatedAt: now}
+		if _, _, err := rt.store.CreateSchedule(ctx, s); err != nil {
+			return struct{}{}, err
+		}
+		rt.sched.Poke()
+		return struct{}{}, nil
+	})
+	return err
+}
+
+// isNotice reports whether a schedule is one of the runtime's own.
+func isNotice(method string) bool { return strings.HasPrefix(method, "agentflow:") }
+
+// deliver hands a notice to its agent, holding the instance's lock.
+func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
+	var n notice
+	if err := json.Unmarshal(s.Payload, &n); err != nil || n.InstanceID == "" {
+		return fmt.Errorf("notice %s for agent %s: malformed payload %s", s.ID, s.AgentKey, truncate(s.Payload))
+	}
+	c, err := rt.class(s.Class)
+	if err != nil {
+		return err
+	}
+	in, err := rt.acquire(ctx, c, s.Name)
+	if err != nil {
+		return err
+	}
+	defer rt.release(in)
+	return in.run(ctx, func() error { return in.deliver(ctx, s.Method, n) })
+}
+
+func (in *instance) deliver(ctx context.Context, method string, n notice) error {
+	rt := in.rt
+	now := rt.clock.Now()
+	track := func(u store.TrackingUpdate) (*store.AgentWorkflow, bool, error) {
+		if u.Rule == store.TrackFinish {
+			// The agent hears of an end once: a ReportComplete or
+			// ReportError before Run returned has told it already.
+			w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, false, nil
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			if w.Status == store.StatusComplete || w.Status == store.StatusErrored {
+				return w, false, nil
+			}
+		}
+		w, changed, err := rt.store.UpdateAgentWorkflow(ctx, in.key, n.InstanceID, u, now)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, false, nil // the agent deleted its tracking row: nothing to tell
+		}
+		return w, changed, err
+	}
+	if method == store.WorkflowFinishedMethod {
+		inst, err := rt.store.GetInstance(ctx, n.InstanceID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // removed by retention before the agent heard
+		}
+		if err != nil {
+			return err
+		}
+		if !inst.Status.Finished() {
+			return nil // restarted since: a later finish tells
+		}
+		rule := store.TrackFinish
+		if inst.Status == store.StatusTerminated {
+			rule = store.TrackSync
+		}
+		w, changed, err := track(store.TrackingUpdate{Rule: rule, Status: inst.Status,
+			ErrorName: inst.ErrorName, ErrorMessage: inst.ErrorMessage})
+		if err != nil || w == nil || !changed {
+			return err
+		}
+		in.tellFinished(ctx, w, inst.Output)
+		return nil
+	}
+	switch n.Kind {
+	case noticeProgress:
+		w, _, err := track(store.TrackingUpdate{Rule: store.TrackProgress})
+		if err != nil || w == nil {
+			return err
+		}
+		if h, ok := in.obj.(WorkflowProgressHook); ok {
+			h.OnWorkflowProgress(ctx, workflowInfo(w), n.Data)
+		}
+	case noticeComplete:
+		w, changed, err := track(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete})
+		if err != nil || w == nil || !changed {
+			return err
+		}
+		in.tellFinished(ctx, w, n.Data)
+	case noticeError:
+		var msg string
+		_ = json.Unmarshal(n.Data, &msg)
+		w, changed, err := track(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
+			ErrorName: "Error", ErrorMessage: msg})
+		if err != nil || w == nil || !changed {
+			return err
+		}
+		in.tellFinished(ctx, w, nil)
+	case noticeEvent:
+		w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var ev WorkflowEvent
+		if err := json.Unmarshal(n.Data, &ev); err != nil {
+			return fmt.Errorf("event from workflow %s: %w", n.InstanceID, err)
+		}
+		if h, ok := in.obj.(WorkflowEventHook); ok {
+			h.OnWorkflowEvent(ctx, workflowInfo(w), ev)
+		}
+	case noticeSetState:
+		return in.obj.setStateJSON(ctx, n.Data)
+	case noticeMergeState:
+		return in.obj.mergeStateJSON(ctx, n.Data)
+	case noticeResetState:
+		return in.obj.resetState(ctx)
+	case noticeBroadcast:
+		var msg string
+		if err := json.Unmarshal(n.Data, &msg); err != nil {
+			return fmt.Errorf("broadcast from workflow %s: %w", n.InstanceID, err)
+		}
+		in.broadcast([]byte(msg))
+	default:
+		return fmt.Errorf("notice of unknown kind %q from workflow %s", n.Kind, n.InstanceID)
+	}
+	return nil
+}
+
+// tellFinished calls the complete or error hook for a tracking row that
+// has just become complete or errored.
+func (in *instance) tellFinished(ctx context.Context, w *store.AgentWorkflow, output json.RawMessage) {
+	info := workflowInfo(w)
+	switch w.Status {
+	case store.StatusComplete:
+		if h, ok := in.obj.(WorkflowCompleteHook); ok {
+			h.OnWorkflowComplete(ctx, info, output)
+		}
+	case store.StatusErrored:
+		if h, ok := in.obj.(WorkflowErrorHook); ok {
+			h.OnWorkflowError(ctx, info, &workflow.ErrorInfo{Name: w.ErrorName, Message: w.ErrorMessage})
+		}
+	}
+}
