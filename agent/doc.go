@@ -49,6 +49,20 @@
 // (store.AgentOwnedError, matching ErrAgentElsewhere); forwarding between
 // nodes is not done yet. A node the engines reap as dead frees its agents.
 //
+// # Workflows
+//
+// An agent starts workflows through bindings (Runtime.Bind) with
+// RunWorkflow, which records the agent as the instance's origin and inserts
+// the agent's tracking row in the same transaction. Inside the workflow,
+// OriginOf returns the agent's handle: Call, ReportProgress,
+// ReportComplete, ReportError, SendEvent, SetState, MergeState,
+// ResetState, Broadcast and WaitForApproval, each a durable step. The agent
+// hears back through WorkflowProgressHook, WorkflowCompleteHook,
+// WorkflowErrorHook and WorkflowEventHook, and keeps the tracking rows with
+// GetWorkflow, GetWorkflows, GetWorkflowStatus, SendWorkflowEvent,
+// ApproveWorkflow, RejectWorkflow, Pause/Resume/Terminate/RestartWorkflow
+// and DeleteWorkflow. Returning from Run reports completion by itself.
+//
 // # Wire protocol
 //
 // Handler serves /agents/<class-kebab>/<name>[/rest] with the JSON frames
