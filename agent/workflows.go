@@ -267,8 +267,11 @@ func (rt *Runtime) noteWaiting(ctx context.Context, ws []WorkflowInfo) {
 				return
 			}
 			services = map[string]bool{}
+			now := rt.clock.Now()
 			for _, n := range nodes {
-				services[n.Service] = true
+				if n.ExpiresAt.After(now) { // a node not yet reaped but lapsed runs nothing
+					services[n.Service] = true
+				}
 			}
 		}
 		if !services[w.Service] {
@@ -278,10 +281,14 @@ func (rt *Runtime) noteWaiting(ctx context.Context, ws []WorkflowInfo) {
 }
 
 // GetWorkflowStatus reads the instance's status from the store and brings
-// the tracking row up to date with it.
+// the tracking row up to date with it. A complete or errored instance's
+// row is left to its finish notice while that is pending (the notice
+// updates it and tells the hooks, once); nor is a row that ReportComplete
+// or ReportError finished moved back while Run has not yet returned.
 func (a *Agent[S]) GetWorkflowStatus(ctx context.Context, id string) (workflow.InstanceStatus, error) {
 	in := a.in
-	if _, err := in.tracked(ctx, id); err != nil {
+	w, err := in.tracked(ctx, id)
+	if err != nil {
 		return workflow.InstanceStatus{Status: store.StatusUnknown}, err
 	}
 	inst, err := in.rt.engine.Get(ctx, id)
@@ -292,14 +299,33 @@ func (a *Agent[S]) GetWorkflowStatus(ctx context.Context, id string) (workflow.I
 	if err != nil {
 		return st, err
 	}
+	if reported := w.Status == store.StatusComplete || w.Status == store.StatusErrored; reported && !st.Status.Finished() {
+		return st, nil
+	}
+	return st, in.sync(ctx, id, st)
+}
+
+// sync sets a tracking row to the instance's status st. A complete or
+// errored status is left to the finish notice while it is pending: Finish
+// queued it in the same write, and it tells the complete or error hook only
+// if the row was not finished already, so setting the row here first would
+// keep the hook from ever being told.
+func (in *instance) sync(ctx context.Context, id string, st workflow.InstanceStatus) error {
+	if st.Status == store.StatusComplete || st.Status == store.StatusErrored {
+		_, err := in.rt.store.GetSchedule(ctx, in.key, store.FinishedNoticeID(id))
+		if err == nil {
+			return nil // the notice will tell
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
 	u := store.TrackingUpdate{Rule: store.TrackSync, Status: st.Status}
 	if st.Error != nil {
 		u.ErrorName, u.ErrorMessage = st.Error.Name, st.Error.Message
 	}
-	if _, _, err := in.rt.store.UpdateAgentWorkflow(ctx, in.key, id, u, in.rt.clock.Now()); err != nil {
-		return st, err
-	}
-	return st, nil
+	_, _, err := in.rt.store.UpdateAgentWorkflow(ctx, in.key, id, u, in.rt.clock.Now())
+	return err
 }
 
 // control runs op on a tracked instance and then syncs the tracking row.
@@ -318,12 +344,7 @@ func (in *instance) control(ctx context.Context, id, what string, op func(*workf
 	if err != nil {
 		return err
 	}
-	u := store.TrackingUpdate{Rule: store.TrackSync, Status: st.Status}
-	if st.Error != nil {
-		u.ErrorName, u.ErrorMessage = st.Error.Name, st.Error.Message
-	}
-	_, _, err = in.rt.store.UpdateAgentWorkflow(ctx, in.key, id, u, in.rt.clock.Now())
-	return err
+	return in.sync(ctx, id, st)
 }
 
 // SendWorkflowEvent sends an event to a tracked instance.

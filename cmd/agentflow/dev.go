@@ -9,11 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"time"
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
+	"agentflow/examples/flights"
+	"agentflow/examples/flights/email"
 	"agentflow/examples/report"
 	"agentflow/examples/signup"
 	"agentflow/store"
@@ -24,8 +28,12 @@ import (
 // runDev runs the example workflows on an embedded SQLite file and prints
 // their progress: a report whose first step is retried, and a signup that
 // sleeps and then waits for an event, which dev sends once it waits. It also
-// serves the example agents (the Counter) over HTTP and WebSocket on --addr,
-// at /agents/<class>/<name>, where the `agents` JavaScript client connects.
+// serves the example agents (the Counter, and the flights example's
+// MyAgent) over HTTP and WebSocket on --addr, at /agents/<class>/<name>,
+// where the `agents` JavaScript client connects. And it plays the flights
+// example (the seed document of SPEC §3.5) with both of its services — this
+// engine, and a second one of service email-workflows on the same store —
+// by sending MyAgent the seed's request itself.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,6 +42,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	grace := fs.Duration("grace", 2*time.Second, "how long the signup example sleeps")
 	verbose := fs.Bool("v", false, "log the engine's debug messages")
 	addr := fs.String("addr", "127.0.0.1:8787", `address the agents server listens on ("" to not serve agents)`)
+	flightDelay := fs.Duration("flight-delay", 5*time.Second, "how long after the request the flights example starts its workflow (300 s in the seed)")
+	checkInWait := fs.Duration("check-in-wait", 2*time.Second, "how long the flight workflow sleeps before checking in (20 minutes in the seed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,33 +61,44 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer st.Close()
 
 	p := &printer{w: stdout, start: time.Now()}
-	eng, err := workflow.NewEngine(workflow.Options{
-		Store:  st,
-		Logger: logger,
-		Hooks: workflow.Hooks{
-			BeforeStep: func(_ context.Context, s workflow.StepRef) error {
-				if s.Attempt > 1 {
-					p.printf("%-8s %s  step %-20s attempt %d", s.Workflow, s.InstanceID, s.Name, s.Attempt)
-				}
-				return nil
-			},
-			AfterStep: func(_ context.Context, s workflow.StepRef) error {
-				p.printf("%-8s %s  step %-20s done", s.Workflow, s.InstanceID, s.Name)
-				return nil
-			},
+	hooks := workflow.Hooks{
+		BeforeStep: func(_ context.Context, s workflow.StepRef) error {
+			if s.Attempt > 1 {
+				p.printf("%-8s %s  step %-20s attempt %d", s.Workflow, s.InstanceID, s.Name, s.Attempt)
+			}
+			return nil
 		},
-	})
+		AfterStep: func(_ context.Context, s workflow.StepRef) error {
+			p.printf("%-8s %s  step %-20s done", s.Workflow, s.InstanceID, s.Name)
+			return nil
+		},
+	}
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks})
 	if err != nil {
 		return err
 	}
 	workflow.MustRegister(eng, signup.Name, workflow.Workflow[signup.Params, signup.Result](signup.Signup{}))
 	workflow.MustRegister(eng, report.Name, workflow.Workflow[[]string, string](report.Report{}))
+	// The flights example's other service: in production a process of its
+	// own (examples/flights/cmd/email-workflows) sharing the store.
+	emails, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks, Service: email.Service})
+	if err != nil {
+		return err
+	}
+	if err := email.Register(emails, email.Printer{W: p}); err != nil {
+		return err
+	}
 
 	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger})
 	if err != nil {
 		return err
 	}
 	if err := counter.Register(rt); err != nil {
+		return err
+	}
+	err = flights.Register(eng, rt, flights.Options{Delay: *flightDelay, CheckInWait: *checkInWait,
+		Observe: func(name, line string) { p.printf("%-8s %s  %s", flights.AgentClass, name, line) }})
+	if err != nil {
 		return err
 	}
 	var ln net.Listener
@@ -96,14 +117,19 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer stopWithin(ctx, logger, "the engine", eng.Stop)
+	if err := emails.Start(ctx); err != nil {
+		return err
+	}
+	defer stopWithin(ctx, logger, "the email-workflows engine", emails.Stop)
 	if err := rt.Start(ctx); err != nil {
 		return err
 	}
 	defer stopWithin(ctx, logger, "the agent runtime", rt.Stop)
-	p.printf("agentflow dev: engine %s on %s", eng.NodeID(), st.Path())
+	p.printf("agentflow dev: engine %s on %s; engine %s of service %q on the same store", eng.NodeID(), st.Path(), emails.NodeID(), email.Service)
+	handler := rt.Handler(agent.HandlerOptions{})
 	if ln != nil {
 		srv := &http.Server{
-			Handler:           rt.Handler(agent.HandlerOptions{}),
+			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
@@ -119,6 +145,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			<-served
 		}()
 		p.printf("agents: ws://%s/agents/%s/<name>  (the %s example; any name is an instance)", ln.Addr(), agent.Kebab(counter.Name), counter.Name)
+		p.printf("agents: curl -X POST -H 'user-id: you' http://%s/agents/%s/<name>  (the flights example; GET <name>/state shows it)", ln.Addr(), agent.Kebab(flights.AgentClass))
 	}
 
 	rep, err := eng.Create(ctx, report.Name, workflow.CreateOptions{Params: []string{"north", "south", "east"}})
@@ -132,8 +159,20 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	p.printf("%-8s %s  created", signup.Name, sig.ID)
 
+	// The seed's request, as a client would send it; dev waits for the
+	// email it ends with.
+	since := time.Now()
+	if err := requestFlight(ctx, p, handler, devTraveller, "ada@example.com"); err != nil {
+		return err
+	}
+
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs <- watchFlight(ctx, p, rt, devTraveller, since)
+	}()
 	for _, w := range []struct {
 		name  string
 		inst  *workflow.Instance
@@ -218,6 +257,69 @@ func watch(ctx context.Context, p *printer, name string, inst *workflow.Instance
 	}
 }
 
+// devTraveller is the MyAgent instance dev sends the flight request to.
+const devTraveller = "traveller"
+
+// requestFlight sends MyAgent name the seed's request, through the agents
+// handler, as a client does (curl -X POST -H 'user-id: …' …/agents/my-agent/<name>).
+func requestFlight(ctx context.Context, p *printer, h http.Handler, name, user string) error {
+	path := "/agents/" + agent.Kebab(flights.AgentClass) + "/" + name
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("user-id", user)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		return fmt.Errorf("flights example: POST %s: %d %s", path, rec.Code, strings.TrimSpace(rec.Body.String()))
+	}
+	p.printf("%-8s %s  POST %s (user-id: %s) → %s", flights.AgentClass, name, path, user, strings.TrimSpace(rec.Body.String()))
+	return nil
+}
+
+// watchFlight follows, through the agent's tracking queries, the workflows
+// MyAgent name started since the request, printing their tracked status
+// changes, until the email workflow of the other service is complete.
+func watchFlight(ctx context.Context, p *printer, rt *agent.Runtime, name string, since time.Time) error {
+	seen := map[string]store.Status{}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		page, err := agent.With(ctx, rt, name, func(ctx context.Context, a *flights.MyAgent) (agent.WorkflowPage, error) {
+			return a.GetWorkflows(ctx, agent.WorkflowQuery{Limit: 10})
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("flights example: tracked workflows of %s: %w", name, err)
+		}
+		for _, w := range page.Workflows {
+			if w.CreatedAt.Before(since) || seen[w.ID] == w.Status {
+				continue
+			}
+			seen[w.ID] = w.Status
+			where := ""
+			if w.Service != "" {
+				where = " (service " + w.Service + ")"
+			}
+			p.printf("%-8s %s  tracks %s %s%s: %s", flights.AgentClass, name, w.Binding, w.ID, where, w.Status)
+			switch {
+			case w.Status == store.StatusErrored || w.Status == store.StatusTerminated:
+				return fmt.Errorf("flights example: workflow %s ended %s: %s", w.ID, w.Status, w.ErrorMessage)
+			case w.Binding == flights.EmailBinding && w.Status == store.StatusComplete:
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
 // waitingForEvent reports whether the instance is suspended in a
 // WaitForEvent (rather than in its sleep).
 func waitingForEvent(ctx context.Context, inst *workflow.Instance) bool {
@@ -238,4 +340,20 @@ func (p *printer) printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.w, "%7.3fs  %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// Write prints text (the emails of the email-workflows engine) as lines:
+// the first with the time, the others indented under it.
+func (p *printer) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	fmt.Fprintf(p.w, "%7.3fs  %s\n", time.Since(p.start).Seconds(), lines[0])
+	for _, l := range lines[1:] {
+		if l != "" {
+			l = " " + l
+		}
+		fmt.Fprintf(p.w, "%9s  |%s\n", "", l)
+	}
+	return len(b), nil
 }

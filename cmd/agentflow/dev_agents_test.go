@@ -44,7 +44,7 @@ func TestDevServesAgents(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "dev.db")
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"dev", "--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0"}, &stdout, &stderr)
+		exit <- run(ctx, []string{"dev", "--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0", "--flight-delay", "200ms", "--check-in-wait", "100ms"}, &stdout, &stderr)
 	}()
 
 	addrRE := regexp.MustCompile(`agents: ws://(127\.0\.0\.1:\d+)/agents/counter/<name>`)
@@ -72,6 +72,32 @@ func TestDevServesAgents(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("GET /agents/nope/x: status %d, want 400", resp.StatusCode)
+	}
+
+	// The flights example's agent answers the seed's request over HTTP.
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/agents/my-agent/web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("user-id", "grace@example.com")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task struct {
+		TaskID string `json:"taskId"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&task)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil || task.TaskID == "" {
+		t.Errorf("POST /agents/my-agent/web: status %d, %+v, %v; want 200 with a taskId", resp.StatusCode, task, err)
+	}
+	if resp, err = http.Post("http://"+addr+"/agents/my-agent/web", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("POST /agents/my-agent/web without user-id: status %d, want 400", resp.StatusCode)
 	}
 
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)

@@ -1,7 +1,8 @@
 // Command agentflow is the agentflow server and toolbox.
 //
-//	agentflow dev    run the example workflows on an embedded SQLite file
-//	                 and serve the example agents on --addr (127.0.0.1:8787)
+//	agentflow dev    run the example workflows on an embedded SQLite file,
+//	                 serve the example agents on --addr (127.0.0.1:8787) and
+//	                 play the flights example with both of its services
 //	agentflow bench  measure the engine (see BENCHMARKS.md)
 package main
 
@@ -20,7 +21,8 @@ const usage = `usage: agentflow <command> [flags]
 
 commands:
   dev     run the example workflows on an embedded SQLite file and print their progress,
-          and serve the example agents at ws://127.0.0.1:8787/agents/counter/<name> (--addr)
+          serve the example agents at ws://127.0.0.1:8787/agents/counter/<name> (--addr),
+          and play the flights example (an agent, its workflow, and another service's email workflow)
   bench   run a benchmark scenario: agentflow bench --backend sqlite|postgres --scenario NAME [--json]
 `
 

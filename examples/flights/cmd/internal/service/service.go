@@ -1,0 +1,102 @@
+// Package service is what the flights example's two binaries share: the
+// flags that pick their shared store, a line printer and the shutdown.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"agentflow/store"
+	"agentflow/store/postgres"
+	"agentflow/store/sqlite"
+)
+
+// StoreFlags are --db, --postgres and --schema.
+type StoreFlags struct {
+	db, dsn, schema *string
+}
+
+// AddStoreFlags adds the store flags to fs.
+func AddStoreFlags(fs *flag.FlagSet) *StoreFlags {
+	return &StoreFlags{
+		db:     fs.String("db", "flights.db", "SQLite database file, shared by both services (created if missing)"),
+		dsn:    fs.String("postgres", "", "PostgreSQL DSN: share this database instead of the SQLite file"),
+		schema: fs.String("schema", "", "PostgreSQL schema to use (created if missing); default the DSN's search path"),
+	}
+}
+
+// Open opens the store the flags name and says which it is.
+func (f *StoreFlags) Open(ctx context.Context) (store.Store, string, error) {
+	if *f.dsn != "" {
+		st, err := postgres.Open(ctx, *f.dsn, postgres.Options{Schema: *f.schema, MaxConns: 8})
+		if err != nil {
+			return nil, "", err
+		}
+		where := "PostgreSQL"
+		if *f.schema != "" {
+			where += " schema " + *f.schema
+		}
+		return st, where, nil
+	}
+	if *f.schema != "" {
+		return nil, "", errors.New("--schema is for --postgres")
+	}
+	st, err := sqlite.Open(ctx, *f.db, sqlite.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	return st, "SQLite " + st.Path(), nil
+}
+
+// Logger logs warnings (with verbose, debug messages) to w.
+func Logger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Printer writes whole lines to W, one writer at a time, each prefixed
+// with the time since it was made. As an io.Writer it writes what it is
+// given unchanged, but never in between another write's bytes.
+type Printer struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+}
+
+// NewPrinter returns a Printer on w.
+func NewPrinter(w io.Writer) *Printer { return &Printer{w: w, start: time.Now()} }
+
+// Printf prints one line.
+func (p *Printer) Printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "%7.3fs  %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// Write implements io.Writer.
+func (p *Printer) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.w.Write(b)
+}
+
+// Stop calls each stop in turn with ten seconds to finish, though ctx (the
+// command's, cancelled by the signal) is done, and joins their errors.
+func Stop(ctx context.Context, stops ...func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var errs []error
+	for _, stop := range stops {
+		errs = append(errs, stop(sctx))
+	}
+	return errors.Join(errs...)
+}
