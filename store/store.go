@@ -187,6 +187,7 @@ type Node struct {
 type Store interface {
 	AgentStore
 	AgentWorkflowStore
+	ThinkStore
 
 	// CreateInstances inserts all instances or none. An existing id fails
 	// the whole batch with an error matching ErrDuplicateID that names it.

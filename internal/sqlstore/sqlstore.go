@@ -47,6 +47,11 @@ type Dialect struct {
 	// JSON is the engine's set of JSON functions, which the metadata
 	// filter of ListAgentWorkflows uses.
 	JSON JSONFunctions
+	// AgentLock, when set, is a statement that locks one agent until the
+	// transaction ends, given its class and name as arguments (with ?
+	// placeholders). A Think agent's writes that number rows (max + 1)
+	// take it first; it is empty where write transactions are serialized.
+	AgentLock string
 }
 
 // JSONFunctions names an engine's set of JSON functions.
@@ -89,6 +94,7 @@ type Store struct {
 	q      queries
 	aq     agentQueries         // see agents.go
 	wq     agentWorkflowQueries // see agentworkflows.go
+	tq     thinkQueries         // see think.go
 }
 
 // Config assembles a Store.
@@ -104,7 +110,8 @@ type Config struct {
 // New returns a Store over already migrated databases.
 func New(c Config) *Store {
 	return &Store{d: c.Dialect, w: c.Writer, read: c.Read, closer: c.Close,
-		q: newQueries(c.Dialect), aq: newAgentQueries(c.Dialect), wq: newAgentWorkflowQueries(c.Dialect)}
+		q: newQueries(c.Dialect), aq: newAgentQueries(c.Dialect), wq: newAgentWorkflowQueries(c.Dialect),
+		tq: newThinkQueries(c.Dialect)}
 }
 
 var _ store.Store = (*Store)(nil)

@@ -56,6 +56,10 @@ var dialect = &sqlstore.Dialect{
 	MigrationLock: "SELECT pg_advisory_xact_lock(7306418290337714229)", // any fixed key; this one spells nothing
 	WritableCTEs:  true,
 	JSON:          sqlstore.JSONPostgres,
+	// A transaction-level advisory lock on the two 32-bit hashes of the
+	// agent's class and name (a key space apart from MigrationLock's
+	// 64-bit one). Two agents whose hashes collide only wait for each other.
+	AgentLock: "SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)), hashtext(CAST(? AS TEXT)))",
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

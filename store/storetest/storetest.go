@@ -75,6 +75,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListAgentWorkflows", listAgentWorkflowsCases},
 		{"UpdateAgentWorkflow", updateAgentWorkflowCases},
 		{"DeleteAgentWorkflow", deleteAgentWorkflowCases},
+		{"Submissions", submissionCases},
+		{"Conversation", conversationCases},
+		{"ThinkConcurrency", thinkConcurrencyCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

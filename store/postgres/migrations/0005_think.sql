@@ -1,0 +1,48 @@
+-- Think agents (SPEC §4.1–4.2): each agent's ledger of submissions, the
+-- durable FIFO queue of its turns, and its conversation; see store/think.go.
+
+-- seq orders an agent's submissions (first in, first out); the store
+-- assigns it as the agent's largest plus one inside the inserting
+-- transaction, which first takes a transaction-level advisory lock on the
+-- agent (Dialect.AgentLock) so that concurrent inserts do not pick the same
+-- number. metadata is JSON text; messages is the JSON array of
+-- model.Message that ApplySubmission copies into the conversation, one row
+-- per element. applied is 0 or 1. A claim (owner) held by a node with no
+-- row in agentflow_nodes is free, as for fibers.
+CREATE TABLE think_submissions (
+    class           TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    id              TEXT NOT NULL,
+    seq             BIGINT NOT NULL,
+    idempotency_key TEXT,
+    metadata        TEXT,
+    messages        BYTEA,
+    status          TEXT NOT NULL,
+    error           TEXT,
+    output          BYTEA,
+    applied         INTEGER NOT NULL DEFAULT 0,
+    owner           TEXT,
+    input_tokens    BIGINT NOT NULL DEFAULT 0,
+    output_tokens   BIGINT NOT NULL DEFAULT 0,
+    created_at      BIGINT NOT NULL,
+    started_at      BIGINT,
+    finished_at     BIGINT,
+    PRIMARY KEY (class, name, id)
+);
+CREATE UNIQUE INDEX think_submissions_key ON think_submissions (class, name, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX think_submissions_seq ON think_submissions (class, name, seq);
+-- The unfinished ones: the next to start (StartSubmission), the running one,
+-- and the agents that need a runner (PendingSubmissionAgents).
+CREATE INDEX think_submissions_active ON think_submissions (class, name, seq) WHERE status IN ('pending', 'running');
+
+-- One row per message, in seq order per agent; submission_id is the
+-- submission whose turn added it.
+CREATE TABLE think_conversation (
+    class         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    submission_id TEXT NOT NULL,
+    message       BYTEA NOT NULL,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (class, name, seq)
+);

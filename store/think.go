@@ -1,0 +1,129 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// This file is the storage of Think agents (SPEC §4.1–4.2): each agent's
+// conversation and its ledger of submissions, the durable FIFO queue of
+// turns.
+
+// SubmissionStatus is where a submission is in its life.
+type SubmissionStatus string
+
+// Submission statuses.
+const (
+	SubmissionPending   SubmissionStatus = "pending"
+	SubmissionRunning   SubmissionStatus = "running"
+	SubmissionCompleted SubmissionStatus = "completed"
+	SubmissionAborted   SubmissionStatus = "aborted"
+	SubmissionSkipped   SubmissionStatus = "skipped"
+	SubmissionError     SubmissionStatus = "error"
+)
+
+// Finished reports whether s is terminal.
+func (s SubmissionStatus) Finished() bool {
+	return s == SubmissionCompleted || s == SubmissionAborted || s == SubmissionSkipped || s == SubmissionError
+}
+
+// Submission is one entry of a Think agent's ledger: messages to add to the
+// conversation and a turn to run on them.
+type Submission struct {
+	ID string
+	AgentKey
+	// Seq orders the agent's submissions, first in first out; the store
+	// assigns it on insert.
+	Seq            int64
+	IdempotencyKey string // unique per agent when set
+	Metadata       []byte // JSON, or nil
+	// Messages are the submitted messages, a JSON array of model.Message.
+	Messages []byte
+	Status   SubmissionStatus
+	Error    string
+	// Output is the turn's result as the runtime records it (JSON), nil
+	// until it finishes.
+	Output []byte
+	// Applied is set once the submission's messages are in the
+	// conversation.
+	Applied bool
+	// Owner is the node running the submission, "" when none is.
+	Owner        string
+	InputTokens  int
+	OutputTokens int
+	CreatedAt    time.Time
+	StartedAt    time.Time
+	FinishedAt   time.Time
+}
+
+// ConversationMessage is one stored message of a Think agent's conversation.
+type ConversationMessage struct {
+	AgentKey
+	Seq          int64  // assigned by the store, increasing per agent
+	SubmissionID string // the submission whose turn added it
+	Message      []byte // JSON model.Message
+	CreatedAt    time.Time
+}
+
+// SubmissionFilter selects submissions. Zero fields match all.
+type SubmissionFilter struct {
+	Statuses []SubmissionStatus
+	Limit    int // default and at most 1000
+}
+
+// ThinkStore is the storage Think agents need. It is part of Store.
+type ThinkStore interface {
+	// CreateSubmission inserts s as pending, assigning Seq. When the agent
+	// has a submission with s's ID or IdempotencyKey already, it inserts
+	// nothing and returns that one with created false; when the ID and the
+	// key name two different submissions it fails with an error matching
+	// ErrDuplicateID that names both.
+	CreateSubmission(ctx context.Context, s *Submission) (existing *Submission, created bool, err error)
+	// GetSubmission returns one submission of the agent or ErrNotFound.
+	GetSubmission(ctx context.Context, key AgentKey, id string) (*Submission, error)
+	// ListSubmissions returns the agent's submissions in Seq order.
+	ListSubmissions(ctx context.Context, key AgentKey, f SubmissionFilter) ([]Submission, error)
+	// StartSubmission makes owner the runner of the agent's oldest pending
+	// submission and sets it running, unless one of the agent's
+	// submissions is already running; it returns nil when there is none
+	// to start.
+	StartSubmission(ctx context.Context, key AgentKey, owner string, now time.Time) (*Submission, error)
+	// ApplySubmission appends the submission's messages to the
+	// conversation and sets Applied, in one transaction, while owner runs
+	// it; it fails with ErrLeaseLost otherwise.
+	ApplySubmission(ctx context.Context, key AgentKey, id, owner string, now time.Time) error
+	// AppendConversation appends messages (JSON model.Message each) that
+	// the submission's turn produced, while owner runs it.
+	AppendConversation(ctx context.Context, key AgentKey, id, owner string, msgs [][]byte, now time.Time) error
+	// FinishSubmission records the end of a running submission (status
+	// completed, aborted, skipped or error) with its error, output and
+	// token usage, and clears its owner, while owner runs it.
+	FinishSubmission(ctx context.Context, key AgentKey, id, owner string, status SubmissionStatus, errMsg string, output []byte, usage Usage, now time.Time) error
+	// CancelSubmission aborts a pending submission at once and returns
+	// the status it had; a running or finished one is left alone (the
+	// runner aborts a running one) and its status returned.
+	CancelSubmission(ctx context.Context, key AgentKey, id string, now time.Time) (SubmissionStatus, error)
+	// DeleteSubmissions removes the given finished submissions of the
+	// agent (all finished ones when ids is empty) and returns how many it
+	// removed; unfinished ones are never removed.
+	DeleteSubmissions(ctx context.Context, key AgentKey, ids []string) (int, error)
+	// RecoverSubmissions handles the agent's running submissions that
+	// owner does not run, after their runner died: one whose messages
+	// never reached the conversation is pending again; one cut off
+	// mid-turn is finished as error with errMsg. It returns both lists.
+	RecoverSubmissions(ctx context.Context, key AgentKey, owner, errMsg string, now time.Time) (requeued, failed []Submission, err error)
+	// ListConversation returns the agent's conversation in Seq order.
+	ListConversation(ctx context.Context, key AgentKey) ([]ConversationMessage, error)
+	// ClearConversation removes the agent's conversation.
+	ClearConversation(ctx context.Context, key AgentKey) error
+	// PendingSubmissionAgents returns up to limit agents of the given
+	// classes that have pending submissions, or running ones whose owner
+	// has no node row, and are live on no node that has a row.
+	PendingSubmissionAgents(ctx context.Context, classes []string, limit int) ([]AgentKey, error)
+}
+
+// Usage counts a turn's tokens.
+type Usage struct {
+	InputTokens  int
+	OutputTokens int
+}
