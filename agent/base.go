@@ -160,6 +160,31 @@ func (a *Agent[S]) Broadcast(v any, except ...*Conn) error {
 	return nil
 }
 
+// Self returns the class's value embedding this base (the *T), for bases
+// such as think.Agent that look for hooks the class implements.
+func (a *Agent[S]) Self() any { return a.self }
+
+// Runtime returns the runtime the instance is live in.
+func (a *Agent[S]) Runtime() *Runtime { return a.in.rt }
+
+// Go runs fn in the background, outside the instance's lock, keeping the
+// instance in memory until fn returns. ctx ends when the runtime stops.
+// Unlike a fiber it has no ledger: the caller keeps its own durable record
+// of the work (as think.Agent does with its submissions).
+func (a *Agent[S]) Go(fn func(ctx context.Context)) {
+	in := a.in
+	rt := in.rt
+	rt.mu.Lock()
+	in.refs++
+	rt.mu.Unlock()
+	rt.work.Go(func() {
+		defer rt.release(in)
+		if err := in.guard(func() error { fn(rt.ctx); return nil }); err != nil {
+			in.reportError(context.WithoutCancel(rt.ctx), err)
+		}
+	})
+}
+
 // Connections returns the open WebSocket connections to the instance.
 func (a *Agent[S]) Connections() []*Conn { return a.in.connections() }
 

@@ -24,13 +24,16 @@ type class struct {
 	name    string
 	kebab   string
 	typ     reflect.Type // the struct type T; instances are *T
-	newInst func() binder
+	newInst func() Base
 	methods map[string]*method // by Go name and by wire name
 }
 
-// binder is implemented by *T for every T that embeds Agent[S]: the
-// unexported methods come from the embedded base.
-type binder interface {
+// Base is implemented by *T for every class type T that embeds Agent[S]
+// (directly or through another base such as think.Agent): its methods are
+// unexported and come from the embedded Agent[S]. It is the constraint on
+// Register's type parameter, exported so that packages building bases on
+// Agent can register their classes.
+type Base interface {
 	bind(in *instance, self any)
 	base() *instance
 	loadState(raw []byte) error
@@ -52,7 +55,7 @@ type binder interface {
 //	agent.Register[Mailer](rt, "Mailer", agent.ClassOptions{}, func(m *Mailer) { m.smtp = client })
 func Register[T any, PT interface {
 	*T
-	binder
+	Base
 }](rt *Runtime, name string, opts ClassOptions, init ...func(*T)) error {
 	if name == "" {
 		return fmt.Errorf("agent: register: class name is empty")
@@ -62,7 +65,7 @@ func Register[T any, PT interface {
 		name:  name,
 		kebab: Kebab(name),
 		typ:   typ,
-		newInst: func() binder {
+		newInst: func() Base {
 			t := new(T)
 			for _, f := range init {
 				f(t)
@@ -84,7 +87,7 @@ func Register[T any, PT interface {
 // MustRegister is Register that panics on error, for program setup.
 func MustRegister[T any, PT interface {
 	*T
-	binder
+	Base
 }](rt *Runtime, name string, opts ClassOptions, init ...func(*T)) {
 	if err := Register[T, PT](rt, name, opts, init...); err != nil {
 		panic(err)
@@ -142,7 +145,8 @@ var (
 var reserved = func() map[string]bool {
 	m := map[string]bool{}
 	for _, n := range []string{"OnStart", "OnRequest", "OnConnect", "OnMessage", "OnClose",
-		"OnError", "ValidateState", "OnStateChanged", "OnFiberRecovered", "InitialState"} {
+		"OnError", "ValidateState", "OnStateChanged", "OnFiberRecovered", "InitialState", "OnActivate",
+		"OnWorkflowProgress", "OnWorkflowComplete", "OnWorkflowError", "OnWorkflowEvent"} {
 		m[n] = true
 	}
 	t := reflect.TypeFor[*Agent[struct{}]]()

@@ -334,6 +334,16 @@ func (rt *Runtime) recoverLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			rt.log.Warn("looking for fibers to recover failed", "err", err)
 		}
+		rt.classMu.RLock()
+		finders := rt.finders
+		rt.classMu.RUnlock()
+		for _, f := range finders {
+			more, err := f(ctx, rt.classNames())
+			if err != nil && ctx.Err() == nil {
+				rt.log.Warn("looking for agents to activate failed", "err", err)
+			}
+			keys = append(keys, more...)
+		}
 		for _, k := range keys {
 			c, err := rt.class(k.Class)
 			if err != nil {

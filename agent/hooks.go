@@ -17,6 +17,13 @@ type Starter interface {
 	OnStart(ctx context.Context) error
 }
 
+// Activator is Starter for a base type that a class embeds (think.Agent
+// is one): it is called on activation before OnStart, so that the class
+// can still define OnStart of its own. Application classes use OnStart.
+type Activator interface {
+	OnActivate(ctx context.Context) error
+}
+
 // RequestHandler serves plain HTTP requests to /agents/<class>/<name>[/rest].
 // Without it such requests answer 404.
 type RequestHandler interface {

@@ -18,7 +18,7 @@ type instance struct {
 	cls   *class
 	key   store.AgentKey
 	log   *slog.Logger
-	obj   binder // the class's *T
+	obj   Base // the class's *T
 	lease store.AgentLease
 
 	// lock serializes calls: holding it is sending into it.

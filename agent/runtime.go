@@ -66,6 +66,7 @@ type Runtime struct {
 	byKebab  map[string]*class
 	byType   map[reflect.Type]*class // by *T
 	bindings map[string]Binding
+	finders  []Finder // replaced, never changed in place
 
 	mu       sync.Mutex
 	live     map[store.AgentKey]*activation
@@ -265,6 +266,26 @@ func (rt *Runtime) Live() int {
 // NodeID returns the node the runtime's agents are live on.
 func (rt *Runtime) NodeID() string { return rt.node }
 
+// Store returns the store the runtime's agents live in.
+func (rt *Runtime) Store() store.Store { return rt.store }
+
+// Clock returns the runtime's clock (the engine's).
+func (rt *Runtime) Clock() clockwork.Clock { return rt.clock }
+
+// Finder returns agents of the given classes that need activating, e.g.
+// because durable work of theirs has no live runner.
+type Finder func(ctx context.Context, classes []string) ([]store.AgentKey, error)
+
+// AddFinder registers a finder that the runtime calls every PollInterval;
+// it activates the agents found (which runs their OnActivate hooks). It is
+// how a base like think.Agent resumes work after a crash. Call it before
+// Start.
+func (rt *Runtime) AddFinder(f Finder) {
+	rt.classMu.Lock()
+	rt.finders = append(slices.Clone(rt.finders), f)
+	rt.classMu.Unlock()
+}
+
 // acquire returns the live instance of key, activating it if need be, and
 // holds a reference that keeps it from eviction until release.
 func (rt *Runtime) acquire(ctx context.Context, c *class, name string) (*instance, error) {
@@ -354,6 +375,11 @@ func (rt *Runtime) newInstance(ctx context.Context, c *class, key store.AgentKey
 	}
 	if err := in.obj.loadState(row.State); err != nil {
 		return fail(err)
+	}
+	if s, ok := in.obj.(Activator); ok {
+		if err := in.guard(func() error { return s.OnActivate(ctx) }); err != nil {
+			return fail(fmt.Errorf("OnActivate: %w", err))
+		}
 	}
 	if s, ok := in.obj.(Starter); ok {
 		if err := in.guard(func() error { return s.OnStart(ctx) }); err != nil {

@@ -1,0 +1,164 @@
+package think
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"agentflow/model"
+	"agentflow/store"
+)
+
+// SubmitOptions are options of SubmitMessages.
+type SubmitOptions struct {
+	// SubmissionID names the submission; default a generated "sub_…" id.
+	SubmissionID string
+	// IdempotencyKey makes a resubmission return the existing submission.
+	IdempotencyKey string
+	// Metadata is stored with the submission as JSON.
+	Metadata any
+}
+
+// SubmissionInfo is a submission's ledger entry.
+type SubmissionInfo struct {
+	ID             string
+	Seq            int64
+	IdempotencyKey string
+	Metadata       json.RawMessage
+	Messages       []model.Message
+	Status         store.SubmissionStatus
+	Error          string
+	// Output is the turn's result: {"text": …} with the model's final text.
+	Output     json.RawMessage
+	Usage      model.Usage
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+func submissionInfo(s *store.Submission) SubmissionInfo {
+	info := SubmissionInfo{ID: s.ID, Seq: s.Seq, IdempotencyKey: s.IdempotencyKey, Metadata: s.Metadata,
+		Status: s.Status, Error: s.Error, Output: s.Output,
+		Usage:     model.Usage{InputTokens: s.InputTokens, OutputTokens: s.OutputTokens},
+		CreatedAt: s.CreatedAt, StartedAt: s.StartedAt, FinishedAt: s.FinishedAt}
+	_ = json.Unmarshal(s.Messages, &info.Messages)
+	return info
+}
+
+// SubmitResult is what SubmitMessages returns.
+type SubmitResult struct {
+	Submission SubmissionInfo
+	// Accepted is false when the ID or IdempotencyKey named an existing
+	// submission, which is returned instead.
+	Accepted bool
+}
+
+// ErrNoMessages: a submission must carry at least one message.
+var ErrNoMessages = errors.New("think: a submission needs at least one message")
+
+// SubmitMessages appends messages to the ledger as a pending submission and
+// returns at once; the agent runs it after the submissions before it.
+func (a *Agent[S]) SubmitMessages(ctx context.Context, msgs []model.Message, o SubmitOptions) (SubmitResult, error) {
+	if len(msgs) == 0 {
+		return SubmitResult{}, ErrNoMessages
+	}
+	for i, m := range msgs {
+		if m.Role != model.RoleUser && m.Role != model.RoleAssistant {
+			return SubmitResult{}, fmt.Errorf("think: submit: message %d: role %q: a submission carries user or assistant messages", i, m.Role)
+		}
+	}
+	raw, err := json.Marshal(msgs)
+	if err != nil {
+		return SubmitResult{}, fmt.Errorf("think: submit: %w", err)
+	}
+	var meta []byte
+	if o.Metadata != nil {
+		if meta, err = json.Marshal(o.Metadata); err != nil {
+			return SubmitResult{}, fmt.Errorf("think: submit: metadata: %w", err)
+		}
+	}
+	id := o.SubmissionID
+	if id == "" {
+		id = "sub_" + randomID()
+	}
+	rt := a.Runtime()
+	now := rt.Clock().Now()
+	s := &store.Submission{ID: id, AgentKey: a.key(), IdempotencyKey: o.IdempotencyKey, Metadata: meta,
+		Messages: raw, Status: store.SubmissionPending, CreatedAt: now}
+	existing, created, err := rt.Store().CreateSubmission(ctx, s)
+	if err != nil {
+		return SubmitResult{}, fmt.Errorf("think: submit to %s: %w", a.key(), err)
+	}
+	if !created {
+		return SubmitResult{Submission: submissionInfo(existing)}, nil
+	}
+	a.kick()
+	return SubmitResult{Submission: submissionInfo(existing), Accepted: true}, nil
+}
+
+// InspectSubmission returns one submission, or an error matching
+// store.ErrNotFound.
+func (a *Agent[S]) InspectSubmission(ctx context.Context, id string) (SubmissionInfo, error) {
+	s, err := a.Runtime().Store().GetSubmission(ctx, a.key(), id)
+	if err != nil {
+		return SubmissionInfo{}, err
+	}
+	return submissionInfo(s), nil
+}
+
+// ListSubmissions returns the agent's submissions, oldest first.
+func (a *Agent[S]) ListSubmissions(ctx context.Context, statuses ...store.SubmissionStatus) ([]SubmissionInfo, error) {
+	ss, err := a.Runtime().Store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: statuses})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SubmissionInfo, len(ss))
+	for i := range ss {
+		out[i] = submissionInfo(&ss[i])
+	}
+	return out, nil
+}
+
+// CancelSubmission cancels a submission: a pending one is aborted and never
+// runs (its messages never enter the conversation); a running one has its
+// turn cancelled and ends aborted. It reports whether the submission was
+// unfinished.
+func (a *Agent[S]) CancelSubmission(ctx context.Context, id string) (bool, error) {
+	a.mu.Lock()
+	cancel := a.cancels[id]
+	a.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		return true, nil
+	}
+	prev, err := a.Runtime().Store().CancelSubmission(ctx, a.key(), id, a.Runtime().Clock().Now())
+	if err != nil {
+		return false, err
+	}
+	return !prev.Finished(), nil
+}
+
+// DeleteSubmissions removes finished submissions (all of them when no id
+// is given) and returns how many it removed.
+func (a *Agent[S]) DeleteSubmissions(ctx context.Context, ids ...string) (int, error) {
+	return a.Runtime().Store().DeleteSubmissions(ctx, a.key(), ids)
+}
+
+// Conversation returns the persisted conversation.
+func (a *Agent[S]) Conversation(ctx context.Context) ([]model.Message, error) {
+	rows, err := a.Runtime().Store().ListConversation(ctx, a.key())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]model.Message, len(rows))
+	for i, r := range rows {
+		if err := json.Unmarshal(r.Message, &out[i]); err != nil {
+			return nil, fmt.Errorf("think: conversation of %s: message %d: %w", a.key(), r.Seq, err)
+		}
+	}
+	return out, nil
+}
+
+func (a *Agent[S]) key() store.AgentKey { return store.AgentKey{Class: a.Class(), Name: a.Name()} }

@@ -1,0 +1,264 @@
+package think
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"agentflow/model"
+	"agentflow/store"
+)
+
+// errMidTurn is what a submission cut off mid-turn by a crash ends with.
+const errMidTurn = "the turn was cut off by a crash after its messages entered the conversation"
+
+// OnActivate recovers the submissions a dead runner left running and starts
+// the runner when submissions are pending. It is agent.Activator, so a
+// class keeps OnStart for itself.
+func (a *Agent[S]) OnActivate(ctx context.Context) error {
+	rt := a.Runtime()
+	requeued, failed, err := rt.Store().RecoverSubmissions(ctx, a.key(), rt.NodeID(), errMidTurn, rt.Clock().Now())
+	if err != nil {
+		return fmt.Errorf("think: recover submissions of %s: %w", a.key(), err)
+	}
+	for _, s := range failed {
+		a.Logger().Warn("submission cut off mid-turn by a crash", "submission", s.ID)
+	}
+	pending, err := rt.Store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(requeued) > 0 || len(pending) > 0 {
+		a.kick()
+	}
+	return nil
+}
+
+// kick starts the runner unless it is running.
+func (a *Agent[S]) kick() {
+	a.mu.Lock()
+	if a.running {
+		a.mu.Unlock()
+		return
+	}
+	a.running = true
+	a.mu.Unlock()
+	a.Go(a.runQueue)
+}
+
+// runQueue runs pending submissions one at a time until none is left.
+func (a *Agent[S]) runQueue(ctx context.Context) {
+	rt := a.Runtime()
+	st := rt.Store()
+	for {
+		s, err := st.StartSubmission(ctx, a.key(), rt.NodeID(), rt.Clock().Now())
+		if err != nil || s == nil {
+			a.mu.Lock()
+			a.running = false
+			a.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				a.Logger().Warn("starting a submission failed", "err", err)
+			}
+			// A submission that arrived while we were stopping is not lost:
+			// look once more now that the flag is down.
+			if err == nil && ctx.Err() == nil {
+				if p, _ := st.ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1}); len(p) > 0 {
+					a.kick()
+				}
+			}
+			return
+		}
+		a.run(ctx, s)
+		if ctx.Err() != nil {
+			return // stopping: the next activation recovers what is left
+		}
+	}
+}
+
+// run runs one started submission's turn and records its end.
+func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
+	rt := a.Runtime()
+	tctx, cancel := context.WithCancel(ctx)
+	a.mu.Lock()
+	if a.cancels == nil {
+		a.cancels = map[string]context.CancelFunc{}
+	}
+	a.cancels[s.ID] = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.cancels, s.ID)
+		a.mu.Unlock()
+		cancel()
+	}()
+
+	out, usage, err := a.turn(tctx, s)
+	status, msg := store.SubmissionCompleted, ""
+	switch {
+	case ctx.Err() != nil:
+		return // the runtime is stopping; recovery decides
+	case tctx.Err() != nil:
+		status, msg = store.SubmissionAborted, "cancelled"
+	case err != nil:
+		status, msg = store.SubmissionError, err.Error()
+	}
+	if ferr := rt.Store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
+		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", ferr)
+	}
+	a.emit(map[string]any{"type": "cf_agent_think", "event": "done", "submissionId": s.ID, "status": status, "error": msg})
+}
+
+// turn applies the submission's messages and runs the tool loop.
+func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessage, store.Usage, error) {
+	rt := a.Runtime()
+	st := rt.Store()
+	var usage store.Usage
+	if err := st.ApplySubmission(ctx, a.key(), s.ID, rt.NodeID(), rt.Clock().Now()); err != nil {
+		return nil, usage, err
+	}
+	history, err := a.Conversation(ctx)
+	if err != nil {
+		return nil, usage, err
+	}
+	cfg := a.cfg
+	tc := TurnConfig{Model: cfg.opts.ModelName, System: cfg.opts.System, Tools: slices.Clone(cfg.tools),
+		MaxSteps: cfg.opts.MaxSteps}
+	if h, ok := a.Self().(BeforeTurner); ok {
+		n := len(tc.Tools)
+		if err := h.BeforeTurn(ctx, submissionInfo(s), &tc); err != nil {
+			return nil, usage, fmt.Errorf("BeforeTurn: %w", err)
+		}
+		if len(tc.Tools) < n {
+			return nil, usage, errors.New("BeforeTurn: tools may be added, not removed (narrow ActiveTools instead)")
+		}
+		for i := n; i < len(tc.Tools); i++ {
+			if tc.Tools[i], err = tc.Tools[i].prepare(); err != nil {
+				return nil, usage, fmt.Errorf("BeforeTurn: %w", err)
+			}
+		}
+	}
+	byName := map[string]Tool{}
+	var offered []model.Tool
+	for _, t := range tc.Tools {
+		byName[t.Name] = t
+		if tc.ActiveTools == nil || slices.Contains(tc.ActiveTools, t.Name) {
+			offered = append(offered, model.Tool{Name: t.Name, Description: t.Description, Parameters: t.wire})
+		}
+	}
+	var text string
+	for step := 0; step < tc.MaxSteps; step++ {
+		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
+			ToolChoice: tc.ToolChoice, Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
+		resp, err := model.Collect(ctx, cfg.opts.Model, req, func(ev model.Event) {
+			a.emit(streamFrame(s.ID, step, ev))
+		})
+		usage.InputTokens += resp.Usage.InputTokens
+		usage.OutputTokens += resp.Usage.OutputTokens
+		if err != nil {
+			return nil, usage, err
+		}
+		text = resp.Text
+		reply := model.Message{Role: model.RoleAssistant, Content: resp.Text, ToolCalls: resp.ToolCalls}
+		added := []model.Message{reply}
+		for idx, why := range resp.Invalid {
+			// A call with arguments that are not JSON is never executed; the
+			// model is told so it can try again.
+			id := fmt.Sprintf("invalid_%d_%d", step, idx)
+			reply.ToolCalls = append(reply.ToolCalls, model.ToolCall{ID: id, Name: "invalid", Arguments: json.RawMessage("{}")})
+			added[0] = reply
+			added = append(added, model.Message{Role: model.RoleTool, ToolCallID: id, ToolName: "invalid", IsError: true,
+				Content: "the call's arguments were not valid JSON (" + why + "); it was not executed"})
+		}
+		for _, c := range resp.ToolCalls {
+			added = append(added, a.runTool(ctx, byName, c))
+		}
+		if err := a.appendMessages(ctx, s.ID, added); err != nil {
+			return nil, usage, err
+		}
+		history = append(history, added...)
+		if len(added) == 1 { // no tool was called: the model answered
+			break
+		}
+	}
+	out, _ := json.Marshal(map[string]string{"text": text})
+	return out, usage, nil
+}
+
+// runTool runs one tool call and returns its result message.
+func (a *Agent[S]) runTool(ctx context.Context, tools map[string]Tool, c model.ToolCall) model.Message {
+	res := model.Message{Role: model.RoleTool, ToolCallID: c.ID, ToolName: c.Name}
+	t, ok := tools[c.Name]
+	if !ok {
+		res.IsError, res.Content = true, fmt.Sprintf("there is no tool named %q", c.Name)
+		return res
+	}
+	if err := t.Schema.Validate(c.Arguments); err != nil {
+		res.IsError, res.Content = true, "invalid arguments: "+err.Error()
+		return res
+	}
+	out, err := t.Run(ctx, c.Arguments)
+	if err != nil {
+		res.IsError, res.Content = true, err.Error()
+		return res
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		res.IsError, res.Content = true, "the tool's result is not JSON: "+err.Error()
+		return res
+	}
+	res.Content = string(b)
+	return res
+}
+
+func (a *Agent[S]) appendMessages(ctx context.Context, id string, msgs []model.Message) error {
+	rows := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		b, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		rows[i] = b
+	}
+	rt := a.Runtime()
+	return rt.Store().AppendConversation(ctx, a.key(), id, rt.NodeID(), rows, rt.Clock().Now())
+}
+
+// streamFrame is the WebSocket frame of one streamed model event.
+func streamFrame(id string, step int, ev model.Event) map[string]any {
+	f := map[string]any{"type": "cf_agent_think", "event": string(ev.Kind), "submissionId": id, "step": step}
+	switch ev.Kind {
+	case model.EventText:
+		f["text"] = ev.Text
+	case model.EventToolCallStart:
+		f["index"], f["id"], f["name"] = ev.Index, ev.ToolCall.ID, ev.ToolCall.Name
+	case model.EventToolCallDelta:
+		f["index"], f["delta"] = ev.Index, ev.ArgumentsDelta
+	case model.EventToolCallEnd:
+		f["index"], f["id"], f["name"], f["arguments"] = ev.Index, ev.ToolCall.ID, ev.ToolCall.Name, ev.ToolCall.Arguments
+		if ev.Invalid != "" {
+			f["invalid"] = ev.Invalid
+		}
+	case model.EventUsage:
+		f["usage"] = ev.Usage
+	case model.EventFinish:
+		f["finishReason"] = ev.FinishReason
+	}
+	return f
+}
+
+// emit broadcasts a frame to the agent's WebSocket clients.
+func (a *Agent[S]) emit(frame map[string]any) {
+	if err := a.Broadcast(frame); err != nil {
+		a.Logger().Warn("broadcasting a turn event failed", "err", err)
+	}
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
