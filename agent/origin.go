@@ -198,6 +198,21 @@ func isNotice(method string) bool { return strings.HasPrefix(method, "agentflow:
 
 // deliver hands a notice to its agent, holding the instance's lock.
 func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
+	rt.classMu.RLock()
+	h := rt.notices[s.Method]
+	rt.classMu.RUnlock()
+	if h != nil {
+		c, err := rt.class(s.Class)
+		if err != nil {
+			return err
+		}
+		in, err := rt.acquire(ctx, c, s.Name)
+		if err != nil {
+			return err
+		}
+		defer rt.release(in)
+		return in.run(ctx, func() error { return h(ctx, in.obj, infoOf(s)) })
+	}
 	var n notice
 	if err := json.Unmarshal(s.Payload, &n); err != nil || n.InstanceID == "" {
 		return fmt.Errorf("notice %s for agent %s: malformed payload %s", s.ID, s.AgentKey, truncate(s.Payload))

@@ -67,6 +67,7 @@ type Runtime struct {
 	byType   map[reflect.Type]*class // by *T
 	bindings map[string]Binding
 	finders  []Finder // replaced, never changed in place
+	notices  map[string]NoticeHandler
 
 	mu       sync.Mutex
 	live     map[store.AgentKey]*activation
@@ -127,6 +128,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		byKebab:  map[string]*class{},
 		byType:   map[reflect.Type]*class{},
 		bindings: map[string]Binding{},
+		notices:  map[string]NoticeHandler{},
 		live:     map[store.AgentKey]*activation{},
 		ctx:      ctx,
 		cancel:   cancel,
@@ -275,6 +277,30 @@ func (rt *Runtime) Clock() clockwork.Clock { return rt.clock }
 // Finder returns agents of the given classes that need activating, e.g.
 // because durable work of theirs has no live runner.
 type Finder func(ctx context.Context, classes []string) ([]store.AgentKey, error)
+
+// NoticeHandler handles a schedule of the runtime's own kind (its method
+// starts with "agentflow:"), holding the agent's lock; self is the class's
+// *T. A base like think.Agent registers one for the schedules it makes.
+type NoticeHandler func(ctx context.Context, self any, s ScheduleInfo) error
+
+// HandleNotice registers h for schedules whose method is method, which
+// must start with "agentflow:". Call it before Start.
+func (rt *Runtime) HandleNotice(method string, h NoticeHandler) error {
+	if !isNotice(method) {
+		return fmt.Errorf("agent: notice method %q must start with %q", method, "agentflow:")
+	}
+	rt.classMu.Lock()
+	defer rt.classMu.Unlock()
+	if _, dup := rt.notices[method]; dup {
+		return fmt.Errorf("agent: notice method %q has a handler already", method)
+	}
+	rt.notices[method] = h
+	return nil
+}
+
+// WakeSchedules makes the runtime claim due schedules now, for a caller
+// that wrote one through the store.
+func (rt *Runtime) WakeSchedules() { rt.sched.Poke() }
 
 // AddFinder registers a finder that the runtime calls every PollInterval;
 // it activates the agents found (which runs their OnActivate hooks). It is

@@ -13,6 +13,7 @@ import (
 
 	cron "github.com/netresearch/go-cron"
 
+	"agentflow/recur"
 	"agentflow/store"
 )
 
@@ -376,6 +377,14 @@ func (rt *Runtime) nextRun(s *store.Schedule, now time.Time) time.Time {
 			next = next.Add(skipped * s.Interval)
 		}
 		return next
+	}
+	if s.Kind == store.ScheduleRecur {
+		spec, err := recur.Parse(s.Cron)
+		if err != nil { // it parsed when it was made
+			rt.log.Error("stored schedule no longer parses", "schedule", s.ID, "err", err)
+			return now.Add(24 * time.Hour)
+		}
+		return spec.Next(now)
 	}
 	sched, err := parseCron(s.Cron)
 	if err != nil { // it parsed when it was made

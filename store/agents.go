@@ -58,10 +58,15 @@ const (
 	ScheduleScheduled ScheduleKind = "scheduled"
 	ScheduleCron      ScheduleKind = "cron"
 	ScheduleInterval  ScheduleKind = "interval"
+	// ScheduleRecur runs on a declarative schedule of package recur
+	// ("every day at 09:00 in Europe/London"), held in Cron.
+	ScheduleRecur ScheduleKind = "recur"
 )
 
 // Recurring reports whether schedules of kind k run more than once.
-func (k ScheduleKind) Recurring() bool { return k == ScheduleCron || k == ScheduleInterval }
+func (k ScheduleKind) Recurring() bool {
+	return k == ScheduleCron || k == ScheduleInterval || k == ScheduleRecur
+}
 
 // Schedule is a durable timer owned by an agent: at NextRunAt it calls the
 // agent's Method with Payload.
@@ -72,7 +77,8 @@ type Schedule struct {
 	Payload []byte // JSON
 	Kind    ScheduleKind
 	// Cron is the cron expression of a cron schedule, with its time zone
-	// prefix ("CRON_TZ=Europe/London ...") when it has one.
+	// prefix ("CRON_TZ=Europe/London ...") when it has one, or the text of
+	// a recur schedule.
 	Cron string
 	// Interval is the period of an interval schedule.
 	Interval time.Duration

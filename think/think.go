@@ -32,6 +32,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/model"
+	"agentflow/recur"
 	"agentflow/schema"
 	"agentflow/store"
 )
@@ -48,6 +49,10 @@ type Options struct {
 	Tools []Tool
 	// MaxSteps caps the model calls of one turn; default 10.
 	MaxSteps int
+	// Tasks are the class's declared recurring tasks (SPEC §4.5). Every
+	// instance's stored task schedules are reconciled with them when it
+	// is activated. Missed runs are not made up.
+	Tasks []Task
 	// Class is passed to agent.Register (callable methods).
 	Class agent.ClassOptions
 }
@@ -133,6 +138,7 @@ type BeforeTurner interface {
 type config struct {
 	opts  Options
 	tools []Tool
+	specs map[string]*recur.Spec // by task id
 }
 
 // Agent is the base of a Think class, with the class's state type S.
@@ -147,8 +153,15 @@ type Agent[S any] struct {
 
 func (a *Agent[S]) setConfig(c *config) { a.cfg = c }
 
+func (a *Agent[S]) runTask(ctx context.Context, self any, s agent.ScheduleInfo) error {
+	return runTask(ctx, a, self, s)
+}
+
 // thinkAgent is implemented by every *T embedding Agent[S].
-type thinkAgent interface{ setConfig(*config) }
+type thinkAgent interface {
+	setConfig(*config)
+	runTask(ctx context.Context, self any, s agent.ScheduleInfo) error
+}
 
 // Register registers the Think class T (embedding think.Agent[S]) with its
 // model and tools.
@@ -163,7 +176,11 @@ func Register[T any, PT interface {
 	if o.MaxSteps <= 0 {
 		o.MaxSteps = 10
 	}
-	c := &config{opts: o}
+	specs, err := checkTasks(o.Tasks)
+	if err != nil {
+		return fmt.Errorf("think: register %s: %w", name, err)
+	}
+	c := &config{opts: o, specs: specs}
 	seen := map[string]bool{}
 	for _, t := range o.Tools {
 		t, err := t.prepare()
@@ -180,6 +197,18 @@ func Register[T any, PT interface {
 	rt.AddFinder(func(ctx context.Context, classes []string) ([]store.AgentKey, error) {
 		return st.PendingSubmissionAgents(ctx, []string{name}, 100)
 	})
+	if len(o.Tasks) > 0 {
+		err := rt.HandleNotice(taskMethod(name), func(ctx context.Context, self any, s agent.ScheduleInfo) error {
+			ta, ok := self.(thinkAgent)
+			if !ok {
+				return errNotThink
+			}
+			return ta.runTask(ctx, self, s)
+		})
+		if err != nil {
+			return fmt.Errorf("think: register %s: %w", name, err)
+		}
+	}
 	inits := append([]func(*T){func(t *T) { PT(t).setConfig(c) }}, init...)
 	return agent.Register[T, PT](rt, name, o.Class, inits...)
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"agentflow/agent"
 	"agentflow/model"
 	"agentflow/model/scripted"
@@ -47,10 +49,27 @@ type env struct {
 	rt    *agent.Runtime
 	st    store.Store
 	model *scripted.Model
+	stop  func()
 }
 
 func newEnv(t *testing.T, m *scripted.Model, st store.Store) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{model: m, store: st})
+}
+
+type envOptions struct {
+	model *scripted.Model
+	store store.Store
+	clock clockwork.Clock
+	tasks []think.Task
+}
+
+func newEnvWith(t *testing.T, o envOptions) *env {
+	t.Helper()
+	m, st := o.model, o.store
+	if o.clock == nil {
+		o.clock = clockwork.NewRealClock()
+	}
 	ctx := t.Context()
 	if st == nil {
 		var err error
@@ -61,7 +80,7 @@ func newEnv(t *testing.T, m *scripted.Model, st store.Store) *env {
 		t.Cleanup(func() { st.Close() })
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Clock: o.clock, Lease: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,20 +88,22 @@ func newEnv(t *testing.T, m *scripted.Model, st store.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, System: "You help.", Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4})
+	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, System: "You help.", Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4, Tasks: o.tasks})
 	if err := eng.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := rt.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	e := &env{rt: rt, st: st, model: m}
+	e.stop = func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		rt.Stop(sctx)
 		eng.Stop(sctx)
-	})
-	return &env{rt: rt, st: st, model: m}
+	}
+	t.Cleanup(e.stop)
+	return e
 }
 
 func with[R any](t *testing.T, e *env, name string, fn func(ctx context.Context, h *Helper) (R, error)) R {

@@ -21,6 +21,11 @@ const errMidTurn = "the turn was cut off by a crash after its messages entered t
 // class keeps OnStart for itself.
 func (a *Agent[S]) OnActivate(ctx context.Context) error {
 	rt := a.Runtime()
+	if len(a.cfg.opts.Tasks) > 0 {
+		if err := a.reconcileTasks(ctx); err != nil {
+			return fmt.Errorf("think: reconcile tasks of %s: %w", a.key(), err)
+		}
+	}
 	requeued, failed, err := rt.Store().RecoverSubmissions(ctx, a.key(), rt.NodeID(), errMidTurn, rt.Clock().Now())
 	if err != nil {
 		return fmt.Errorf("think: recover submissions of %s: %w", a.key(), err)
