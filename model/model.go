@@ -205,11 +205,19 @@ func KindOf(err error) ErrorKind {
 type Response struct {
 	Text      string
 	ToolCalls []ToolCall
-	// Invalid holds the calls whose arguments were not valid JSON, by
-	// index, with the reason; they are not in ToolCalls.
-	Invalid      map[int]string
+	// Invalid holds the calls whose arguments were not a JSON object
+	// (ID and Name as the model sent them, no Arguments) with the reason;
+	// they are not in ToolCalls and must never be executed.
+	Invalid      []InvalidCall
 	Usage        Usage
 	FinishReason FinishReason
+}
+
+// InvalidCall is a tool call that must not be executed.
+type InvalidCall struct {
+	Index  int
+	Call   ToolCall
+	Reason string
 }
 
 // Collect runs a stream to its end and accumulates it, calling each (when
@@ -228,10 +236,7 @@ func Collect(ctx context.Context, p Provider, req Request, each func(Event)) (*R
 			r.Text += ev.Text
 		case EventToolCallEnd:
 			if ev.Invalid != "" {
-				if r.Invalid == nil {
-					r.Invalid = map[int]string{}
-				}
-				r.Invalid[ev.Index] = ev.Invalid
+				r.Invalid = append(r.Invalid, InvalidCall{Index: ev.Index, Call: ev.ToolCall, Reason: ev.Invalid})
 				continue
 			}
 			r.ToolCalls = append(r.ToolCalls, ev.ToolCall)

@@ -169,14 +169,20 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 		text = resp.Text
 		reply := model.Message{Role: model.RoleAssistant, Content: resp.Text, ToolCalls: resp.ToolCalls}
 		added := []model.Message{reply}
-		for idx, why := range resp.Invalid {
-			// A call with arguments that are not JSON is never executed; the
-			// model is told so it can try again.
-			id := fmt.Sprintf("invalid_%d_%d", step, idx)
-			reply.ToolCalls = append(reply.ToolCalls, model.ToolCall{ID: id, Name: "invalid", Arguments: json.RawMessage("{}")})
+		for _, bad := range resp.Invalid {
+			// A call whose arguments are not a JSON object is never executed.
+			// It stays in the conversation (with empty arguments, since the
+			// providers want JSON there) and the model is told why, so it can
+			// try again.
+			c := bad.Call
+			if c.ID == "" {
+				c.ID = fmt.Sprintf("call_invalid_%d_%d", step, bad.Index)
+			}
+			c.Arguments = json.RawMessage("{}")
+			reply.ToolCalls = append(reply.ToolCalls, c)
 			added[0] = reply
-			added = append(added, model.Message{Role: model.RoleTool, ToolCallID: id, ToolName: "invalid", IsError: true,
-				Content: "the call's arguments were not valid JSON (" + why + "); it was not executed"})
+			added = append(added, model.Message{Role: model.RoleTool, ToolCallID: c.ID, ToolName: c.Name, IsError: true,
+				Content: "the call's arguments were not a JSON object (" + bad.Reason + "); it was not executed"})
 		}
 		for _, c := range resp.ToolCalls {
 			added = append(added, a.runTool(ctx, byName, c))

@@ -264,7 +264,7 @@ func TestCollect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.ToolCalls) != 0 || r.Invalid[0] == "" || r.FinishReason != model.FinishLength {
+	if len(r.ToolCalls) != 0 || len(r.Invalid) != 1 || r.Invalid[0].Index != 0 || r.Invalid[0].Reason == "" || r.FinishReason != model.FinishLength {
 		t.Errorf("response = %+v", r)
 	}
 }
