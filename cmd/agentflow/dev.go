@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,13 +16,17 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/examples/assistant"
 	"agentflow/examples/counter"
 	"agentflow/examples/flights"
 	"agentflow/examples/flights/email"
 	"agentflow/examples/report"
 	"agentflow/examples/signup"
+	"agentflow/model"
+	"agentflow/model/scripted"
 	"agentflow/store"
 	"agentflow/store/sqlite"
+	"agentflow/think"
 	"agentflow/workflow"
 )
 
@@ -33,8 +38,11 @@ import (
 // where the `agents` JavaScript client connects. And it plays the flights
 // example (the seed document of SPEC §3.5) with both of its services — this
 // engine, and a second one of service email-workflows on the same store —
-// by sending MyAgent the seed's request itself.
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// by sending MyAgent the seed's request itself. The example Think agent,
+// the Assistant, answers with the model the environment (read through
+// getenv) configures, or with the scripted model; --once asks it one
+// question and prints the answer.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dbPath := fs.String("db", "agentflow-dev.db", "SQLite database file (created if missing)")
@@ -101,6 +109,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	provider, modelDesc, err := assistant.Provider(getenv)
+	if err != nil {
+		return fmt.Errorf("think: the %s's model: %w", assistant.Name, err)
+	}
+	if err := assistant.Register(rt, assistant.Options{Model: provider}); err != nil {
+		return err
+	}
 	var ln net.Listener
 	if *addr != "" {
 		// Listen before anything starts, so that a busy port fails at once.
@@ -126,6 +141,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer stopWithin(ctx, logger, "the agent runtime", rt.Stop)
 	p.printf("agentflow dev: engine %s on %s; engine %s of service %q on the same store", eng.NodeID(), st.Path(), emails.NodeID(), email.Service)
+	if _, ok := provider.(*scripted.Model); ok {
+		p.printf("think: %s uses the %s; set %s (and %s, %s) for a real one, see the README",
+			assistant.Name, modelDesc, assistant.EnvBaseURL, assistant.EnvAPIKey, assistant.EnvModel)
+	} else {
+		p.printf("think: %s uses the %s", assistant.Name, modelDesc)
+	}
 	handler := rt.Handler(agent.HandlerOptions{})
 	if ln != nil {
 		srv := &http.Server{
@@ -146,6 +167,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}()
 		p.printf("agents: ws://%s/agents/%s/<name>  (the %s example; any name is an instance)", ln.Addr(), agent.Kebab(counter.Name), counter.Name)
 		p.printf("agents: curl -X POST -H 'user-id: you' http://%s/agents/%s/<name>  (the flights example; GET <name>/state shows it)", ln.Addr(), agent.Kebab(flights.AgentClass))
+		p.printf("agents: ws://%s/agents/%s/<name>  (the %s, a Think agent: call \"ask\" with a message; its turns stream as cf_agent_think frames)", ln.Addr(), agent.Kebab(assistant.Name), assistant.Name)
+		p.printf("agents: curl -d 'What time is it in Asia/Tokyo?' http://%s/agents/%s/<name>  (then GET <name>?submission=<id> for the answer)", ln.Addr(), agent.Kebab(assistant.Name))
 	}
 
 	rep, err := eng.Create(ctx, report.Name, workflow.CreateOptions{Params: []string{"north", "south", "east"}})
@@ -167,7 +190,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
+	if *once {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- askAssistant(ctx, p, rt, devAssistant, devQuestion)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -317,6 +347,83 @@ func watchFlight(ctx context.Context, p *printer, rt *agent.Runtime, name string
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// devAssistant is the Assistant instance --once asks devQuestion.
+const (
+	devAssistant = "dev"
+	devQuestion  = "What time is it in Europe/London?"
+)
+
+// askAssistant submits question to the Assistant name, waits for the turn
+// to end, and prints its tool calls and its answer. A turn that does not
+// complete (a provider that fails, say) is an error.
+func askAssistant(ctx context.Context, p *printer, rt *agent.Runtime, name, question string) error {
+	asked, err := agent.Call(ctx, rt, name, (*assistant.Assistant).Ask, question)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("think: ask %s %s: %w", assistant.Name, name, err)
+	}
+	p.printf("%-8s %s  asked %q (submission %s)", assistant.Name, name, question, asked.SubmissionID)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		type result struct {
+			sub   think.SubmissionInfo
+			added []model.Message
+		}
+		r, err := agent.With(ctx, rt, name, func(ctx context.Context, a *assistant.Assistant) (result, error) {
+			s, err := a.InspectSubmission(ctx, asked.SubmissionID)
+			if err != nil || !s.Status.Finished() {
+				return result{sub: s}, err
+			}
+			// What the turn added: the messages after the question.
+			conv, err := a.Conversation(ctx)
+			for i := len(conv) - 1; i >= 0; i-- {
+				if conv[i].Role == model.RoleUser {
+					return result{sub: s, added: conv[i+1:]}, err
+				}
+			}
+			return result{sub: s}, err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("think: %s %s: submission %s: %w", assistant.Name, name, asked.SubmissionID, err)
+		}
+		if !r.sub.Status.Finished() {
+			continue
+		}
+		results := map[string]model.Message{}
+		for _, m := range r.added {
+			if m.Role == model.RoleTool {
+				results[m.ToolCallID] = m
+			}
+		}
+		for _, m := range r.added {
+			for _, c := range m.ToolCalls {
+				p.printf("%-8s %s  called %s %s → %s", assistant.Name, name, c.Name, c.Arguments, results[c.ID].Content)
+			}
+		}
+		if r.sub.Status != store.SubmissionCompleted {
+			return fmt.Errorf("think: %s %s: submission %s ended %s: %s", assistant.Name, name, r.sub.ID, r.sub.Status, r.sub.Error)
+		}
+		var out struct {
+			Text string `json:"text"`
+		}
+		_ = json.Unmarshal(r.sub.Output, &out)
+		p.printf("%-8s %s  completed (%d tokens in, %d out): %s", assistant.Name, name,
+			r.sub.Usage.InputTokens, r.sub.Usage.OutputTokens, out.Text)
+		return nil
 	}
 }
 

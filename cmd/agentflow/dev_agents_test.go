@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +46,12 @@ func TestDevServesAgents(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "dev.db")
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"dev", "--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0", "--flight-delay", "200ms", "--check-in-wait", "100ms"}, &stdout, &stderr)
+		code := 0
+		if err := runDev(ctx, []string{"--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0", "--flight-delay", "200ms", "--check-in-wait", "100ms"}, noEnv, &stdout, &stderr); err != nil {
+			fmt.Fprintf(&stderr, "dev: %v\n", err)
+			code = 1
+		}
+		exit <- code
 	}()
 
 	addrRE := regexp.MustCompile(`agents: ws://(127\.0\.0\.1:\d+)/agents/counter/<name>`)
@@ -137,6 +144,60 @@ func TestDevServesAgents(t *testing.T) {
 			t.Fatalf("reply to increment(5) = %v, want success with 5", m)
 		}
 		break
+	}
+
+	// The Think agent: a client asks over its WebSocket and receives the
+	// turn as cf_agent_think frames (the scripted model calls get_time,
+	// then answers), ending with "done".
+	tws, _, err := websocket.Dial(wctx, "ws://"+addr+"/agents/assistant/x?_pk=dev-test", nil)
+	if err != nil {
+		t.Fatalf("WebSocket to /agents/assistant/x: %v", err)
+	}
+	defer tws.CloseNow()
+	if err := tws.Write(wctx, websocket.MessageText, []byte(`{"type":"rpc","id":"q","method":"ask","args":["What time is it in Asia/Tokyo?"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	var replied bool
+	var answer string
+	for {
+		_, b, err := tws.Read(wctx)
+		if err != nil {
+			t.Fatalf("read from the Assistant: %v (events so far %v)", err, events)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		switch m["type"] {
+		case "rpc":
+			res, _ := m["result"].(map[string]any)
+			if m["id"] != "q" || m["success"] != true || res["accepted"] != true {
+				t.Fatalf("reply to ask = %v", m)
+			}
+			replied = true
+		case "cf_agent_think":
+			ev, _ := m["event"].(string)
+			events = append(events, ev)
+			if ev == "tool_call_end" && (m["name"] != "get_time" || fmt.Sprint(m["arguments"]) != "map[zone:Asia/Tokyo]") {
+				t.Errorf("tool call frame = %v", m)
+			}
+			if ev == "text" {
+				answer += m["text"].(string)
+			}
+			if ev == "done" && m["status"] != "completed" {
+				t.Errorf("done frame = %v", m)
+			}
+		}
+		if replied && len(events) > 0 && events[len(events)-1] == "done" {
+			break
+		}
+	}
+	if got := strings.Join(events, ","); got != "tool_call_start,tool_call_delta,tool_call_end,usage,finish,text,usage,finish,done" {
+		t.Errorf("cf_agent_think events = %s", got)
+	}
+	if !strings.Contains(answer, "in Asia/Tokyo. (This answer is scripted") {
+		t.Errorf("streamed answer = %q", answer)
 	}
 
 	// Ctrl-C: the server, the runtime and the engine stop, and dev exits 0.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,9 +18,9 @@ func TestDevRunsTheExamples(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	db := filepath.Join(t.TempDir(), "dev.db")
 	began := time.Now()
-	if code := run(ctx, []string{"dev", "--once", "--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0",
-		"--flight-delay", "300ms", "--check-in-wait", "200ms"}, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	if err := runDev(ctx, []string{"--once", "--db", db, "--grace", "200ms", "--addr", "127.0.0.1:0",
+		"--flight-delay", "300ms", "--check-in-wait", "200ms"}, noEnv, &stdout, &stderr); err != nil {
+		t.Fatalf("dev: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
 	}
 	out := stdout.String()
 	for _, want := range []string{
@@ -41,6 +42,14 @@ func TestDevRunsTheExamples(t *testing.T) {
 		"MyAgent  traveller  tracks MY_WORKFLOW flight_sch_",
 		"(service email-workflows) complete: {\"to\":\"ada@example.com\"",
 		"MyAgent  traveller  tracks EMAIL_WORKFLOW email-flight_sch_",
+		// The Think agent, with the scripted model, answers one question.
+		"think: Assistant uses the scripted model (no provider configured); set AGENTFLOW_MODEL_BASE_URL",
+		"agents: ws://127.0.0.1:",
+		"/agents/assistant/<name>",
+		`Assistant dev  asked "What time is it in Europe/London?" (submission sub_`,
+		`Assistant dev  called get_time {"zone":"Europe/London"} → {"zone":"Europe/London","time":"`,
+		"Assistant dev  completed (20 tokens in, 10 out): It is ",
+		" in Europe/London. (This answer is scripted: no model provider is configured.)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -57,6 +66,45 @@ func TestDevRunsTheExamples(t *testing.T) {
 		t.Errorf("dev did not follow the email workflow to its end:\n%s", out)
 	}
 	t.Logf("dev --once took %s", time.Since(began).Round(time.Millisecond))
+}
+
+// noEnv is an empty environment: the tests never reach a real model,
+// whatever the machine's AGENTFLOW_MODEL_* variables say.
+func noEnv(string) string { return "" }
+
+// TestDevSaysWhichModel: dev names the configured provider, and refuses a
+// configuration it cannot honour before starting anything.
+func TestDevSaysWhichModel(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+	var stdout, stderr bytes.Buffer
+	err := runDev(ctx, []string{"--once", "--db", filepath.Join(t.TempDir(), "dev.db"), "--addr", ""},
+		env(map[string]string{"AGENTFLOW_MODEL_PROVIDER": "gemini", "AGENTFLOW_MODEL": "x"}), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), `unknown AGENTFLOW_MODEL_PROVIDER "gemini"`) {
+		t.Errorf("dev with an unknown provider: %v, want an error naming it", err)
+	}
+
+	// A configured provider is named; --once fails plainly when its turn
+	// does not complete (nothing listens at this address).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/v1"
+	ln.Close()
+	stdout.Reset()
+	err = runDev(ctx, []string{"--once", "--db", filepath.Join(t.TempDir(), "dev.db"), "--addr", "", "--grace", "100ms",
+		"--flight-delay", "100ms", "--check-in-wait", "100ms"},
+		env(map[string]string{"AGENTFLOW_MODEL_BASE_URL": dead, "AGENTFLOW_MODEL": "llama3.1"}), &stdout, &stderr)
+	if want := "think: Assistant uses the openai-compatible model llama3.1 at " + dead + "\n"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, &stdout)
+	}
+	if err == nil || !strings.Contains(err.Error(), "ended error") || !strings.Contains(err.Error(), "transient") {
+		t.Errorf("dev --once with an unreachable model: %v, want the turn's error", err)
+	}
 }
 
 func TestUnknownCommand(t *testing.T) {

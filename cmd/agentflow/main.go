@@ -2,7 +2,9 @@
 //
 //	agentflow dev    run the example workflows on an embedded SQLite file,
 //	                 serve the example agents on --addr (127.0.0.1:8787) and
-//	                 play the flights example with both of its services
+//	                 play the flights example with both of its services; the
+//	                 example Think agent uses the model AGENTFLOW_MODEL_*
+//	                 configure, or a scripted one (see README)
 //	agentflow bench  measure the engine (see BENCHMARKS.md)
 package main
 
@@ -22,7 +24,9 @@ const usage = `usage: agentflow <command> [flags]
 commands:
   dev     run the example workflows on an embedded SQLite file and print their progress,
           serve the example agents at ws://127.0.0.1:8787/agents/counter/<name> (--addr),
-          and play the flights example (an agent, its workflow, and another service's email workflow)
+          and play the flights example (an agent, its workflow, and another service's email workflow);
+          the Think agent at ws://127.0.0.1:8787/agents/assistant/<name> answers with the model
+          AGENTFLOW_MODEL_BASE_URL, AGENTFLOW_MODEL_API_KEY and AGENTFLOW_MODEL configure, or a scripted one
   bench   run a benchmark scenario: agentflow bench --backend sqlite|postgres --scenario NAME [--json]
 `
 
@@ -46,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "dev":
-		err = runDev(ctx, args[1:], stdout, stderr)
+		err = runDev(ctx, args[1:], os.Getenv, stdout, stderr)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
