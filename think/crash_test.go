@@ -402,13 +402,13 @@ func testSubmissionRecovery(t *testing.T, st store.Store, cfg childConfig) {
 		t.Errorf("recovery took %s after the kill, want a few seconds", d)
 	}
 
-	if a := get(mid, "a"); a.Status != store.SubmissionCompleted || string(a.Output) != `{"text":"re: first"}` {
+	if a := get(mid, "a"); a.Status != store.SubmissionCompleted || string(a.Output) != `{"finish":"answered","text":"re: first"}` {
 		t.Errorf("A after recovery: %s %s", a.Status, a.Output)
 	}
 	if b := get(mid, "b"); b.Status != store.SubmissionError || b.Error != midTurnError || b.Owner != "" {
 		t.Errorf("B after recovery: %s %q owner %q; want error %q", b.Status, b.Error, b.Owner, midTurnError)
 	}
-	if d := get(pre, stuckPrefix+"-d"); d.Status != store.SubmissionCompleted || string(d.Output) != `{"text":"re: fourth"}` {
+	if d := get(pre, stuckPrefix+"-d"); d.Status != store.SubmissionCompleted || string(d.Output) != `{"finish":"answered","text":"re: fourth"}` {
 		t.Errorf("D after recovery: %s %q %s; want completed", d.Status, d.Error, d.Output)
 	}
 	conversation := func(k store.AgentKey) string {

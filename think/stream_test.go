@@ -215,7 +215,7 @@ func TestBeforeTurn(t *testing.T) {
 	}
 
 	s := submit("plan1", "What time is it in Oslo?")
-	if s.Status != store.SubmissionCompleted || string(s.Output) != `{"text":"It is noon."}` {
+	if s.Status != store.SubmissionCompleted || string(s.Output) != `{"finish":"answered","text":"It is noon."}` {
 		t.Fatalf("plan1 = %+v", s)
 	}
 	reqs := m.Requests()

@@ -23,19 +23,21 @@ type SubmitOptions struct {
 
 // SubmissionInfo is a submission's ledger entry.
 type SubmissionInfo struct {
-	ID             string
-	Seq            int64
-	IdempotencyKey string
-	Metadata       json.RawMessage
-	Messages       []model.Message
-	Status         store.SubmissionStatus
-	Error          string
-	// Output is the turn's result: {"text": …} with the model's final text.
-	Output     json.RawMessage
-	Usage      model.Usage
-	CreatedAt  time.Time
-	StartedAt  time.Time
-	FinishedAt time.Time
+	ID             string                 `json:"id"`
+	Seq            int64                  `json:"seq"`
+	IdempotencyKey string                 `json:"idempotencyKey,omitempty"`
+	Metadata       json.RawMessage        `json:"metadata,omitempty"`
+	Messages       []model.Message        `json:"messages"`
+	Status         store.SubmissionStatus `json:"status"`
+	Error          string                 `json:"error,omitempty"`
+	// Output is the turn's result: {"text": …, "finish": "answered"} with
+	// the model's final text, or "finish": "max_steps" when the turn hit
+	// MaxSteps while the model was still calling tools.
+	Output     json.RawMessage `json:"output,omitempty"`
+	Usage      model.Usage     `json:"usage"`
+	CreatedAt  time.Time       `json:"createdAt"`
+	StartedAt  time.Time       `json:"startedAt,omitzero"`
+	FinishedAt time.Time       `json:"finishedAt,omitzero"`
 }
 
 func submissionInfo(s *store.Submission) SubmissionInfo {
@@ -49,10 +51,10 @@ func submissionInfo(s *store.Submission) SubmissionInfo {
 
 // SubmitResult is what SubmitMessages returns.
 type SubmitResult struct {
-	Submission SubmissionInfo
+	Submission SubmissionInfo `json:"submission"`
 	// Accepted is false when the ID or IdempotencyKey named an existing
 	// submission, which is returned instead.
-	Accepted bool
+	Accepted bool `json:"accepted"`
 }
 
 // ErrNoMessages: a submission must carry at least one message.

@@ -145,7 +145,7 @@ func TestTurnWithToolRound(t *testing.T) {
 		t.Fatalf("submit = %+v", res)
 	}
 	done := waitStatus(t, e, "h1", res.Submission.ID, store.SubmissionCompleted)
-	if string(done.Output) != `{"text":"It is sunny in Oslo."}` || done.Usage.InputTokens != 20 {
+	if string(done.Output) != `{"finish":"answered","text":"It is sunny in Oslo."}` || done.Usage.InputTokens != 20 {
 		t.Errorf("completed submission = %+v", done)
 	}
 	conv := with(t, e, "h1", func(ctx context.Context, h *Helper) ([]model.Message, error) { return h.Conversation(ctx) })

@@ -155,6 +155,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 		}
 	}
 	var text string
+	finish := "max_steps"
 	for step := 0; step < tc.MaxSteps; step++ {
 		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
 			ToolChoice: tc.ToolChoice, Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
@@ -192,10 +193,11 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 		}
 		history = append(history, added...)
 		if len(added) == 1 { // no tool was called: the model answered
+			finish = "answered"
 			break
 		}
 	}
-	out, _ := json.Marshal(map[string]string{"text": text})
+	out, _ := json.Marshal(map[string]string{"text": text, "finish": finish})
 	return out, usage, nil
 }
 

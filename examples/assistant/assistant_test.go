@@ -226,7 +226,7 @@ func TestAssistantAnswersWithTheScriptedModel(t *testing.T) {
 		t.Fatalf("Ask = %+v", asked)
 	}
 	done := e.wait(t, "ada", asked.SubmissionID)
-	want := `{"text":"It is 14:00 on Sunday 29 March 2026 in Europe/Oslo. (This answer is scripted: no model provider is configured.)"}`
+	want := `{"finish":"answered","text":"It is 14:00 on Sunday 29 March 2026 in Europe/Oslo. (This answer is scripted: no model provider is configured.)"}`
 	if done.Status != store.SubmissionCompleted || string(done.Output) != want {
 		t.Fatalf("submission = %s %q (error %q), want completed with %s", done.Status, done.Output, done.Error, want)
 	}
@@ -374,7 +374,7 @@ func TestAssistantWithAnOpenAICompatibleServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := e.wait(t, "tokyo", asked.SubmissionID)
-	if done.Status != store.SubmissionCompleted || string(done.Output) != `{"text":"It is 21:00 in Tokyo."}` || done.Usage.InputTokens != 60 {
+	if done.Status != store.SubmissionCompleted || string(done.Output) != `{"finish":"answered","text":"It is 21:00 in Tokyo."}` || done.Usage.InputTokens != 60 {
 		t.Fatalf("submission = %+v", done)
 	}
 	mu.Lock()

@@ -46,6 +46,7 @@ type Model struct {
 	mu       sync.Mutex
 	turns    []Turn
 	next     int
+	calls    int // tool calls made, for their generated ids
 	Loop     bool
 	requests []model.Request
 }
@@ -77,7 +78,8 @@ func (m *Model) Stream(ctx context.Context, req model.Request) iter.Seq2[model.E
 	default:
 		t = m.turns[len(m.turns)-1]
 	}
-	seq := m.next
+	first := m.calls
+	m.calls += len(t.Calls)
 	m.mu.Unlock()
 	if t.Respond != nil {
 		t = t.Respond(req)
@@ -92,7 +94,7 @@ func (m *Model) Stream(ctx context.Context, req model.Request) iter.Seq2[model.E
 		}
 		for i, c := range t.Calls {
 			if c.ID == "" {
-				c.ID = fmt.Sprintf("call_%d_%d", seq, i)
+				c.ID = fmt.Sprintf("call_%d", first+i+1)
 			}
 			args, invalid := model.NormalizeArguments(string(c.Arguments))
 			if !yield(model.Event{Kind: model.EventToolCallStart, Index: i, ToolCall: model.ToolCall{ID: c.ID, Name: c.Name}}, nil) {
