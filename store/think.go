@@ -48,12 +48,18 @@ type Submission struct {
 	// conversation.
 	Applied bool
 	// Owner is the node running the submission, "" when none is.
-	Owner        string
-	InputTokens  int
-	OutputTokens int
-	CreatedAt    time.Time
-	StartedAt    time.Time
-	FinishedAt   time.Time
+	Owner string
+	// NotifyInstance and NotifyEvent, when set, name the workflow instance
+	// that waits for the submission (think.Prompt) and the event type it
+	// waits for: FinishSubmission then writes an outbox message for it in
+	// the same transaction.
+	NotifyInstance string
+	NotifyEvent    string
+	InputTokens    int
+	OutputTokens   int
+	CreatedAt      time.Time
+	StartedAt      time.Time
+	FinishedAt     time.Time
 }
 
 // ConversationMessage is one stored message of a Think agent's conversation.
@@ -97,10 +103,39 @@ type ThinkStore interface {
 	AppendConversation(ctx context.Context, key AgentKey, id, owner string, msgs [][]byte, now time.Time) error
 	// FinishSubmission records the end of a running submission (status
 	// completed, aborted, skipped or error) with its error, output and
-	// token usage, and clears its owner, while owner runs it.
+	// token usage, and clears its owner, while owner runs it. For a
+	// submission with a NotifyInstance it also inserts, in the same
+	// transaction, the outbox message telling it (see OutboxMessage).
 	FinishSubmission(ctx context.Context, key AgentKey, id, owner string, status SubmissionStatus, errMsg string, output []byte, usage Usage, now time.Time) error
-	// CancelSubmission aborts a pending submission at once and returns
-	// the status it had; a running or finished one is left alone (the
+	// FinishPendingSubmission ends a submission that has not started
+	// (CancelSubmission's abort, or skipped) with the status and error,
+	// writing its outbox message like FinishSubmission; it returns the
+	// status the submission had and changes nothing unless it was pending.
+	FinishPendingSubmission(ctx context.Context, key AgentKey, id string, status SubmissionStatus, errMsg string, now time.Time) (SubmissionStatus, error)
+
+	// ClaimOutbox claims for owner up to limit undelivered outbox messages
+	// due at or before now (unclaimed, or claimed by a node with no row),
+	// oldest first; on PostgreSQL with SKIP LOCKED.
+	ClaimOutbox(ctx context.Context, owner string, now time.Time, limit int) ([]OutboxMessage, error)
+	// NextOutboxTimes returns the due times of up to limit undelivered,
+	// unclaimed outbox messages due at or before until, earliest first.
+	NextOutboxTimes(ctx context.Context, until time.Time, limit int) ([]time.Time, error)
+	// DeliveredOutbox marks a claimed message delivered: it clears its
+	// payload and claim and sets DeliveredAt. It fails with ErrLeaseLost
+	// when owner does not hold the claim.
+	DeliveredOutbox(ctx context.Context, id int64, owner string, now time.Time) error
+	// RetryOutbox gives up owner's claim on a message that could not be
+	// delivered: Attempts increments, NextAttemptAt becomes next, LastError
+	// is recorded.
+	RetryOutbox(ctx context.Context, id int64, owner string, next time.Time, lastError string) error
+	// PruneOutbox deletes up to limit messages delivered before before and
+	// returns how many it deleted.
+	PruneOutbox(ctx context.Context, before time.Time, limit int) (int, error)
+	// GetOutbox returns the outbox messages of one submission, oldest first.
+	GetOutbox(ctx context.Context, key AgentKey, submissionID string) ([]OutboxMessage, error)
+	// CancelSubmission aborts a pending submission at once (writing its
+	// outbox message, like FinishPendingSubmission) and returns the status
+	// it had; a running or finished one is left alone (the
 	// runner aborts a running one) and its status returned.
 	CancelSubmission(ctx context.Context, key AgentKey, id string, now time.Time) (SubmissionStatus, error)
 	// DeleteSubmissions removes the given finished submissions of the
@@ -120,6 +155,25 @@ type ThinkStore interface {
 	// classes that have pending submissions, or running ones whose owner
 	// has no node row, and are live on no node that has a row.
 	PendingSubmissionAgents(ctx context.Context, classes []string, limit int) ([]AgentKey, error)
+}
+
+// OutboxMessage tells a waiting workflow instance that a submission ended.
+// FinishSubmission writes it in the same transaction as the status, with
+// Payload {"submissionId","status","error","output"}; the runtime delivers
+// it as an event of type EventType to InstanceID until delivery succeeds.
+type OutboxMessage struct {
+	ID int64 // assigned by the store, increasing
+	AgentKey
+	SubmissionID  string
+	InstanceID    string
+	EventType     string
+	Payload       []byte // JSON; nil once delivered
+	Attempts      int
+	LastError     string
+	NextAttemptAt time.Time
+	Owner         string // the node delivering it now, "" when none is
+	CreatedAt     time.Time
+	DeliveredAt   time.Time // zero until delivered
 }
 
 // Usage counts a turn's tokens.

@@ -37,7 +37,7 @@ import (
 // owner runs it, and fail with ErrLeaseLost otherwise, changing nothing.
 
 const submissionCols = `class, name, id, seq, idempotency_key, metadata, messages, status, error, output, applied, owner,
- input_tokens, output_tokens, created_at, started_at, finished_at`
+ input_tokens, output_tokens, created_at, started_at, finished_at, notify_instance, notify_event`
 
 const conversationCols = `class, name, seq, submission_id, message, created_at`
 
@@ -58,11 +58,12 @@ type thinkQueries struct {
 	listHead, listStatuses, listTail                     string
 	startSubmission, lockRunning, setApplied, maxConvSeq string
 	insertMessage, finishSubmission                      string
-	lockSubmission, cancelSubmission                     string
-	deleteFinished, deleteFinishedIDs                    string
-	recoverSubmissions                                   string
-	listConversation, clearConversation                  string
-	pendingAgents                                        string
+	lockSubmission, finishPending                        string
+	outboxQueries
+	deleteFinished, deleteFinishedIDs   string
+	recoverSubmissions                  string
+	listConversation, clearConversation string
+	pendingAgents                       string
 }
 
 func newThinkQueries(d *Dialect) thinkQueries {
@@ -74,9 +75,10 @@ func newThinkQueries(d *Dialect) thinkQueries {
 		submissionByKey: r(`SELECT ` + submissionCols + ` FROM think_submissions WHERE class = ? AND name = ? AND idempotency_key = ?`),
 		// Run under the agent's lock (or the serialized writer), after
 		// the reads that found neither the id nor the key.
-		insertSubmission: r(`INSERT INTO think_submissions (class, name, id, seq, idempotency_key, metadata, messages, status, created_at)
+		insertSubmission: r(`INSERT INTO think_submissions (class, name, id, seq, idempotency_key, metadata, messages, status, created_at,
+   notify_instance, notify_event)
  VALUES (?, ?, ?, (SELECT COALESCE(MAX(p.seq), 0) + 1 FROM think_submissions p WHERE p.class = ? AND p.name = ?),
-   ?, ?, ?, ` + pending + `, ?)
+   ?, ?, ?, ` + pending + `, ?, ?, ?)
  RETURNING ` + submissionCols),
 
 		// ListSubmissions' query is put together from these, with ?
@@ -98,14 +100,12 @@ func newThinkQueries(d *Dialect) thinkQueries {
  RETURNING ` + submissionCols),
 		lockRunning: r(`SELECT messages, applied FROM think_submissions
  WHERE class = ? AND name = ? AND id = ? AND owner = ? AND status = ` + running + d.ForUpdate),
-		setApplied:    r(`UPDATE think_submissions SET applied = 1 WHERE class = ? AND name = ? AND id = ?`),
-		maxConvSeq:    r(`SELECT COALESCE(MAX(seq), 0) FROM think_conversation WHERE class = ? AND name = ?`),
-		insertMessage: r(`INSERT INTO think_conversation (` + conversationCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
-		finishSubmission: r(`UPDATE think_submissions SET status = ?, error = ?, output = ?, owner = NULL, finished_at = ?,
-   input_tokens = ?, output_tokens = ?
- WHERE class = ? AND name = ? AND id = ? AND owner = ? AND status = ` + running),
-		lockSubmission: r(`SELECT status FROM think_submissions WHERE class = ? AND name = ? AND id = ?` + d.ForUpdate),
-		cancelSubmission: r(`UPDATE think_submissions SET status = '` + string(store.SubmissionAborted) + `', finished_at = ?
+		setApplied:       r(`UPDATE think_submissions SET applied = 1 WHERE class = ? AND name = ? AND id = ?`),
+		maxConvSeq:       r(`SELECT COALESCE(MAX(seq), 0) FROM think_conversation WHERE class = ? AND name = ?`),
+		insertMessage:    r(`INSERT INTO think_conversation (` + conversationCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
+		finishSubmission: r(finishSubmissionSQL),
+		lockSubmission:   r(`SELECT status FROM think_submissions WHERE class = ? AND name = ? AND id = ?` + d.ForUpdate),
+		finishPending: r(`UPDATE think_submissions SET status = ?, error = ?, finished_at = ?
  WHERE class = ? AND name = ? AND id = ? AND status = ` + pending),
 		deleteFinished: r(`DELETE FROM think_submissions WHERE class = ? AND name = ? AND status IN ` + finishedSubmissions),
 		// Filled in with inList.
@@ -134,6 +134,7 @@ func newThinkQueries(d *Dialect) thinkQueries {
 	if d.AgentLock != "" {
 		q.agentLock = r(d.AgentLock)
 	}
+	q.outboxQueries = newOutboxQueries(d)
 	return q
 }
 
@@ -142,16 +143,18 @@ func scanSubmission(r rowScanner) (*store.Submission, error) {
 		sub                  store.Submission
 		status               string
 		key, md, errMsg, own sql.NullString
+		notifyIn, notifyEv   sql.NullString
 		applied, in, out     int64
 		created              int64
 		started, finished    sql.NullInt64
 	)
 	if err := r.Scan(&sub.Class, &sub.Name, &sub.ID, &sub.Seq, &key, &md, &sub.Messages, &status, &errMsg, &sub.Output,
-		&applied, &own, &in, &out, &created, &started, &finished); err != nil {
+		&applied, &own, &in, &out, &created, &started, &finished, &notifyIn, &notifyEv); err != nil {
 		return nil, err
 	}
 	sub.Status = store.SubmissionStatus(status)
 	sub.IdempotencyKey, sub.Error, sub.Owner = key.String, errMsg.String, own.String
+	sub.NotifyInstance, sub.NotifyEvent = notifyIn.String, notifyEv.String
 	if md.Valid {
 		sub.Metadata = []byte(md.String)
 	}
@@ -225,6 +228,9 @@ func (s *Store) CreateSubmission(ctx context.Context, sub *store.Submission) (*s
 	if sub.Metadata != nil && (!utf8.Valid(sub.Metadata) || !json.Valid(sub.Metadata)) {
 		return nil, false, fmt.Errorf("%s: metadata is not valid JSON", op)
 	}
+	if (sub.NotifyInstance == "") != (sub.NotifyEvent == "") {
+		return nil, false, fmt.Errorf("%s: NotifyInstance and NotifyEvent go together (got %q and %q)", op, sub.NotifyInstance, sub.NotifyEvent)
+	}
 	var (
 		got     *store.Submission
 		created bool
@@ -257,7 +263,7 @@ func (s *Store) CreateSubmission(ctx context.Context, sub *store.Submission) (*s
 			return nil
 		}
 		args := []any{sub.Class, sub.Name, sub.ID, sub.Class, sub.Name, nullString(sub.IdempotencyKey), metadataArg(sub.Metadata),
-			blob(sub.Messages), sub.CreatedAt.UnixMicro()}
+			blob(sub.Messages), sub.CreatedAt.UnixMicro(), nullString(sub.NotifyInstance), nullString(sub.NotifyEvent)}
 		if got, err = scanSubmission(QueryRow(ctx, tx, s.tq.insertSubmission, args...)); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
@@ -403,52 +409,6 @@ func (s *Store) AppendConversation(ctx context.Context, key store.AgentKey, id, 
 		}
 		return nil
 	})
-}
-
-// FinishSubmission implements store.ThinkStore.
-func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time) error {
-	op := fmt.Sprintf("finish submission %s of agent %s", id, key)
-	if !status.Finished() {
-		return fmt.Errorf("%s: status %q is not a finished one", op, status)
-	}
-	changed, err := s.exec(ctx, s.tq.finishSubmission, string(status), nullString(errMsg), blob(output), now.UnixMicro(),
-		usage.InputTokens, usage.OutputTokens, key.Class, key.Name, id, owner)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	if changed == 0 {
-		return fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
-	}
-	return nil
-}
-
-// CancelSubmission implements store.ThinkStore.
-func (s *Store) CancelSubmission(ctx context.Context, key store.AgentKey, id string, now time.Time) (store.SubmissionStatus, error) {
-	op := fmt.Sprintf("cancel submission %s of agent %s", id, key)
-	var prior store.SubmissionStatus
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		prior = ""
-		var status string
-		err := QueryRow(ctx, tx, s.tq.lockSubmission, key.Class, key.Name, id).Scan(&status)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%s: %w", op, store.ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		prior = store.SubmissionStatus(status)
-		if prior != store.SubmissionPending {
-			return nil // running (its runner aborts it) or finished
-		}
-		if _, err := Exec(ctx, tx, s.tq.cancelSubmission, now.UnixMicro(), key.Class, key.Name, id); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	return prior, nil
 }
 
 // DeleteSubmissions implements store.ThinkStore.

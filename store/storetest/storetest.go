@@ -78,6 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Submissions", submissionCases},
 		{"Conversation", conversationCases},
 		{"ThinkConcurrency", thinkConcurrencyCases},
+		{"ThinkOutbox", thinkOutboxCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -122,6 +122,8 @@ func submissionDiffs(got, want *store.Submission) diffs {
 	eqBytes(&d, "Output", got.Output, want.Output)
 	eq(&d, "Applied", got.Applied, want.Applied)
 	eq(&d, "Owner", got.Owner, want.Owner)
+	eq(&d, "NotifyInstance", got.NotifyInstance, want.NotifyInstance)
+	eq(&d, "NotifyEvent", got.NotifyEvent, want.NotifyEvent)
 	eq(&d, "InputTokens", got.InputTokens, want.InputTokens)
 	eq(&d, "OutputTokens", got.OutputTokens, want.OutputTokens)
 	eqTime(&d, "CreatedAt", got.CreatedAt, want.CreatedAt)

@@ -1,0 +1,353 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"agentflow/store"
+)
+
+// This file implements the ends of Think submissions and their outbox
+// (think_outbox, store.OutboxMessage).
+//
+// A submission that names a waiting workflow instance (notify_instance and
+// notify_event) gets one outbox row written with the change that ends it:
+// on PostgreSQL FinishSubmission is one statement (a writable CTE: the
+// UPDATE, and an INSERT … SELECT from its RETURNING), elsewhere, and for
+// FinishPendingSubmission and CancelSubmission, the INSERT … SELECT runs
+// after the UPDATE in the same transaction. The INSERT selects the target
+// from the submission row itself, so a submission without one gets no row
+// and the payload, built in Go with encoding/json, is only stored when it
+// does.
+//
+// Outbox claims (owner) follow the rule of agents.go: a claim held by a
+// node without a row in agentflow_nodes is free. A node's writes on a
+// message it claimed (DeliveredOutbox, RetryOutbox) are fenced by owner.
+
+// finishSubmissionSQL ends a running submission while owner runs it.
+const finishSubmissionSQL = `UPDATE think_submissions SET status = ?, error = ?, output = ?, owner = NULL, finished_at = ?,
+   input_tokens = ?, output_tokens = ?
+ WHERE class = ? AND name = ? AND id = ? AND owner = ? AND status = '` + string(store.SubmissionRunning) + `'`
+
+const outboxCols = `id, class, name, submission_id, instance_id, event_type, payload, attempts, last_error, next_attempt_at,
+ owner, created_at, delivered_at`
+
+// outboxInsertCols are the columns an end of a submission fills.
+const outboxInsertCols = `class, name, submission_id, instance_id, event_type, payload, attempts, next_attempt_at, created_at`
+
+type outboxQueries struct {
+	finishNotify, insertOutbox                            string
+	claimOutbox, nextOutbox, deliveredOutbox, retryOutbox string
+	outboxByID, pruneOutbox, getOutbox                    string
+}
+
+func newOutboxQueries(d *Dialect) outboxQueries {
+	r := d.Rebind
+	due := `delivered_at IS NULL AND next_attempt_at <= ? AND (owner IS NULL OR NOT ` + live("think_outbox.owner") + `)`
+	q := outboxQueries{
+		// Arguments: payload, next_attempt_at, created_at, then the
+		// submission's class, name and id.
+		insertOutbox: r(`INSERT INTO think_outbox (` + outboxInsertCols + `)
+ SELECT class, name, id, notify_instance, notify_event, ?, 0, ?, ? FROM think_submissions
+ WHERE class = ? AND name = ? AND id = ? AND notify_instance IS NOT NULL`),
+		// The inner SELECT locks the rows it picks (on PostgreSQL, skipping
+		// those another claim holds); a row another claim committed after
+		// this statement's snapshot is checked again in its new version,
+		// whose owner has a row, so it is not taken twice.
+		//
+		// The picked ids are a materialized CTE rather than an IN
+		// (subquery): PostgreSQL may run such a subquery again for each
+		// row it updates, and with SKIP LOCKED each run skips the rows
+		// already updated and picks further ones, past the limit.
+		claimOutbox: r(`WITH picked AS MATERIALIZED (SELECT think_outbox.id FROM think_outbox WHERE ` + due + `
+              ORDER BY think_outbox.id LIMIT ?` + d.SkipLocked + `)
+UPDATE think_outbox SET owner = ?
+ WHERE id IN (SELECT id FROM picked) AND ` + due + `
+ RETURNING ` + outboxCols),
+		nextOutbox: r(`SELECT next_attempt_at FROM think_outbox WHERE ` + due + `
+ ORDER BY next_attempt_at, id LIMIT ?`),
+		deliveredOutbox: r(`UPDATE think_outbox SET payload = NULL, owner = NULL, delivered_at = ?
+ WHERE id = ? AND owner = ? AND delivered_at IS NULL`),
+		retryOutbox: r(`UPDATE think_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, owner = NULL
+ WHERE id = ? AND owner = ? AND delivered_at IS NULL`),
+		outboxByID: r(`SELECT ` + outboxCols + ` FROM think_outbox WHERE id = ?`),
+		pruneOutbox: r(`WITH picked AS MATERIALIZED (SELECT id FROM think_outbox
+ WHERE delivered_at IS NOT NULL AND delivered_at < ? ORDER BY delivered_at, id LIMIT ?` + d.SkipLocked + `)
+DELETE FROM think_outbox WHERE id IN (SELECT id FROM picked)`),
+		getOutbox: r(`SELECT ` + outboxCols + ` FROM think_outbox WHERE class = ? AND name = ? AND submission_id = ? ORDER BY id`),
+	}
+	if d.WritableCTEs {
+		// Arguments: finishSubmissionSQL's, then payload, next_attempt_at,
+		// created_at. It returns how many submissions it finished.
+		q.finishNotify = r(`WITH f AS (` + finishSubmissionSQL + `
+ RETURNING class, name, id, notify_instance, notify_event),
+o AS (INSERT INTO think_outbox (` + outboxInsertCols + `)
+ SELECT class, name, id, notify_instance, notify_event, ?, 0, ?, ? FROM f WHERE notify_instance IS NOT NULL)
+SELECT COUNT(*) FROM f`)
+	}
+	return q
+}
+
+func scanOutbox(r rowScanner) (*store.OutboxMessage, error) {
+	var (
+		m              store.OutboxMessage
+		lastErr, owner sql.NullString
+		attempts       int64
+		next, created  int64
+		delivered      sql.NullInt64
+	)
+	if err := r.Scan(&m.ID, &m.Class, &m.Name, &m.SubmissionID, &m.InstanceID, &m.EventType, &m.Payload, &attempts,
+		&lastErr, &next, &owner, &created, &delivered); err != nil {
+		return nil, err
+	}
+	m.Attempts = int(attempts)
+	m.LastError, m.Owner = lastErr.String, owner.String
+	m.NextAttemptAt, m.CreatedAt = time.UnixMicro(next).UTC(), time.UnixMicro(created).UTC()
+	m.DeliveredAt = fromMicros(delivered)
+	return &m, nil
+}
+
+// outboxPayload is the payload of the outbox message of a submission that
+// ended: {"submissionId","status","error","output"}, output being the
+// submission's JSON output or null.
+func outboxPayload(id string, status store.SubmissionStatus, errMsg string, output []byte) ([]byte, error) {
+	var out json.RawMessage
+	if output != nil {
+		if !json.Valid(output) {
+			return nil, errors.New("output is not valid JSON")
+		}
+		out = output
+	}
+	return json.Marshal(struct {
+		SubmissionID string          `json:"submissionId"`
+		Status       string          `json:"status"`
+		Error        string          `json:"error"`
+		Output       json.RawMessage `json:"output"`
+	}{id, string(status), errMsg, out})
+}
+
+// FinishSubmission implements store.ThinkStore.
+func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time) error {
+	op := fmt.Sprintf("finish submission %s of agent %s", id, key)
+	if !status.Finished() {
+		return fmt.Errorf("%s: status %q is not a finished one", op, status)
+	}
+	payload, err := outboxPayload(id, status, errMsg, output)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	n := now.UnixMicro()
+	args := []any{string(status), nullString(errMsg), blob(output), n,
+		usage.InputTokens, usage.OutputTokens, key.Class, key.Name, id, owner}
+	var changed int64
+	if s.tq.finishNotify != "" {
+		err = s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
+			changed = 0
+			rows, err := c.Query(ctx, s.tq.finishNotify, append(args, payload, n, n)...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			if rows.Next() {
+				if err := rows.Scan(&changed); err != nil {
+					return err
+				}
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return rows.Close()
+		})
+	} else {
+		err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			c := TxConn(tx)
+			var err error
+			if changed, err = c.Exec(ctx, s.tq.finishSubmission, args...); err != nil || changed == 0 {
+				return err
+			}
+			_, err = c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id)
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if changed == 0 {
+		return fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+	}
+	return nil
+}
+
+// FinishPendingSubmission implements store.ThinkStore.
+func (s *Store) FinishPendingSubmission(ctx context.Context, key store.AgentKey, id string, status store.SubmissionStatus, errMsg string, now time.Time) (store.SubmissionStatus, error) {
+	op := fmt.Sprintf("finish pending submission %s of agent %s", id, key)
+	if !status.Finished() {
+		return "", fmt.Errorf("%s: status %q is not a finished one", op, status)
+	}
+	return s.finishPending(ctx, op, key, id, status, errMsg, now)
+}
+
+// CancelSubmission implements store.ThinkStore.
+func (s *Store) CancelSubmission(ctx context.Context, key store.AgentKey, id string, now time.Time) (store.SubmissionStatus, error) {
+	op := fmt.Sprintf("cancel submission %s of agent %s", id, key)
+	return s.finishPending(ctx, op, key, id, store.SubmissionAborted, "", now)
+}
+
+// finishPending ends the submission with status and errMsg if it is
+// pending, with its outbox message, and returns the status it had.
+func (s *Store) finishPending(ctx context.Context, op string, key store.AgentKey, id string, status store.SubmissionStatus, errMsg string, now time.Time) (store.SubmissionStatus, error) {
+	payload, err := outboxPayload(id, status, errMsg, nil)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", op, err)
+	}
+	n := now.UnixMicro()
+	var prior store.SubmissionStatus
+	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		prior = ""
+		var cur string
+		err := QueryRow(ctx, tx, s.tq.lockSubmission, key.Class, key.Name, id).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		prior = store.SubmissionStatus(cur)
+		if prior != store.SubmissionPending {
+			return nil // running (its runner ends it) or finished
+		}
+		c := TxConn(tx)
+		if _, err := c.Exec(ctx, s.tq.finishPending, string(status), nullString(errMsg), n, key.Class, key.Name, id); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if _, err := c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id); err != nil {
+			return fmt.Errorf("%s: write its outbox message: %w", op, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return prior, nil
+}
+
+// ClaimOutbox implements store.ThinkStore.
+func (s *Store) ClaimOutbox(ctx context.Context, owner string, now time.Time, limit int) ([]store.OutboxMessage, error) {
+	if owner == "" {
+		return nil, errors.New("claim outbox messages: no owner given")
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	n := now.UnixMicro()
+	got, err := writeRows(ctx, s, s.tq.claimOutbox, []any{n, limit, owner, n}, scanOutbox)
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox messages: %w", err)
+	}
+	// RETURNING gives the rows in no particular order.
+	slices.SortFunc(got, func(a, b *store.OutboxMessage) int { return cmp.Compare(a.ID, b.ID) })
+	out := make([]store.OutboxMessage, len(got))
+	for i, m := range got {
+		out[i] = *m
+	}
+	return out, nil
+}
+
+// NextOutboxTimes implements store.ThinkStore.
+func (s *Store) NextOutboxTimes(ctx context.Context, until time.Time, limit int) ([]time.Time, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.read.QueryContext(ctx, s.tq.nextOutbox, until.UnixMicro(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("next outbox times: %w", err)
+	}
+	defer rows.Close()
+	var ts []time.Time
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("next outbox times: %w", err)
+		}
+		ts = append(ts, time.UnixMicro(v).UTC())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("next outbox times: %w", err)
+	}
+	return ts, nil
+}
+
+// fencedOutbox runs q, a write of message id fenced by owner, and says why
+// when it changed nothing: the message is gone, delivered, or claimed by
+// another (or nobody).
+func (s *Store) fencedOutbox(ctx context.Context, what string, id int64, owner, q string, args ...any) error {
+	for range maxConflictRetries {
+		changed, err := s.exec(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("%s outbox message %d: %w", what, id, err)
+		}
+		if changed > 0 {
+			return nil
+		}
+		cur, err := readOne(ctx, s, s.tq.outboxByID, []any{id}, scanOutbox)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%s outbox message %d: %w", what, id, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("%s outbox message %d: %w", what, id, err)
+		}
+		op := fmt.Sprintf("%s outbox message %d (submission %s) of agent %s", what, id, cur.SubmissionID, cur.AgentKey)
+		if !cur.DeliveredAt.IsZero() {
+			return fmt.Errorf("%s: delivered already, at %s: %w", op, cur.DeliveredAt.Format(time.RFC3339Nano), store.ErrLeaseLost)
+		}
+		if cur.Owner != owner {
+			holder := "nobody"
+			if cur.Owner != "" {
+				holder = cur.Owner
+			}
+			return fmt.Errorf("%s: claimed by %s, not %s: %w", op, holder, owner, store.ErrLeaseLost)
+		}
+		// owner claimed it again since: try again.
+	}
+	return fmt.Errorf("%s outbox message %d: its claim kept changing", what, id)
+}
+
+// DeliveredOutbox implements store.ThinkStore.
+func (s *Store) DeliveredOutbox(ctx context.Context, id int64, owner string, now time.Time) error {
+	return s.fencedOutbox(ctx, "deliver", id, owner, s.tq.deliveredOutbox, now.UnixMicro(), id, owner)
+}
+
+// RetryOutbox implements store.ThinkStore.
+func (s *Store) RetryOutbox(ctx context.Context, id int64, owner string, next time.Time, lastError string) error {
+	if next.IsZero() {
+		return fmt.Errorf("retry outbox message %d: no next attempt time given", id)
+	}
+	return s.fencedOutbox(ctx, "retry", id, owner, s.tq.retryOutbox, next.UnixMicro(), nullString(lastError), id, owner)
+}
+
+// PruneOutbox implements store.ThinkStore.
+func (s *Store) PruneOutbox(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	n, err := s.exec(ctx, s.tq.pruneOutbox, before.UnixMicro(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune the outbox: %w", err)
+	}
+	return int(n), nil
+}
+
+// GetOutbox implements store.ThinkStore.
+func (s *Store) GetOutbox(ctx context.Context, key store.AgentKey, submissionID string) ([]store.OutboxMessage, error) {
+	ms, err := readAll(ctx, s, s.tq.getOutbox, []any{key.Class, key.Name, submissionID}, scanOutbox)
+	if err != nil {
+		return nil, fmt.Errorf("get the outbox messages of submission %s of agent %s: %w", submissionID, key, err)
+	}
+	return ms, nil
+}
