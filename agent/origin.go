@@ -89,6 +89,12 @@ func OriginOf(rt *Runtime, step *workflow.Step) (*Origin, error) {
 // Agent returns the origin agent's class and name.
 func (o *Origin) Agent() store.AgentKey { return o.key }
 
+// Step returns the workflow step the handle was made with.
+func (o *Origin) Step() *workflow.Step { return o.step }
+
+// Runtime returns the agent runtime the handle was made with.
+func (o *Origin) Runtime() *Runtime { return o.rt }
+
 // Call calls a method of the agent, by name with arguments checked as
 // Ref.Call checks them, in a step called name. The agent's class must be
 // registered in this process's runtime.

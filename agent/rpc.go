@@ -137,6 +137,22 @@ func (rt *Runtime) invoke(ctx context.Context, c *class, name string, m *method,
 	return out, nil
 }
 
+// Do runs fn on the instance's class value (its *T), holding the instance's
+// lock like any call, activating it if need be. It is for code that knows
+// the instance only by class name, such as a base's helpers.
+func (r Ref) Do(ctx context.Context, fn func(ctx context.Context, self any) error) error {
+	c, err := r.rt.class(r.key.Class)
+	if err != nil {
+		return err
+	}
+	in, err := r.rt.acquire(ctx, c, r.key.Name)
+	if err != nil {
+		return err
+	}
+	defer r.rt.release(in)
+	return in.run(ctx, func() error { return fn(ctx, in.obj) })
+}
+
 // State returns the instance's state as JSON, activating it if need be.
 func (r Ref) State(ctx context.Context) (json.RawMessage, error) {
 	c, err := r.rt.class(r.key.Class)

@@ -68,6 +68,8 @@ type Runtime struct {
 	bindings map[string]Binding
 	finders  []Finder // replaced, never changed in place
 	notices  map[string]NoticeHandler
+	extra    map[string]func(context.Context) // AddLoop's, by name
+	exts     map[string]any                   // Extension's, by name
 
 	mu       sync.Mutex
 	live     map[store.AgentKey]*activation
@@ -129,6 +131,8 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		byType:   map[reflect.Type]*class{},
 		bindings: map[string]Binding{},
 		notices:  map[string]NoticeHandler{},
+		extra:    map[string]func(context.Context){},
+		exts:     map[string]any{},
 		live:     map[store.AgentKey]*activation{},
 		ctx:      ctx,
 		cancel:   cancel,
@@ -198,7 +202,13 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	if stopped {
 		return ErrStopped
 	}
-	for _, loop := range []func(context.Context){rt.sched.Run, rt.evictLoop, rt.recoverLoop} {
+	loops := []func(context.Context){rt.sched.Run, rt.evictLoop, rt.recoverLoop}
+	rt.classMu.RLock()
+	for _, l := range rt.extra {
+		loops = append(loops, l)
+	}
+	rt.classMu.RUnlock()
+	for _, loop := range loops {
 		rt.loops.Go(func() { loop(rt.ctx) })
 	}
 	rt.sched.Poke()
@@ -297,6 +307,40 @@ func (rt *Runtime) HandleNotice(method string, h NoticeHandler) error {
 	rt.notices[method] = h
 	return nil
 }
+
+// AddLoop registers background work that runs from Start until Stop, once
+// per runtime whatever the number of calls with the same name: a base like
+// think.Agent delivers its outbox this way. Call it before Start.
+func (rt *Runtime) AddLoop(name string, loop func(ctx context.Context)) {
+	rt.classMu.Lock()
+	defer rt.classMu.Unlock()
+	if _, ok := rt.extra[name]; !ok {
+		rt.extra[name] = loop
+	}
+}
+
+// Extension returns the runtime's value named name, making it with make
+// the first time: per-runtime state of a package built on agents (think's
+// outbox), without globals.
+func (rt *Runtime) Extension(name string, make func() any) any {
+	rt.classMu.Lock()
+	v, ok := rt.exts[name]
+	rt.classMu.Unlock()
+	if ok {
+		return v
+	}
+	v = make() // outside the lock: make may call AddLoop
+	rt.classMu.Lock()
+	defer rt.classMu.Unlock()
+	if prev, ok := rt.exts[name]; ok {
+		return prev
+	}
+	rt.exts[name] = v
+	return v
+}
+
+// Engine returns the workflow engine the runtime shares.
+func (rt *Runtime) Engine() *workflow.Engine { return rt.engine }
 
 // WakeSchedules makes the runtime claim due schedules now, for a caller
 // that wrote one through the store.

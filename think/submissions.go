@@ -63,6 +63,12 @@ var ErrNoMessages = errors.New("think: a submission needs at least one message")
 // SubmitMessages appends messages to the ledger as a pending submission and
 // returns at once; the agent runs it after the submissions before it.
 func (a *Agent[S]) SubmitMessages(ctx context.Context, msgs []model.Message, o SubmitOptions) (SubmitResult, error) {
+	return a.submit(ctx, msgs, o, "", "")
+}
+
+// submit is SubmitMessages with the workflow instance (and event type) the
+// outbox tells when the submission ends, for a prompt step.
+func (a *Agent[S]) submit(ctx context.Context, msgs []model.Message, o SubmitOptions, notifyInstance, notifyEvent string) (SubmitResult, error) {
 	if len(msgs) == 0 {
 		return SubmitResult{}, ErrNoMessages
 	}
@@ -88,7 +94,8 @@ func (a *Agent[S]) SubmitMessages(ctx context.Context, msgs []model.Message, o S
 	rt := a.Runtime()
 	now := rt.Clock().Now()
 	s := &store.Submission{ID: id, AgentKey: a.key(), IdempotencyKey: o.IdempotencyKey, Metadata: meta,
-		Messages: raw, Status: store.SubmissionPending, CreatedAt: now}
+		Messages: raw, Status: store.SubmissionPending, CreatedAt: now,
+		NotifyInstance: notifyInstance, NotifyEvent: notifyEvent}
 	existing, created, err := rt.Store().CreateSubmission(ctx, s)
 	if err != nil {
 		return SubmitResult{}, fmt.Errorf("think: submit to %s: %w", a.key(), err)

@@ -136,9 +136,10 @@ type BeforeTurner interface {
 
 // config is a class's registered configuration.
 type config struct {
-	opts  Options
-	tools []Tool
-	specs map[string]*recur.Spec // by task id
+	opts   Options
+	tools  []Tool
+	specs  map[string]*recur.Spec // by task id
+	outbox *outbox
 }
 
 // Agent is the base of a Think class, with the class's state type S.
@@ -180,7 +181,7 @@ func Register[T any, PT interface {
 	if err != nil {
 		return fmt.Errorf("think: register %s: %w", name, err)
 	}
-	c := &config{opts: o, specs: specs}
+	c := &config{opts: o, specs: specs, outbox: outboxOf(rt)}
 	seen := map[string]bool{}
 	for _, t := range o.Tools {
 		t, err := t.prepare()

@@ -49,6 +49,7 @@ type env struct {
 	rt    *agent.Runtime
 	st    store.Store
 	model *scripted.Model
+	eng   *workflow.Engine
 	stop  func()
 }
 
@@ -62,6 +63,8 @@ type envOptions struct {
 	store store.Store
 	clock clockwork.Clock
 	tasks []think.Task
+	// setup registers more on the engine and runtime before they start.
+	setup func(eng *workflow.Engine, rt *agent.Runtime)
 }
 
 func newEnvWith(t *testing.T, o envOptions) *env {
@@ -89,13 +92,16 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, System: "You help.", Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4, Tasks: o.tasks})
+	if o.setup != nil {
+		o.setup(eng, rt)
+	}
 	if err := eng.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := rt.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{rt: rt, st: st, model: m}
+	e := &env{rt: rt, st: st, model: m, eng: eng}
 	e.stop = func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

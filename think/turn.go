@@ -114,6 +114,9 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 	if ferr := rt.Store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
 		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", ferr)
 	}
+	if s.NotifyInstance != "" {
+		a.cfg.outbox.q.Poke() // its outbox message is due now
+	}
 	a.emit(map[string]any{"type": "cf_agent_think", "event": "done", "submissionId": s.ID, "status": status, "error": msg})
 }
 
@@ -154,11 +157,30 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 			offered = append(offered, model.Tool{Name: t.Name, Description: t.Description, Parameters: t.wire})
 		}
 	}
-	var text string
-	finish := "max_steps"
+	// A prompt turn (think.Prompt) answers through the final-answer tool,
+	// whose arguments are the answer's schema; tool use is forced.
+	spec := promptOf(s)
+	final := ""
+	if spec != nil {
+		final = finalToolName(tc.Tools)
+		offered = append(offered, model.Tool{Name: final, Parameters: spec.Schema,
+			Description: "Give your final answer. Call this exactly once, when you are done; its arguments are the answer."})
+	}
+	var (
+		text   string
+		answer json.RawMessage
+		finish = "max_steps"
+	)
 	for step := 0; step < tc.MaxSteps; step++ {
+		choice := tc.ToolChoice
+		if spec != nil {
+			choice = model.ToolChoice{Mode: model.ToolChoiceRequired}
+			if len(offered) == 1 || step == tc.MaxSteps-1 {
+				choice = model.ToolChoice{Mode: model.ToolChoiceTool, Name: final}
+			}
+		}
 		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
-			ToolChoice: tc.ToolChoice, Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
+			ToolChoice: choice, Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
 		resp, err := model.Collect(ctx, cfg.opts.Model, req, func(ev model.Event) {
 			a.emit(streamFrame(s.ID, step, ev))
 		})
@@ -168,34 +190,66 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 			return nil, usage, err
 		}
 		text = resp.Text
-		reply := model.Message{Role: model.RoleAssistant, Content: resp.Text, ToolCalls: resp.ToolCalls}
+		// The final-answer call never enters the conversation; the answer is
+		// the arguments of the last one.
+		var calls []model.ToolCall
+		for _, c := range resp.ToolCalls {
+			if final != "" && c.Name == final {
+				answer = c.Arguments
+				continue
+			}
+			calls = append(calls, c)
+		}
+		reply := model.Message{Role: model.RoleAssistant, Content: resp.Text, ToolCalls: calls}
 		added := []model.Message{reply}
+		var unsaved []model.Message // told to the model in this turn, never stored
 		for _, bad := range resp.Invalid {
 			// A call whose arguments are not a JSON object is never executed.
 			// It stays in the conversation (with empty arguments, since the
 			// providers want JSON there) and the model is told why, so it can
-			// try again.
+			// try again — except a final-answer call, which is never stored.
 			c := bad.Call
 			if c.ID == "" {
 				c.ID = fmt.Sprintf("call_invalid_%d_%d", step, bad.Index)
 			}
 			c.Arguments = json.RawMessage("{}")
+			result := model.Message{Role: model.RoleTool, ToolCallID: c.ID, ToolName: c.Name, IsError: true,
+				Content: "the call's arguments were not a JSON object (" + bad.Reason + "); it was not executed"}
+			if final != "" && c.Name == final {
+				unsaved = append(unsaved, model.Message{Role: model.RoleAssistant, ToolCalls: []model.ToolCall{c}}, result)
+				continue
+			}
 			reply.ToolCalls = append(reply.ToolCalls, c)
 			added[0] = reply
-			added = append(added, model.Message{Role: model.RoleTool, ToolCallID: c.ID, ToolName: c.Name, IsError: true,
-				Content: "the call's arguments were not a JSON object (" + bad.Reason + "); it was not executed"})
+			added = append(added, result)
 		}
-		for _, c := range resp.ToolCalls {
+		for _, c := range calls {
 			added = append(added, a.runTool(ctx, byName, c))
 		}
-		if err := a.appendMessages(ctx, s.ID, added); err != nil {
-			return nil, usage, err
+		if reply.Content == "" && len(reply.ToolCalls) == 0 {
+			added = added[1:] // only a final answer: nothing of the assistant's to keep
 		}
-		history = append(history, added...)
-		if len(added) == 1 { // no tool was called: the model answered
+		if len(added) > 0 {
+			if err := a.appendMessages(ctx, s.ID, added); err != nil {
+				return nil, usage, err
+			}
+		}
+		history = append(append(history, added...), unsaved...)
+		if answer != nil {
 			finish = "answered"
 			break
 		}
+		if len(calls) == 0 && len(resp.Invalid) == 0 { // the model ended the turn
+			finish = "answered"
+			if spec != nil {
+				finish = "no_answer"
+			}
+			break
+		}
+	}
+	if spec != nil {
+		out, _ := json.Marshal(promptOutput{Answer: answer, Text: text, Finish: finish, NoAnswer: answer == nil})
+		return out, usage, nil
 	}
 	out, _ := json.Marshal(map[string]string{"text": text, "finish": finish})
 	return out, usage, nil

@@ -163,6 +163,14 @@ type Step struct {
 	unwound *unwind
 }
 
+// Workflow returns the class name of the instance the step belongs to.
+func (s *Step) Workflow() string { return s.inst.Workflow }
+
+// Used returns how many steps named name this run has reached so far, so
+// that a helper built on steps can refuse a name used twice (a step name
+// may repeat; each use is an occurrence of its own).
+func (s *Step) Used(name string) int { return s.counts[name] }
+
 // Origin returns the agent that started the instance (through the agent
 // runtime's RunWorkflow), or the zero key when none did.
 func (s *Step) Origin() store.AgentKey { return s.inst.Origin }

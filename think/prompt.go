@@ -1,0 +1,277 @@
+package think
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"agentflow/agent"
+	"agentflow/model"
+	"agentflow/schema"
+	"agentflow/store"
+	"agentflow/workflow"
+)
+
+// This file is the prompt step (SPEC §4.3): a workflow started by a Think
+// agent hands one reasoning step back to it and gets a typed, validated Go
+// value.
+
+// PromptOptions are options of Prompt.
+type PromptOptions struct {
+	// Prompt is the user message submitted to the agent.
+	Prompt string
+	// Timeout bounds the wait for the turn's end; default 24 h.
+	Timeout time.Duration
+	// Key tells apart two prompts of one step name in one run (e.g. one
+	// per item of a loop); without it, using a name twice is an error.
+	Key string
+	// CancelOnTimeout cancels the submission when the wait times out;
+	// default true.
+	CancelOnTimeout *bool
+}
+
+// Errors of Prompt, matchable with errors.As (and errors.Is ErrPrompt).
+var ErrPrompt = errors.New("think: prompt step failed")
+
+// SchemaError: T cannot be expressed under the providers' schema rules;
+// nothing was submitted.
+type SchemaError struct {
+	Type string
+	Err  error
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("think: prompt answer type %s: %v", e.Type, e.Err)
+}
+func (e *SchemaError) Unwrap() []error { return []error{e.Err, ErrPrompt} }
+
+// DuplicateStepError: the step name was used twice in a run without a Key.
+type DuplicateStepError struct{ Name string }
+
+func (e *DuplicateStepError) Error() string {
+	return fmt.Sprintf("think: prompt step %q is used twice in this run; give each use a distinct PromptOptions.Key", e.Name)
+}
+func (e *DuplicateStepError) Unwrap() error { return ErrPrompt }
+
+// TimeoutError: the turn did not end within the Timeout.
+type TimeoutError struct {
+	Name         string
+	SubmissionID string
+	Timeout      time.Duration
+	Cancelled    bool // the submission was cancelled
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("think: prompt %q: no answer within %s (submission %s, cancelled: %v)", e.Name, e.Timeout, e.SubmissionID, e.Cancelled)
+}
+func (e *TimeoutError) Unwrap() error { return ErrPrompt }
+
+// ValidationError: the model's answer does not match T's schema. An
+// invalid answer is never repaired.
+type ValidationError struct {
+	Name   string
+	Answer json.RawMessage
+	Err    error // a *schema.ValidationError, or the decoding error
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("think: prompt %q: the answer is not valid: %v", e.Name, e.Err)
+}
+func (e *ValidationError) Unwrap() []error { return []error{e.Err, ErrPrompt} }
+
+// EndedError: the submission ended without an answer: aborted, skipped,
+// error, or the model ended the turn without calling the final-answer
+// tool (Status completed, NoAnswer true).
+type EndedError struct {
+	Name         string
+	SubmissionID string
+	Status       store.SubmissionStatus
+	// NoAnswer is set when the model ended the turn without calling the
+	// final-answer tool.
+	NoAnswer bool
+	Message  string
+}
+
+func (e *EndedError) Error() string {
+	if e.NoAnswer {
+		return fmt.Sprintf("think: prompt %q: the model ended the turn without calling the final-answer tool (submission %s)", e.Name, e.SubmissionID)
+	}
+	return fmt.Sprintf("think: prompt %q: submission %s ended %s: %s", e.Name, e.SubmissionID, e.Status, e.Message)
+}
+func (e *EndedError) Unwrap() error { return ErrPrompt }
+
+// promptSpec is what a prompt submission carries in its metadata for the
+// turn: the answer's provider schema.
+type promptSpec struct {
+	Schema      json.RawMessage `json:"schema"`
+	Fingerprint string          `json:"fingerprint"`
+	Step        string          `json:"step"`
+	Instance    string          `json:"instance"`
+}
+
+// promptMetaKey is the metadata key a prompt submission's spec is under.
+const promptMetaKey = "agentflow.prompt"
+
+// promptEvent is the outbox message's payload, as the wait receives it.
+type promptEvent struct {
+	SubmissionID string                 `json:"submissionId"`
+	Status       store.SubmissionStatus `json:"status"`
+	Error        string                 `json:"error"`
+	Output       json.RawMessage        `json:"output"`
+}
+
+// promptOutput is a prompt turn's output.
+type promptOutput struct {
+	Answer   json.RawMessage `json:"answer,omitempty"`
+	Text     string          `json:"text,omitempty"`
+	Finish   string          `json:"finish"`
+	NoAnswer bool            `json:"noAnswer,omitempty"`
+}
+
+// submitted is what the submit step records.
+type submitted struct {
+	SubmissionID string `json:"submissionId"`
+	EventType    string `json:"eventType"`
+	Fingerprint  string `json:"fingerprint"`
+}
+
+// promptSubmitter is implemented by every Think class (through Agent).
+type promptSubmitter interface {
+	submitPrompt(ctx context.Context, msg string, key string, spec promptSpec, instance, event string) (SubmitResult, error)
+	CancelSubmission(ctx context.Context, id string) (bool, error)
+}
+
+// Prompt submits one prompt to the Think agent that started the workflow
+// and waits durably for the turn's answer, a T checked against T's schema
+// (SPEC §4.3). It uses two steps, "<name>:submit" and "<name>:wait" (and
+// "<name>:cancel" after a timeout).
+func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) {
+	var zero T
+	step := o.Step()
+	full, err := schema.For[T]()
+	if err != nil {
+		return zero, &SchemaError{Type: fmt.Sprintf("%T", zero), Err: err}
+	}
+	strict, err := schema.Strict(full)
+	if err != nil {
+		return zero, &SchemaError{Type: fmt.Sprintf("%T", zero), Err: err}
+	}
+	if opts.Key == "" && step.Used(name+":submit") > 0 {
+		return zero, &DuplicateStepError{Name: name}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = workflow.DefaultWaitTimeout
+	}
+	wire := strict.JSON()
+	fp := sha256.Sum256(append(append([]byte(opts.Prompt), 0), wire...))
+	idem := "think-workflow:" + step.Workflow() + ":" + step.InstanceID() + ":" + name
+	eventType := "agentflow:prompt:" + shortHash(name)
+	if opts.Key != "" {
+		idem += ":" + shortHash(opts.Key)
+		eventType += ":" + shortHash(opts.Key)
+	}
+	rt := o.Runtime()
+	key := o.Agent()
+	sub, err := workflow.Do(step, name+":submit", func(ctx context.Context, _ workflow.Attempt) (submitted, error) {
+		var res SubmitResult
+		spec := promptSpec{Schema: wire, Fingerprint: hex.EncodeToString(fp[:8]), Step: name, Instance: step.InstanceID()}
+		err := rt.Ref(key.Class, key.Name).Do(ctx, func(ctx context.Context, self any) error {
+			ps, ok := self.(promptSubmitter)
+			if !ok {
+				return fmt.Errorf("think: prompt %q: agent %s is not a Think agent", name, key)
+			}
+			var err error
+			res, err = ps.submitPrompt(ctx, opts.Prompt, idem, spec, step.InstanceID(), eventType)
+			return err
+		})
+		return submitted{SubmissionID: res.Submission.ID, EventType: eventType, Fingerprint: spec.Fingerprint}, err
+	})
+	if err != nil {
+		return zero, err
+	}
+	ev, err := workflow.WaitForEvent[promptEvent](step, name+":wait", workflow.WaitOptions{Type: sub.EventType, Timeout: opts.Timeout})
+	if err != nil {
+		if !errors.Is(err, workflow.ErrTimeout) {
+			return zero, err
+		}
+		te := &TimeoutError{Name: name, SubmissionID: sub.SubmissionID, Timeout: opts.Timeout}
+		if opts.CancelOnTimeout == nil || *opts.CancelOnTimeout {
+			cancelled, err := workflow.Do(step, name+":cancel", func(ctx context.Context, _ workflow.Attempt) (bool, error) {
+				var ok bool
+				err := rt.Ref(key.Class, key.Name).Do(ctx, func(ctx context.Context, self any) error {
+					var err error
+					ok, err = self.(promptSubmitter).CancelSubmission(ctx, sub.SubmissionID)
+					return err
+				})
+				return ok, err
+			})
+			if err != nil {
+				return zero, err
+			}
+			te.Cancelled = cancelled
+		}
+		return zero, te
+	}
+	var out promptOutput
+	if ev.Status == store.SubmissionCompleted {
+		_ = json.Unmarshal(ev.Output, &out)
+	}
+	if ev.Status != store.SubmissionCompleted || out.Answer == nil {
+		return zero, &EndedError{Name: name, SubmissionID: sub.SubmissionID, Status: ev.Status,
+			NoAnswer: ev.Status == store.SubmissionCompleted, Message: ev.Error}
+	}
+	if err := full.Validate(out.Answer); err != nil {
+		return zero, &ValidationError{Name: name, Answer: out.Answer, Err: err}
+	}
+	var v T
+	if err := json.Unmarshal(out.Answer, &v); err != nil {
+		return zero, &ValidationError{Name: name, Answer: out.Answer, Err: err}
+	}
+	return v, nil
+}
+
+func shortHash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:8])
+}
+
+// submitPrompt submits a prompt turn whose end the outbox tells instance.
+func (a *Agent[S]) submitPrompt(ctx context.Context, msg, key string, spec promptSpec, instance, event string) (SubmitResult, error) {
+	meta := map[string]any{promptMetaKey: spec}
+	return a.submit(ctx, []model.Message{{Role: model.RoleUser, Content: msg}},
+		SubmitOptions{IdempotencyKey: key, Metadata: meta}, instance, event)
+}
+
+// promptOf returns the prompt spec a submission carries, if it is one.
+func promptOf(s *store.Submission) *promptSpec {
+	if s.Metadata == nil || s.NotifyInstance == "" {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(s.Metadata, &m) != nil || m[promptMetaKey] == nil {
+		return nil
+	}
+	var p promptSpec
+	if json.Unmarshal(m[promptMetaKey], &p) != nil || p.Schema == nil {
+		return nil
+	}
+	return &p
+}
+
+// finalToolName is the final-answer tool's name for a turn: the reserved
+// name, or with _1, _2… when a tool of the turn has it.
+func finalToolName(tools []Tool) string {
+	taken := map[string]bool{}
+	for _, t := range tools {
+		taken[t.Name] = true
+	}
+	name := FinalAnswerTool
+	for i := 1; taken[name]; i++ {
+		name = fmt.Sprintf("%s_%d", FinalAnswerTool, i)
+	}
+	return name
+}
