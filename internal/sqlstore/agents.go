@@ -111,14 +111,18 @@ func newAgentQueries(d *Dialect) agentQueries {
 		// those another claim holds); a row another claim committed after
 		// this statement's snapshot is checked again in its new version,
 		// whose owner then has a row, so it is not taken twice.
-		claimSchedules: (`UPDATE agent_schedules SET owner = ?
- WHERE id IN (SELECT s.id FROM agent_schedules s
+		// The ids are picked once, in a materialized CTE: as an IN
+		// subquery PostgreSQL may run the pick again for each row it
+		// updates, and with SKIP LOCKED each run skips the rows already
+		// taken and picks more, past the limit.
+		claimSchedules: (`WITH picked AS MATERIALIZED (SELECT s.id FROM agent_schedules s
               WHERE s.next_run_at <= ? AND s.class IN (%s)
                 AND (s.owner IS NULL OR NOT ` + live("s.owner") + `)
                 AND NOT EXISTS (SELECT 1 FROM agent_instances a
                                 WHERE a.class = s.class AND a.name = s.name AND a.owner <> ? AND ` + live("a.owner") + `)
               ORDER BY s.next_run_at, s.id LIMIT ?` + d.SkipLocked + `)
-   AND next_run_at <= ?
+UPDATE agent_schedules SET owner = ?
+ WHERE id IN (SELECT id FROM picked) AND next_run_at <= ?
  RETURNING ` + scheduleCols),
 		nextSchedules: (`SELECT next_run_at FROM agent_schedules
  WHERE next_run_at <= ? AND class IN (%s) AND (owner IS NULL OR NOT ` + live("owner") + `)
@@ -446,7 +450,7 @@ func (s *Store) ClaimDueSchedules(ctx context.Context, owner string, classes []s
 	if len(classes) == 0 {
 		return nil, nil
 	}
-	args := append(append([]any{owner, n}, strArgs(classes)...), owner, limit, n)
+	args := append(append([]any{n}, strArgs(classes)...), owner, limit, owner, n)
 	got, err := writeRows(ctx, s, s.inList(s.aq.claimSchedules, len(classes)), args, scanSchedule)
 	if err != nil {
 		return nil, fmt.Errorf("claim due schedules: %w", err)
