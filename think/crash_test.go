@@ -69,6 +69,9 @@ type childConfig struct {
 	SQLitePath string
 	DSN        string
 	Schema     string
+	// Prompt, when set, makes the child serve think.Prompt workflows
+	// instead (see prompt_crash_test.go): the kill point to stop at.
+	Prompt string
 }
 
 func (c childConfig) open(ctx context.Context) (store.Store, error) {
@@ -127,6 +130,9 @@ func serveChild(raw string) error {
 	var cfg childConfig
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		return fmt.Errorf("decode %s: %w", envChild, err)
+	}
+	if cfg.Prompt != "" {
+		return servePromptChild(cfg)
 	}
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pid", os.Getpid())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"agentflow/agent"
@@ -67,9 +68,13 @@ func (o *outbox) claim(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		// Each delivery is two commits (the event, then the mark): deliver
+		// a claimed batch concurrently so that they group-commit.
+		var wg sync.WaitGroup
 		for _, m := range msgs {
-			o.deliver(ctx, m)
+			wg.Go(func() { o.deliver(ctx, m) })
 		}
+		wg.Wait()
 		if len(msgs) < outboxBatch {
 			return
 		}

@@ -444,7 +444,45 @@ func (s *Store) DeleteSubmissions(ctx context.Context, key store.AgentKey, ids [
 
 // RecoverSubmissions implements store.ThinkStore.
 func (s *Store) RecoverSubmissions(ctx context.Context, key store.AgentKey, owner, errMsg string, now time.Time) ([]store.Submission, []store.Submission, error) {
-	got, err := writeRows(ctx, s, s.tq.recoverSubmissions, []any{nullString(errMsg), now.UnixMicro(), key.Class, key.Name, owner}, scanSubmission)
+	// A submission it fails that a prompt step waits for gets its outbox
+	// message in the same transaction, as FinishSubmission writes it.
+	var got []*store.Submission
+	n := now.UnixMicro()
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		c := TxConn(tx)
+		got = nil
+		rows, err := c.Query(ctx, s.tq.recoverSubmissions, nullString(errMsg), n, key.Class, key.Name, owner)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			sub, err := scanSubmission(rows)
+			if err != nil {
+				return err
+			}
+			got = append(got, sub)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, sub := range got {
+			if sub.Status != store.SubmissionError || sub.NotifyInstance == "" {
+				continue
+			}
+			payload, err := outboxPayload(sub.ID, sub.Status, sub.Error, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, sub.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("recover submissions of agent %s: %w", key, err)
 	}

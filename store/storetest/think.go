@@ -680,6 +680,25 @@ var submissionCases = []testCase{
 			t.Errorf("RecoverSubmissions with the caller running s2 = %q, %q, %v; want none", submissionIDs(r), submissionIDs(f), err)
 		}
 	}},
+	{"RecoverFailedPromptTellsItsWorkflow", func(t *testing.T, s store.Store) {
+		sub := newSubmission("s1", chatA, t0, msg("a"))
+		sub.NotifyInstance, sub.NotifyEvent = "wf-1", "agentflow:prompt:x"
+		createSubmission(t, s, sub)
+		wantStarted(t, s, chatA, "ghost", at(time.Second), "s1")
+		applySubmission(t, s, chatA, "s1", "ghost", at(2*time.Second))
+		if _, failed, err := s.RecoverSubmissions(t.Context(), chatA, "node-2", "cut off", at(time.Minute)); err != nil || len(failed) != 1 {
+			t.Fatalf("RecoverSubmissions = %v, %v; want s1 failed", failed, err)
+		}
+		msgs, err := s.GetOutbox(t.Context(), chatA, "s1")
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("outbox of the failed prompt submission = %+v, %v; want one message", msgs, err)
+		}
+		m := msgs[0]
+		if m.InstanceID != "wf-1" || m.EventType != "agentflow:prompt:x" || !m.NextAttemptAt.Equal(at(time.Minute)) ||
+			!strings.Contains(string(m.Payload), `"status":"error"`) || !strings.Contains(string(m.Payload), `"error":"cut off"`) {
+			t.Errorf("outbox message = %+v (payload %s)", m, m.Payload)
+		}
+	}},
 	{"PendingSubmissionAgents", func(t *testing.T, s store.Store) {
 		liveNode(t, s, "node-1")
 		key := func(class, name string) store.AgentKey { return store.AgentKey{Class: class, Name: name} }
