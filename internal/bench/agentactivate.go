@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/workflow"
 )
 
 // activateAll makes one call on each of the agents prefix0 … prefix(n-1)
@@ -68,7 +69,7 @@ func waitEvicted(ctx context.Context, rt *agent.Runtime) error {
 // them all, and measures what an evicted agent still costs in memory.
 func (r *runner) agentActivate(ctx context.Context) (_ []Result, err error) {
 	cfg := r.cfg
-	rig, closeRig, err := r.openAgents(ctx, agent.Options{IdleTimeout: cfg.IdleTimeout}, func(rt *agent.Runtime) error {
+	rig, closeRig, err := r.openAgents(ctx, agent.Options{IdleTimeout: cfg.IdleTimeout}, func(rt *agent.Runtime, _ *workflow.Engine) error {
 		return agent.Register[idler](rt, idlerClass, agent.ClassOptions{})
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
+	"agentflow/workflow"
 )
 
 // agentRPC measures calls on one live agent, one after another: in process
@@ -25,7 +26,7 @@ import (
 // is a durable write on every call.
 func (r *runner) agentRPC(ctx context.Context) (_ []Result, err error) {
 	cfg := r.cfg
-	rig, closeRig, err := r.openAgents(ctx, agent.Options{}, func(rt *agent.Runtime) error {
+	rig, closeRig, err := r.openAgents(ctx, agent.Options{}, func(rt *agent.Runtime, _ *workflow.Engine) error {
 		if err := agent.Register[pinger](rt, pingerClass, agent.ClassOptions{Callable: []string{"ping"}}); err != nil {
 			return err
 		}

@@ -12,7 +12,7 @@ import (
 )
 
 // This file is what the agent scenarios (agent-rpc, agent-activate,
-// schedules) share: a workflow engine and an agent runtime on the
+// schedules, agent-workflows) share: a workflow engine and an agent runtime on the
 // scenario's fresh store, and the bench's own agent classes.
 
 // agentRig is a started engine and agent runtime on a fresh store.
@@ -24,8 +24,9 @@ type agentRig struct {
 
 // openAgents opens a fresh store, starts an engine and a runtime with opts
 // (Engine and Logger are filled in) after register has registered the
-// classes, and returns the rig and a function that stops and removes it all.
-func (r *runner) openAgents(ctx context.Context, opts agent.Options, register func(*agent.Runtime) error) (_ *agentRig, closeRig func() error, err error) {
+// classes (and any workflow classes and bindings on the engine), and returns
+// the rig and a function that stops and removes it all.
+func (r *runner) openAgents(ctx context.Context, opts agent.Options, register func(*agent.Runtime, *workflow.Engine) error) (_ *agentRig, closeRig func() error, err error) {
 	e, err := r.openEnv(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -53,7 +54,7 @@ func (r *runner) openAgents(ctx context.Context, opts agent.Options, register fu
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := register(rt); err != nil {
+	if err := register(rt, eng); err != nil {
 		return nil, nil, err
 	}
 	if err := eng.Start(ctx); err != nil {

@@ -36,7 +36,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step"}
 )
 
 // DefaultPostgresDSN is used when neither --dsn nor the environment names one.
@@ -88,6 +88,21 @@ type Config struct {
 	Schedules      int
 	ScheduleAgents int
 
+	// agent-workflows: WorkflowAgents agents each start WorkflowsPerAgent
+	// workflows through a binding, and hear of each one's completion.
+	WorkflowAgents    int
+	WorkflowsPerAgent int
+
+	// think-turn: ThinkSubmissions turns of one tool round on ThinkAgents
+	// Think agents, one turn at a time per agent.
+	ThinkSubmissions int
+	ThinkAgents      int
+
+	// prompt-step: PromptWorkflows workflows of one think.Prompt each,
+	// started by PromptAgents Think agents, one at a time per agent.
+	PromptWorkflows int
+	PromptAgents    int
+
 	// Timeout bounds each scenario.
 	Timeout time.Duration
 
@@ -117,6 +132,12 @@ func DefaultConfig() Config {
 		IdleTimeout:       time.Second,
 		Schedules:         10_000,
 		ScheduleAgents:    1_000,
+		WorkflowAgents:    100,
+		WorkflowsPerAgent: 100,
+		ThinkSubmissions:  200,
+		ThinkAgents:       20,
+		PromptWorkflows:   200,
+		PromptAgents:      20,
 		Timeout:           10 * time.Minute,
 	}
 }
@@ -163,6 +184,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "agent-activate: the runtime's IdleTimeout")
 	fs.IntVar(&cfg.Schedules, "schedules", cfg.Schedules, "schedules: one-shot schedules")
 	fs.IntVar(&cfg.ScheduleAgents, "schedule-agents", cfg.ScheduleAgents, "schedules: agents the schedules are spread across")
+	fs.IntVar(&cfg.WorkflowAgents, "workflow-agents", cfg.WorkflowAgents, "agent-workflows: agents starting workflows, concurrently")
+	fs.IntVar(&cfg.WorkflowsPerAgent, "workflows-per-agent", cfg.WorkflowsPerAgent, "agent-workflows: workflows each agent starts, one after another")
+	fs.IntVar(&cfg.ThinkSubmissions, "think-submissions", cfg.ThinkSubmissions, "think-turn: turns submitted (one tool round each)")
+	fs.IntVar(&cfg.ThinkAgents, "think-agents", cfg.ThinkAgents, "think-turn: Think agents the turns are spread across, running concurrently")
+	fs.IntVar(&cfg.PromptWorkflows, "prompt-workflows", cfg.PromptWorkflows, "prompt-step: workflows run, each doing one think.Prompt")
+	fs.IntVar(&cfg.PromptAgents, "prompt-agents", cfg.PromptAgents, "prompt-step: Think agents starting the workflows, running concurrently")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
@@ -254,6 +281,9 @@ func (c *Config) validate() error {
 		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers},
 		{"--recovery-instances", c.RecoveryInstances}, {"--calls", c.Calls}, {"--write-calls", c.WriteCalls},
 		{"--agents", c.Agents}, {"--schedules", c.Schedules}, {"--schedule-agents", c.ScheduleAgents},
+		{"--workflow-agents", c.WorkflowAgents}, {"--workflows-per-agent", c.WorkflowsPerAgent},
+		{"--think-submissions", c.ThinkSubmissions}, {"--think-agents", c.ThinkAgents},
+		{"--prompt-workflows", c.PromptWorkflows}, {"--prompt-agents", c.PromptAgents},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %d", p.name, p.v)
@@ -298,6 +328,12 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.agentActivate(ctx)
 	case "schedules":
 		rs, err = r.schedules(ctx)
+	case "agent-workflows":
+		rs, err = r.agentWorkflows(ctx)
+	case "think-turn":
+		rs, err = r.thinkTurn(ctx)
+	case "prompt-step":
+		rs, err = r.promptStep(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q: must be one of %s", cfg.Scenario, strings.Join(scenarios, ", "))
 	}

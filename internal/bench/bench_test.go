@@ -98,8 +98,12 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{[]string{"--backend", "mysql", "--scenario", "steps"}, []string{`"mysql"`, "sqlite", "postgres"}},
-		{[]string{"--scenario", "nope"}, []string{`"nope"`, "steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "all"}},
+		{[]string{"--scenario", "nope"}, []string{`"nope"`, "steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "all"}},
+		{[]string{"--scenario", "agent-workflows", "--workflows-per-agent", "0"}, []string{"--workflows-per-agent"}},
+		{[]string{"--scenario", "agent-workflows", "--workflow-agents", "-1"}, []string{"--workflow-agents"}},
 		{[]string{"--scenario", "agent-activate", "--agents", "0"}, []string{"--agents"}},
+		{[]string{"--scenario", "think-turn", "--think-submissions", "0"}, []string{"--think-submissions"}},
+		{[]string{"--scenario", "prompt-step", "--prompt-agents", "0"}, []string{"--prompt-agents"}},
 		{[]string{"--scenario", "agent-activate", "--idle-timeout", "0s"}, []string{"--idle-timeout"}},
 		{[]string{}, []string{"--scenario is required"}},
 		{[]string{"--scenario", "steps", "--synchronous", "OFF"}, []string{`"OFF"`, "FULL", "NORMAL"}},
@@ -135,6 +139,9 @@ func tiny(t *testing.T, backend, scenario string) Config {
 	c.Calls, c.WriteCalls = 200, 20
 	c.Agents, c.IdleTimeout = 300, 50*time.Millisecond
 	c.Schedules, c.ScheduleAgents = 200, 20
+	c.WorkflowAgents, c.WorkflowsPerAgent = 5, 20
+	c.ThinkSubmissions, c.ThinkAgents = 40, 4
+	c.PromptWorkflows, c.PromptAgents = 20, 4
 	c.Timeout = 2 * time.Minute
 	return c
 }
@@ -300,6 +307,30 @@ func checkAgentScenarios(t *testing.T, backend string, tweak func(*Config)) {
 		}
 		if v["lateness_p50_ms"] < 0 || v["lateness_p99_ms"] < v["lateness_p50_ms"] {
 			t.Errorf("lateness p50 %v p99 %v", v["lateness_p50_ms"], v["lateness_p99_ms"])
+		}
+	})
+	t.Run("agent-workflows", func(t *testing.T) {
+		v := run(t, "agent-workflows")
+		if v["lost"] != 0 || v["duplicate_callbacks"] != 0 {
+			t.Errorf("lost %v, duplicate_callbacks %v; want 0, 0", v["lost"], v["duplicate_callbacks"])
+		}
+		if v["workflows_per_s"] <= 0 || v["callback_p50_ms"] <= 0 || v["callback_p99_ms"] < v["callback_p50_ms"] {
+			t.Errorf("workflows_per_s %v, callback p50 %v p99 %v", v["workflows_per_s"], v["callback_p50_ms"], v["callback_p99_ms"])
+		}
+		if v["run_workflow_p50_ms"] <= 0 || v["start_s"] <= 0 {
+			t.Errorf("run_workflow_p50_ms %v, start_s %v", v["run_workflow_p50_ms"], v["start_s"])
+		}
+	})
+	t.Run("think-turn", func(t *testing.T) {
+		v := run(t, "think-turn")
+		if v["submit_to_done_p50_ms"] <= 0 || v["submit_to_done_p99_ms"] < v["submit_to_done_p50_ms"] || v["turns_per_s"] <= 0 {
+			t.Errorf("think-turn figures %v", v)
+		}
+	})
+	t.Run("prompt-step", func(t *testing.T) {
+		v := run(t, "prompt-step")
+		if v["prompt_p50_ms"] <= 0 || v["prompt_p99_ms"] < v["prompt_p50_ms"] || v["prompts_per_s"] <= 0 {
+			t.Errorf("prompt-step figures %v", v)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/workflow"
 )
 
 // schedules creates one-shot agent schedules due over a window that starts
@@ -24,7 +25,7 @@ func (r *runner) schedules(ctx context.Context) (_ []Result, err error) {
 	log := newFiringLog(cfg.Schedules)
 	firings.Store(class, log)
 	defer firings.Delete(class)
-	rig, closeRig, err := r.openAgents(ctx, agent.Options{}, func(rt *agent.Runtime) error {
+	rig, closeRig, err := r.openAgents(ctx, agent.Options{}, func(rt *agent.Runtime, _ *workflow.Engine) error {
 		return agent.Register[scheduler](rt, class, agent.ClassOptions{})
 	})
 	if err != nil {
