@@ -49,6 +49,9 @@ func (e *SchemaError) Error() string {
 }
 func (e *SchemaError) Unwrap() []error { return []error{e.Err, ErrPrompt} }
 
+// ErrorName is the name a workflow that returns the error is stored under.
+func (e *SchemaError) ErrorName() string { return "PromptSchemaError" }
+
 // DuplicateStepError: the step name was used twice in a run without a Key.
 type DuplicateStepError struct{ Name string }
 
@@ -56,6 +59,9 @@ func (e *DuplicateStepError) Error() string {
 	return fmt.Sprintf("think: prompt step %q is used twice in this run; give each use a distinct PromptOptions.Key", e.Name)
 }
 func (e *DuplicateStepError) Unwrap() error { return ErrPrompt }
+
+// ErrorName is the name a workflow that returns the error is stored under.
+func (e *DuplicateStepError) ErrorName() string { return "PromptDuplicateStepError" }
 
 // TimeoutError: the turn did not end within the Timeout.
 type TimeoutError struct {
@@ -70,6 +76,9 @@ func (e *TimeoutError) Error() string {
 }
 func (e *TimeoutError) Unwrap() error { return ErrPrompt }
 
+// ErrorName is the name a workflow that returns the error is stored under.
+func (e *TimeoutError) ErrorName() string { return "PromptTimeoutError" }
+
 // ValidationError: the model's answer does not match T's schema. An
 // invalid answer is never repaired.
 type ValidationError struct {
@@ -82,6 +91,9 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("think: prompt %q: the answer is not valid: %v", e.Name, e.Err)
 }
 func (e *ValidationError) Unwrap() []error { return []error{e.Err, ErrPrompt} }
+
+// ErrorName is the name a workflow that returns the error is stored under.
+func (e *ValidationError) ErrorName() string { return "PromptValidationError" }
 
 // EndedError: the submission ended without an answer: aborted, skipped,
 // error, or the model ended the turn without calling the final-answer
@@ -103,6 +115,14 @@ func (e *EndedError) Error() string {
 	return fmt.Sprintf("think: prompt %q: submission %s ended %s: %s", e.Name, e.SubmissionID, e.Status, e.Message)
 }
 func (e *EndedError) Unwrap() error { return ErrPrompt }
+
+// ErrorName is the name a workflow that returns the error is stored under.
+func (e *EndedError) ErrorName() string {
+	if e.NoAnswer {
+		return "PromptNoAnswerError"
+	}
+	return "PromptEndedError"
+}
 
 // promptSpec is what a prompt submission carries in its metadata for the
 // turn: the answer's provider schema.

@@ -22,6 +22,7 @@ import (
 	"agentflow/examples/flights/email"
 	"agentflow/examples/report"
 	"agentflow/examples/signup"
+	"agentflow/examples/triage"
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
@@ -41,7 +42,10 @@ import (
 // by sending MyAgent the seed's request itself. The example Think agent,
 // the Assistant, answers with the model the environment (read through
 // getenv) configures, or with the scripted model; --once asks it one
-// question and prints the answer.
+// question and prints the answer. The second Think example, TriageAgent
+// (seed 001: a prompt step in a workflow, then a human approval), uses the
+// same model, or its own scripted one; --once triages issue 42, prints the
+// draft, approves it with SendWorkflowEvent and prints the labels applied.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,6 +120,15 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := assistant.Register(rt, assistant.Options{Model: provider}); err != nil {
 		return err
 	}
+	// TriageAgent shares the configured model; with none it plays its own
+	// script (the Assistant's answers questions about the time).
+	triageModel := provider
+	if _, ok := provider.(*scripted.Model); ok {
+		triageModel = triage.Scripted()
+	}
+	if err := triage.Register(eng, rt, think.Options{Model: triageModel}); err != nil {
+		return err
+	}
 	var ln net.Listener
 	if *addr != "" {
 		// Listen before anything starts, so that a busy port fails at once.
@@ -147,6 +160,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	} else {
 		p.printf("think: %s uses the %s", assistant.Name, modelDesc)
 	}
+	p.printf("think: %s uses the %s", triage.AgentClass, modelDesc)
 	handler := rt.Handler(agent.HandlerOptions{})
 	if ln != nil {
 		srv := &http.Server{
@@ -190,12 +204,17 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 8) // one per goroutine below, at most
 	if *once {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			errs <- askAssistant(ctx, p, rt, devAssistant, devQuestion)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- triageIssue(ctx, p, rt, devTriage, devIssue)
 		}()
 	}
 	wg.Add(1)
@@ -424,6 +443,80 @@ func askAssistant(ctx context.Context, p *printer, rt *agent.Runtime, name, ques
 		p.printf("%-8s %s  completed (%d tokens in, %d out): %s", assistant.Name, name,
 			r.sub.Usage.InputTokens, r.sub.Usage.OutputTokens, out.Text)
 		return nil
+	}
+}
+
+// devTriage is the TriageAgent instance --once asks to triage devIssue.
+const (
+	devTriage = "dev"
+	devIssue  = 42
+)
+
+// triageIssue plays seed 001: TriageAgent name triages the issue in a
+// workflow; once the draft reaches the agent's state it is printed and
+// approved (SendWorkflowEvent, as a human's review would), and the labels
+// the workflow then applies through the agent are printed. A workflow that
+// fails (a provider that fails, a model that gives no valid draft) is an
+// error.
+func triageIssue(ctx context.Context, p *printer, rt *agent.Runtime, name string, issue int) error {
+	id, err := agent.Call(ctx, rt, name, (*triage.TriageAgent).TriageIssue, issue)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("triage: issue #%d: %w", issue, err)
+	}
+	p.printf("%-8s %s  triaging issue #%d in %s %s", triage.AgentClass, name, issue, triage.Binding, id)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	approved := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		type view struct {
+			state  triage.State
+			status workflow.InstanceStatus
+		}
+		v, err := agent.With(ctx, rt, name, func(ctx context.Context, a *triage.TriageAgent) (view, error) {
+			st, err := a.GetWorkflowStatus(ctx, id)
+			return view{state: a.State(), status: st}, err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("triage: issue #%d: workflow %s: %w", issue, id, err)
+		}
+		switch v.status.Status {
+		case workflow.StatusErrored, workflow.StatusTerminated:
+			msg := ""
+			if v.status.Error != nil {
+				msg = v.status.Error.Name + ": " + v.status.Error.Message
+			}
+			return fmt.Errorf("triage: issue #%d: workflow %s ended %s: %s", issue, id, v.status.Status, msg)
+		case workflow.StatusComplete:
+			p.printf("%-8s %s  labels applied to issue #%d: %s", triage.AgentClass, name, issue, strings.Join(v.state.Labels[issue], ", "))
+			return nil
+		}
+		d, ok := v.state.Drafts[issue]
+		if approved || !ok {
+			continue
+		}
+		p.printf("%-8s %s  draft for issue #%d: %q — %s [labels: %s]", triage.AgentClass, name, issue, d.Title, d.Summary, strings.Join(d.Labels, ", "))
+		_, err = agent.With(ctx, rt, name, func(ctx context.Context, a *triage.TriageAgent) (struct{}, error) {
+			return struct{}{}, a.SendWorkflowEvent(ctx, id, triage.ApprovalEvent, triage.Approval{Approved: true})
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("triage: issue #%d: approve: %w", issue, err)
+		}
+		approved = true
+		p.printf("%-8s %s  sent event %q {approved: true} to %s", triage.AgentClass, name, triage.ApprovalEvent, id)
 	}
 }
 

@@ -50,10 +50,24 @@ func TestDevRunsTheExamples(t *testing.T) {
 		`Assistant dev  called get_time {"zone":"Europe/London"} → {"zone":"Europe/London","time":"`,
 		"Assistant dev  completed (20 tokens in, 10 out): It is ",
 		" in Europe/London. (This answer is scripted: no model provider is configured.)",
+		// Seed 001: TriageAgent triages issue 42, the draft is approved,
+		// the labels are applied.
+		"think: TriageAgent uses the scripted model (no provider configured)\n",
+		"TriageAgent dev  triaging issue #42 in TRIAGE_WORKFLOW wf_",
+		"step triage-issue:submit  done",
+		"step triage-issue:wait    done",
+		`TriageAgent dev  draft for issue #42: "App crashes when saving a file with an emoji in its name" — (scripted) `,
+		"[labels: bug, crash]",
+		`TriageAgent dev  sent event "approval" {approved: true} to wf_`,
+		"step apply-labels         done",
+		"TriageAgent dev  labels applied to issue #42: bug, crash\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	if i, j := strings.Index(out, "sent event \"approval\""), strings.Index(out, "step apply-labels"); i < 0 || j < i {
+		t.Errorf("labels applied before the approval:\n%s", out)
 	}
 	if got := strings.Count(out, "status complete"); got != 2 {
 		t.Errorf("%d instances completed, want 2:\n%s", got, out)
@@ -99,8 +113,10 @@ func TestDevSaysWhichModel(t *testing.T) {
 	err = runDev(ctx, []string{"--once", "--db", filepath.Join(t.TempDir(), "dev.db"), "--addr", "", "--grace", "100ms",
 		"--flight-delay", "100ms", "--check-in-wait", "100ms"},
 		env(map[string]string{"AGENTFLOW_MODEL_BASE_URL": dead, "AGENTFLOW_MODEL": "llama3.1"}), &stdout, &stderr)
-	if want := "think: Assistant uses the openai-compatible model llama3.1 at " + dead + "\n"; !strings.Contains(stdout.String(), want) {
-		t.Errorf("output lacks %q:\n%s", want, &stdout)
+	for _, who := range []string{"Assistant", "TriageAgent"} {
+		if want := "think: " + who + " uses the openai-compatible model llama3.1 at " + dead + "\n"; !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, &stdout)
+		}
 	}
 	if err == nil || !strings.Contains(err.Error(), "ended error") || !strings.Contains(err.Error(), "transient") {
 		t.Errorf("dev --once with an unreachable model: %v, want the turn's error", err)

@@ -78,12 +78,14 @@ func (m *Model) Stream(ctx context.Context, req model.Request) iter.Seq2[model.E
 	default:
 		t = m.turns[len(m.turns)-1]
 	}
+	m.mu.Unlock()
+	if t.Respond != nil {
+		t = t.Respond(req) // outside the lock: a test's Respond may block
+	}
+	m.mu.Lock()
 	first := m.calls
 	m.calls += len(t.Calls)
 	m.mu.Unlock()
-	if t.Respond != nil {
-		t = t.Respond(req)
-	}
 	return func(yield func(model.Event, error) bool) {
 		if err := ctx.Err(); err != nil {
 			yield(model.Event{}, err)
