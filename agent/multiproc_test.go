@@ -38,9 +38,8 @@ import (
 
 	"agentflow/agent"
 	"agentflow/internal/pgtest"
+	"agentflow/internal/teststore"
 	"agentflow/store"
-	"agentflow/store/postgres"
-	"agentflow/store/sqlite"
 	"agentflow/workflow"
 )
 
@@ -71,13 +70,7 @@ type childConfig struct {
 }
 
 func (c childConfig) open(ctx context.Context) (store.Store, error) {
-	switch c.Backend {
-	case "sqlite":
-		return sqlite.Open(ctx, c.SQLitePath, sqlite.Options{})
-	case "postgres":
-		return postgres.Open(ctx, c.DSN, postgres.Options{Schema: c.Schema, MaxConns: 8})
-	}
-	return nil, fmt.Errorf("unknown backend %q", c.Backend)
+	return teststore.Open(ctx, c.Backend, c.SQLitePath, c.DSN, c.Schema)
 }
 
 // registerProcClasses registers the classes of the multi-process tests.

@@ -29,6 +29,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/internal/pgtest"
+	"agentflow/internal/teststore"
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
@@ -75,13 +76,7 @@ type childConfig struct {
 }
 
 func (c childConfig) open(ctx context.Context) (store.Store, error) {
-	switch c.Backend {
-	case "sqlite":
-		return sqlite.Open(ctx, c.SQLitePath, sqlite.Options{})
-	case "postgres":
-		return postgres.Open(ctx, c.DSN, postgres.Options{Schema: c.Schema, MaxConns: 8})
-	}
-	return nil, fmt.Errorf("unknown backend %q", c.Backend)
+	return teststore.Open(ctx, c.Backend, c.SQLitePath, c.DSN, c.Schema)
 }
 
 // stuckApply is the child's store: ApplySubmission of a submission whose
