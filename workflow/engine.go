@@ -86,6 +86,7 @@ type Engine struct {
 
 	finishedMu sync.RWMutex
 	finished   []func(instanceID string, origin store.AgentKey) // see OnFinished
+	waits      waiters                                          // Instance.Wait's
 }
 
 // NewEngine returns an engine over opts.Store. Register classes, then Start.
@@ -359,6 +360,9 @@ func (e *Engine) finish(lease store.Lease, origin store.AgentKey, out []byte, ru
 	err := e.retryWrite(e.ctx, lease.InstanceID, func(ctx context.Context) error {
 		return e.store.Finish(ctx, lease, o, e.clock.Now())
 	})
+	if err == nil {
+		e.waits.notify(lease.InstanceID)
+	}
 	if err == nil && origin != (store.AgentKey{}) {
 		e.finishedMu.RLock()
 		fns := e.finished
@@ -636,6 +640,7 @@ func (i *Instance) Terminate(ctx context.Context) error {
 	if err := i.e.store.Terminate(ctx, i.ID, i.e.clock.Now()); err != nil {
 		return fmt.Errorf("workflow: %w", err)
 	}
+	i.e.waits.notify(i.ID)
 	return nil
 }
 
