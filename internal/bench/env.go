@@ -75,8 +75,9 @@ func (r *runner) openSQLite(ctx context.Context) (*env, error) {
 		return nil, err
 	}
 	read.SetMaxOpenConns(1)
+	sq := st.Store.(*sqlstore.Store)
 	return &env{
-		backend: "sqlite", st: st, w: st.Writer(), d: st.Dialect(), read: read, path: st.Path(),
+		backend: "sqlite", st: st, w: sq.Writer(), d: sq.Dialect(), read: read, path: st.Path(),
 		cleanup: func() error {
 			return errors.Join(read.Close(), st.Close(), removeFiles())
 		},
@@ -89,9 +90,10 @@ func (r *runner) openPostgres(ctx context.Context) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := st.DB()
+	sq := st.Store.(*sqlstore.Store)
+	db := sq.ReadDB()
 	return &env{
-		backend: "postgres", st: st, w: st.Writer(), d: st.Dialect(), read: db,
+		backend: "postgres", st: st, w: sq.Writer(), d: sq.Dialect(), read: db,
 		cleanup: func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

@@ -123,6 +123,9 @@ func (s *Store) Writer() Writer { return s.w }
 // Dialect returns the store's SQL dialect.
 func (s *Store) Dialect() *Dialect { return s.d }
 
+// ReadDB returns the pool that serves queries outside write transactions.
+func (s *Store) ReadDB() *sql.DB { return s.read }
+
 // Close implements store.Store.
 func (s *Store) Close() error {
 	err := s.w.Close()
@@ -133,7 +136,8 @@ func (s *Store) Close() error {
 }
 
 const instanceCols = `id, workflow, service, params, status, error_name, error_message, output,
- created_at, updated_at, finished_at, wake_at, waiting_event, paused_at, owner, fence, origin_class, origin_name`
+ created_at, updated_at, finished_at, wake_at, waiting_event, paused_at, owner, fence, origin_class, origin_name,
+ restarts`
 
 const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_name, error_message, wake_at, updated_at`
 
@@ -217,7 +221,7 @@ func newQueries(d *Dialect) queries {
 		deleteSteps:    r(`DELETE FROM workflow_steps WHERE instance_id = ?`),
 		deleteConsumed: r(`DELETE FROM workflow_events WHERE instance_id = ? AND consumed = 1`),
 		restart: r(`UPDATE workflow_instances SET status = 'queued', output = NULL, error_name = NULL, error_message = NULL,
-   finished_at = NULL, updated_at = ?, owner = NULL, fence = fence + 1, wake_at = ?, waiting_event = NULL,
+   finished_at = NULL, updated_at = ?, owner = NULL, fence = fence + 1, restarts = restarts + 1, wake_at = ?, waiting_event = NULL,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL WHERE id = ?`),
 		finishedIDs: r(`SELECT id FROM workflow_instances WHERE finished_at IS NOT NULL AND finished_at < ?
  ORDER BY finished_at LIMIT ?` + d.SkipLocked),
@@ -373,7 +377,8 @@ func scanInstance(r rowScanner) (*store.Instance, error) {
 		finished, wake, paused         sql.NullInt64
 	)
 	if err := r.Scan(&in.ID, &in.Workflow, &in.Service, &in.Params, &status, &errName, &errMsg, &in.Output,
-		&created, &updated, &finished, &wake, &waitEv, &paused, &owner, &in.Fence, &originClass, &originName); err != nil {
+		&created, &updated, &finished, &wake, &waitEv, &paused, &owner, &in.Fence, &originClass, &originName,
+		&in.Restarts); err != nil {
 		return nil, err
 	}
 	in.Origin = store.AgentKey{Class: originClass.String, Name: originName.String}

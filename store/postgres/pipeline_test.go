@@ -25,7 +25,7 @@ func openGrouped(t *testing.T) *postgres.Store {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if _, err := s.DB().ExecContext(t.Context(), `CREATE TABLE scratch (id INTEGER PRIMARY KEY)`); err != nil {
+	if _, err := s.Store.(*sqlstore.Store).ReadDB().ExecContext(t.Context(), `CREATE TABLE scratch (id INTEGER PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -59,7 +59,7 @@ func holdGroup(t *testing.T, w sqlstore.Writer) (wait func()) {
 
 func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 	s := openGrouped(t)
-	w := s.Writer()
+	w := s.Store.(*sqlstore.Store).Writer()
 	wait := holdGroup(t, w)
 
 	// Ids 0-9 and a second 5: the second 5 aborts the group's transaction;
@@ -89,7 +89,7 @@ func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 		t.Errorf("%d inserts of 5 failed, want 1", failed)
 	}
 	var n int
-	if err := s.DB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM scratch`).Scan(&n); err != nil {
+	if err := s.Store.(*sqlstore.Store).ReadDB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM scratch`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 10 {
@@ -99,7 +99,7 @@ func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 
 func TestGroupReturnsEachWritesRows(t *testing.T) {
 	s := openGrouped(t)
-	w := s.Writer()
+	w := s.Store.(*sqlstore.Store).Writer()
 	wait := holdGroup(t, w)
 
 	const n = 20
@@ -145,7 +145,7 @@ func TestGroupReturnsEachWritesRows(t *testing.T) {
 
 func TestOneStatementWriteRefusesASecond(t *testing.T) {
 	s := openGrouped(t)
-	err := s.Writer().WriteOne(t.Context(), func(ctx context.Context, c sqlstore.Conn) error {
+	err := s.Store.(*sqlstore.Store).Writer().WriteOne(t.Context(), func(ctx context.Context, c sqlstore.Conn) error {
 		if _, err := c.Exec(ctx, `INSERT INTO scratch (id) VALUES (1)`); err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func TestOneStatementWriteRefusesASecond(t *testing.T) {
 
 func TestCloseCommitsQueuedWrites(t *testing.T) {
 	s := openGrouped(t)
-	w := s.Writer()
+	w := s.Store.(*sqlstore.Store).Writer()
 	wait := holdGroup(t, w)
 	const n = 10
 	errc := make(chan error, n)
@@ -178,7 +178,7 @@ func TestCloseCommitsQueuedWrites(t *testing.T) {
 		}
 	}
 	var count int
-	if err := s.DB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM scratch`).Scan(&count); err != nil {
+	if err := s.Store.(*sqlstore.Store).ReadDB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM scratch`).Scan(&count); err != nil {
 		t.Fatal(err)
 	}
 	if count != n {

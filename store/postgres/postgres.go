@@ -12,7 +12,6 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"agentflow/internal/sqlstore"
+	"agentflow/store"
 )
 
 //go:embed migrations/*.sql
@@ -42,10 +42,10 @@ type Options struct {
 // maxGroup caps the writes committed in one group.
 const maxGroup = 256
 
-// Store is the PostgreSQL store.
+// Store is the PostgreSQL store. Its methods are those of store.Store, the
+// interface the engine and the agent runtime run on.
 type Store struct {
-	*sqlstore.Store
-	db *sql.DB
+	store.Store // the SQL implementation shared with store/sqlite
 }
 
 var dialect = &sqlstore.Dialect{
@@ -117,8 +117,5 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		Read:    db,
 		Close:   db.Close,
 	})
-	return &Store{Store: st, db: db}, nil
+	return &Store{Store: st}, nil
 }
-
-// DB returns the underlying connection pool.
-func (s *Store) DB() *sql.DB { return s.db }

@@ -23,6 +23,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"agentflow/internal/sqlstore"
+	"agentflow/store"
 )
 
 //go:embed migrations/*.sql
@@ -57,10 +58,11 @@ type Options struct {
 	CheckpointInterval time.Duration
 }
 
-// Store is the SQLite store.
+// Store is the SQLite store. Its methods are those of store.Store, the
+// interface the engine and the agent runtime run on, and Path.
 type Store struct {
-	*sqlstore.Store
-	path string
+	store.Store // the SQL implementation shared with store/postgres
+	path        string
 }
 
 var dialect = &sqlstore.Dialect{Name: "sqlite", Serialized: true, JSON: sqlstore.JSONSQLite}

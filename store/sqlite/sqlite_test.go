@@ -157,7 +157,7 @@ func TestGroupCommitConcurrentWriters(t *testing.T) {
 func TestGroupCommitFailureIsolated(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "agentflow.db"))
 	defer s.Close()
-	w := s.Writer()
+	w := s.Store.(*sqlstore.Store).Writer()
 	ctx := t.Context()
 
 	insert := func(id string) sqlstore.TxFunc {
@@ -285,7 +285,7 @@ func TestWriteAfterClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	for i := range 50 {
-		err := s.Writer().Write(ctx, func(context.Context, *sql.Tx) error { return nil })
+		err := s.Store.(*sqlstore.Store).Writer().Write(ctx, func(context.Context, *sql.Tx) error { return nil })
 		if err == nil {
 			t.Fatalf("write %d after Close succeeded", i)
 		}
