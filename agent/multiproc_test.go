@@ -304,6 +304,9 @@ type child struct {
 	node string // its engine's node id
 	addr string // host:port it serves on
 	done chan struct{}
+	// hold, when set, keeps the child from being reaped until it is
+	// closed (reap): killed, it stays a zombie meanwhile.
+	hold chan struct{}
 
 	mu     sync.Mutex
 	out    bytes.Buffer
@@ -348,6 +351,20 @@ func (c *child) output() string {
 // dies); a data race it reported fails the test.
 func startChild(t *testing.T, cfg childConfig) *child {
 	t.Helper()
+	return startChildHolding(t, cfg, false)
+}
+
+// startHeldChild is startChild for a child that is not reaped when it
+// dies, until reap: killed, it stays a zombie, as a process killed from a
+// shell does until the shell waits for it. While it is held, a child that
+// exits before it is ready is noticed only by the 30 s timeout.
+func startHeldChild(t *testing.T, cfg childConfig) *child {
+	t.Helper()
+	return startChildHolding(t, cfg, true)
+}
+
+func startChildHolding(t *testing.T, cfg childConfig, hold bool) *child {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -357,6 +374,9 @@ func startChild(t *testing.T, cfg childConfig) *child {
 		t.Fatal(err)
 	}
 	c := &child{t: t, done: make(chan struct{}), ready: make(chan string, 1)}
+	if hold {
+		c.hold = make(chan struct{})
+	}
 	c.cmd = exec.Command(exe, "-test.run=^$")
 	c.cmd.Env = append(os.Environ(), envChild+"="+string(b))
 	c.cmd.Stdout = (*childOutput)(c)
@@ -365,14 +385,17 @@ func startChild(t *testing.T, cfg childConfig) *child {
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("start child: %v", err)
 	}
-	// Wait reaps the child as soon as it dies: a zombie would still look
-	// alive to the engines' check for dead processes on this host.
+	// Wait reaps the child as soon as it dies, unless it is held.
 	go func() {
+		if c.hold != nil {
+			<-c.hold
+		}
 		_ = c.cmd.Wait()
 		close(c.done)
 	}()
 	t.Cleanup(func() {
 		c.kill()
+		c.reap()
 		out := c.output()
 		if strings.Contains(out, "WARNING: DATA RACE") {
 			t.Errorf("data race in child %d:\n%s", c.pid(), out)
@@ -395,10 +418,44 @@ func startChild(t *testing.T, cfg childConfig) *child {
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
-// kill kills the child with SIGKILL and waits until it is reaped.
+// kill kills the child with SIGKILL and waits until it is reaped; a held
+// child it leaves a zombie, returning once it has died.
 func (c *child) kill() {
 	_ = c.cmd.Process.Kill()
+	if c.hold == nil {
+		<-c.done
+		return
+	}
+	for !isZombie(c.pid()) {
+		select {
+		case <-c.done: // reaped already
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// reap lets a held child be reaped and waits until it is.
+func (c *child) reap() {
+	if c.hold != nil {
+		select {
+		case <-c.hold:
+		default:
+			close(c.hold)
+		}
+	}
 	<-c.done
+}
+
+// isZombie reports whether process pid has died but not been reaped.
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state is the field after the parenthesized command name.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && bytes.HasPrefix(b[i+1:], []byte(" Z"))
 }
 
 func (c *child) post(path string, req callRequest) *http.Response {

@@ -1,7 +1,9 @@
 package workflow_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +32,28 @@ func TestReapDeadNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadPID := done.ProcessState.Pid()
+	// A process killed but not yet waited for by its parent (this test):
+	// a zombie, whose /proc entry remains, as after a kill -9 from a shell
+	// that has not reaped it yet.
+	zombie := exec.Command(os.Args[0], "-test.run=^TestHelperProcessSleeps$")
+	zombie.Env = append(os.Environ(), envHelperSleep+"=1")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = zombie.Process.Kill(); _ = zombie.Wait() })
+	zombiePID := zombie.Process.Pid
+	zombieIdentity := workflow.ProcessIdentity(zombiePID) // as its engine would have written it
+	if zombieIdentity == "" {
+		t.Fatalf("no identity for the live helper process %d", zombiePID)
+	}
+	if err := zombie.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !isZombie(zombiePID); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("helper process %d did not become a zombie after SIGKILL", zombiePID)
+		}
+	}
 
 	now := time.Now()
 	for _, tc := range []struct {
@@ -46,6 +70,9 @@ func TestReapDeadNodes(t *testing.T) {
 		}, false, false},
 		{"SameHostDeadProcess", func() store.Node {
 			return store.Node{ID: "n", Host: host, PID: deadPID, StartedAt: now, ExpiresAt: now.Add(time.Hour)}
+		}, true, false},
+		{"SameHostZombieProcess", func() store.Node {
+			return store.Node{ID: "n", Host: host, PID: zombiePID, Process: zombieIdentity, StartedAt: now, ExpiresAt: now.Add(time.Hour)}
 		}, true, false},
 		{"SameHostSamePIDDeadProcess", func() store.Node {
 			return store.Node{ID: "n", Host: host, PID: os.Getpid(), StartedAt: now, ExpiresAt: now.Add(time.Hour)}
@@ -129,4 +156,26 @@ func TestReapDeadNodes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// envHelperSleep makes TestHelperProcessSleeps sleep: it is the process
+// TestReapDeadNodes kills.
+const envHelperSleep = "AGENTFLOW_WORKFLOW_HELPER_SLEEP"
+
+func TestHelperProcessSleeps(t *testing.T) {
+	if os.Getenv(envHelperSleep) == "" {
+		t.Skip("a helper process of TestReapDeadNodes")
+	}
+	time.Sleep(time.Minute)
+}
+
+// isZombie reports whether process pid has died but not been reaped.
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state is the field after the parenthesized command name.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && bytes.HasPrefix(b[i+1:], []byte(" Z"))
 }
