@@ -84,6 +84,10 @@ type Instance struct {
 	// writes carry the fence they claimed with. Steps are only written
 	// under a claim, so an instance claimed with fence 1 has none.
 	Fence int64
+	// Restarts counts the Restarts of the instance: 0 in its first run.
+	// Only Restart changes it, so it names the run a step belongs to, the
+	// same on every replay of that run, across crashes and nodes.
+	Restarts int
 }
 
 // Lease identifies one claim of an instance by a node. Executing writes carry it.
@@ -242,7 +246,8 @@ type Store interface {
 	// worker executing it. It fails with ErrFinished for a finished one.
 	Terminate(ctx context.Context, id string, now time.Time) error
 	// Restart discards the instance's steps, outcome and consumed events
-	// and queues it to run from the start, fencing out any current worker.
+	// and queues it to run from the start, fencing out any current worker;
+	// it increments Restarts.
 	Restart(ctx context.Context, id string, now time.Time) error
 
 	// DeleteFinished removes up to limit instances that finished before

@@ -359,7 +359,8 @@ func TestFinishedInstanceRefusesControl(t *testing.T) {
 }
 
 // SPEC §2.2 Restart: a complete, errored or terminated instance runs again
-// from the start; consumed events are gone, so a wait needs a new event.
+// from the start; consumed events are gone, so a wait needs a new event;
+// Step.Restarts counts the run.
 func TestRestart(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -400,7 +401,8 @@ func TestRestart(t *testing.T) {
 				if v < 0 {
 					return 0, workflow.NonRetryable(errors.New("negative"))
 				}
-				return int(n)*100 + v, nil
+				// Restarts names the run: 0, then 1, on every replay.
+				return step.Restarts()*1000 + int(n)*100 + v, nil
 			})
 			run := env.Create("w", 0)
 			wantStatus(t, run.Settle(), workflow.StatusWaiting)
@@ -425,7 +427,7 @@ func TestRestart(t *testing.T) {
 			if err := run.SendEvent(bg, "go", 7); err != nil {
 				t.Fatal(err)
 			}
-			wantOutput(t, run.Settle(), 207)
+			wantOutput(t, run.Settle(), 1207)
 			if got := finishedAfter(t, env, run.ID); got != time.Minute {
 				t.Errorf("finished at %s, want 1m", got)
 			}

@@ -166,6 +166,13 @@ type Step struct {
 // Workflow returns the class name of the instance the step belongs to.
 func (s *Step) Workflow() string { return s.inst.Workflow }
 
+// Restarts returns how many times the instance was restarted before this
+// run: 0 in its first run. It is the same on every replay of a run, across
+// crashes and nodes, and changes only with Instance.Restart, so a helper
+// that keys a side effect per run includes it (Attempt.IdempotencyKey does
+// not: it is the same in every run).
+func (s *Step) Restarts() int { return s.inst.Restarts }
+
 // Used returns how many steps named name this run has reached so far, so
 // that a helper built on steps can refuse a name used twice (a step name
 // may repeat; each use is an occurrence of its own).

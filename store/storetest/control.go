@@ -415,7 +415,7 @@ var restartCases = []testCase{
 
 		restart(t, s, "a", at(time.Minute))
 		want := newInstance("a", at(time.Minute))
-		want.UpdatedAt, want.Fence = at(time.Minute), 2
+		want.UpdatedAt, want.Fence, want.Restarts = at(time.Minute), 2, 1
 		checkInstance(t, "after Restart", get(t, s, "a"), want)
 		checkSteps(t, "after Restart", steps(t, s, "a"), nil)
 		checkEvents(t, "after Restart", events(t, s, "a"), kept)
@@ -425,13 +425,26 @@ var restartCases = []testCase{
 		wantErr(t, "SaveStep with the lease from before Restart", err, store.ErrLeaseLost)
 		checkUnchanged(t, "SaveStep with the lease from before Restart", s, before)
 
-		l2 := claimID(t, s, "a", "node-2", at(time.Minute))
-		if l2.Fence != 3 {
-			t.Errorf("fence of the claim after Restart = %d, want 3", l2.Fence)
+		claimed := claim(t, s, "node-2", "", at(time.Minute), 10)
+		if len(claimed) != 1 || claimed[0].Fence != 3 || claimed[0].Restarts != 1 {
+			t.Fatalf("the claim after Restart = %+v, want instance a with fence 3 and Restarts 1", claimed)
 		}
+		l2 := leaseOf(claimed[0])
 		ev, err := s.TakeEvent(t.Context(), l2, "approve", waitStep(0, at(time.Hour)), at(2*time.Minute))
 		if err != nil || ev == nil || string(ev.Payload) != `"kept"` {
 			t.Errorf("TakeEvent after Restart = %+v, %v; want the unconsumed event", ev, err)
+		}
+		// Claims, replays and take-overs keep a run's Restarts; each
+		// Restart counts.
+		if _, err := s.RemoveNode(t.Context(), "node-2", at(3*time.Minute)); err != nil {
+			t.Fatalf("RemoveNode: %v", err)
+		}
+		if again := claim(t, s, "node-3", "", at(3*time.Minute), 10); len(again) != 1 || again[0].Restarts != 1 {
+			t.Fatalf("the claim after a take-over = %+v, want instance a with Restarts 1", again)
+		}
+		restart(t, s, "a", at(4*time.Minute))
+		if got := get(t, s, "a").Restarts; got != 2 {
+			t.Errorf("Restarts after the second Restart = %d, want 2", got)
 		}
 	}},
 	{"Finished", func(t *testing.T, s store.Store) {
@@ -442,7 +455,7 @@ var restartCases = []testCase{
 				fence := get(t, s, id).Fence
 				restart(t, s, id, at(time.Hour))
 				want := newOwned(id, "", store.StatusQueued)
-				want.WakeAt, want.UpdatedAt, want.Fence = at(time.Hour), at(time.Hour), fence+1
+				want.WakeAt, want.UpdatedAt, want.Fence, want.Restarts = at(time.Hour), at(time.Hour), fence+1, 1
 				checkInstance(t, "after Restart", get(t, s, id), want)
 			})
 		}

@@ -288,6 +288,7 @@ func instanceDiffs(got, want *store.Instance) diffs {
 	eqTime(&d, "PausedAt", got.PausedAt, want.PausedAt)
 	eq(&d, "Owner", got.Owner, want.Owner)
 	eq(&d, "Fence", got.Fence, want.Fence)
+	eq(&d, "Restarts", got.Restarts, want.Restarts)
 	return d
 }
 
