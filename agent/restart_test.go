@@ -3,12 +3,19 @@
 package agent_test
 
 import (
+	"errors"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"agentflow/agent"
+	"agentflow/store"
 	"agentflow/store/postgres"
 	"agentflow/store/sqlite"
 )
@@ -73,6 +80,73 @@ func TestRestartAfterKillServesAtOnce(t *testing.T) {
 			}
 			if res := b.call("Counter", "k", "increment", 1); res.Err != "" || string(res.Result) != "8" {
 				t.Errorf("increment in the restarted process = %s, %q; want 8", res.Result, res.Err)
+			}
+		})
+	}
+}
+
+// TestActivateReapsDeadNodeOfThisHost checks an agent live on a node that
+// died after this process's engine started, so that neither the engine's
+// start nor a heartbeat (the clock is virtual: none comes) reaped it. When
+// the node ran on this host and its process is gone, the first call takes
+// the agent over with its state; a node of another host is left to its
+// lease, and the call is refused.
+func TestActivateReapsDeadNodeOfThisHost(t *testing.T) {
+	t.Parallel()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := exec.Command(os.Args[0], "-test.run=^$")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadPID := done.ProcessState.Pid() // reaped: no process has it
+	for _, tc := range []struct {
+		name     string
+		host     string
+		takeOver bool
+	}{
+		{"ThisHost", host, true},
+		{"OtherHost", "elsewhere.invalid", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			clock := clockwork.NewFakeClockAt(time.Now())
+			e := newEnv(t, envOptions{clock: clock, setup: registerProcClasses})
+			now := clock.Now()
+			dead := store.Node{ID: "dead", Host: tc.host, PID: deadPID, Process: "gone", StartedAt: now, ExpiresAt: now.Add(time.Hour)}
+			if err := e.store.Heartbeat(ctx, dead); err != nil {
+				t.Fatal(err)
+			}
+			key := store.AgentKey{Class: "Counter", Name: "k"}
+			row, err := e.store.ActivateAgent(ctx, key, dead.ID, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.store.SaveAgentState(ctx, store.AgentLease{AgentKey: key, Owner: dead.ID, Fence: row.Fence}, []byte(`{"count":3}`), now); err != nil {
+				t.Fatal(err)
+			}
+
+			n, err := agent.Call(ctx, e.rt, key.Name, (*PlacedCounter).Increment, 1)
+			if !tc.takeOver {
+				if owned, ok := errors.AsType[*store.AgentOwnedError](err); !ok || owned.Node.ID != dead.ID {
+					t.Fatalf("increment = %d, %v; want an AgentOwnedError naming node %s", n, err, dead.ID)
+				}
+				return
+			}
+			if err != nil || n != 4 {
+				t.Fatalf("increment = %d, %v; want 4, the dead node's state taken over", n, err)
+			}
+			nodes, err := e.store.ListNodes(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range nodes {
+				if n.ID == dead.ID {
+					t.Errorf("the dead node's row is still there")
+				}
 			}
 		})
 	}

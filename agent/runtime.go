@@ -424,6 +424,16 @@ func (rt *Runtime) activate(ctx context.Context, c *class, key store.AgentKey, a
 
 func (rt *Runtime) newInstance(ctx context.Context, c *class, key store.AgentKey) (*instance, error) {
 	row, err := rt.store.ActivateAgent(ctx, key, rt.node, rt.clock.Now())
+	if owned, ok := errors.AsType[*store.AgentOwnedError](err); ok {
+		// Live on a node of this host whose process has died since the
+		// engine last looked: reap it now rather than at the next
+		// heartbeat, and take the agent over.
+		if reaped, rerr := rt.engine.ReapIfGone(ctx, owned.Node); rerr != nil {
+			rt.log.Warn("reaping the dead node an agent is live on failed", "agent", key, "dead_node", owned.Node.ID, "err", rerr)
+		} else if reaped {
+			row, err = rt.store.ActivateAgent(ctx, key, rt.node, rt.clock.Now())
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("activate agent %s: %w", key, err)
 	}

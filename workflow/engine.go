@@ -730,15 +730,7 @@ func (e *Engine) reapNodes(ctx context.Context) {
 		if !expired && !gone {
 			continue
 		}
-		released, err := e.store.RemoveNode(ctx, n.ID, now)
-		if err != nil {
-			e.log.Warn("remove dead node failed", "dead_node", n.ID, "err", err)
-			continue
-		}
-		e.log.Info("took over a dead node's instances", "dead_node", n.ID, "released", released, "expired", expired)
-		if released > 0 {
-			e.sched.add(now)
-		}
+		_ = e.removeDead(ctx, n, now, expired)
 	}
 	released, err := e.store.ReleaseOrphans(ctx, now)
 	if err != nil {
@@ -747,6 +739,37 @@ func (e *Engine) reapNodes(ctx context.Context) {
 		e.log.Info("released instances claimed by removed nodes", "released", released)
 		e.sched.add(now)
 	}
+}
+
+// removeDead removes the dead node n, releasing its instances to be claimed.
+func (e *Engine) removeDead(ctx context.Context, n store.Node, now time.Time, expired bool) error {
+	released, err := e.store.RemoveNode(ctx, n.ID, now)
+	if err != nil {
+		e.log.Warn("remove dead node failed", "dead_node", n.ID, "err", err)
+		return err
+	}
+	e.log.Info("took over a dead node's instances", "dead_node", n.ID, "released", released, "expired", expired)
+	if released > 0 {
+		e.sched.add(now)
+	}
+	return nil
+}
+
+// ReapIfGone removes node n, as the engine's reaper would, when it ran on
+// this engine's host in a process that no longer exists, and reports
+// whether it did. The engine reaps such nodes when it starts and at every
+// heartbeat; the agent runtime calls ReapIfGone when an agent it is asked
+// for is live on a node of this host, which may have died since (a process
+// killed just before this one started may still have been exiting when
+// the engine started). It does nothing before Start has returned.
+func (e *Engine) ReapIfGone(ctx context.Context, n store.Node) (bool, error) {
+	if !e.running.Load() || n.ID == e.nodeID || !processGone(n, e.node) {
+		return false, nil
+	}
+	if err := e.removeDead(ctx, n, e.clock.Now(), false); err != nil {
+		return false, fmt.Errorf("workflow: reap node %s: %w", n.ID, err)
+	}
+	return true, nil
 }
 
 // processGone reports whether node n ran on self's host in a process that
