@@ -293,17 +293,6 @@ func (c *child) submit(name, id, text string) {
 	}
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestSubmissionRecoveryAfterKill kills a process in the middle of its
 // Think agents' turns and recovers them in a fresh runtime on the same
 // store:

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"agentflow/agent"
@@ -168,7 +169,9 @@ type promptSubmitter interface {
 // Prompt submits one prompt to the Think agent that started the workflow
 // and waits durably for the turn's answer, a T checked against T's schema
 // (SPEC §4.3). It uses two steps, "<name>:submit" and "<name>:wait" (and
-// "<name>:cancel" after a timeout).
+// "<name>:cancel" after a timeout). The submission is keyed by the run:
+// replays of one run submit once, and a run after Instance.Restart submits
+// a turn of its own.
 func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) {
 	var zero T
 	step := o.Step()
@@ -188,8 +191,17 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 	}
 	wire := strict.JSON()
 	fp := sha256.Sum256(append(append([]byte(opts.Prompt), 0), wire...))
-	idem := "think-workflow:" + step.Workflow() + ":" + step.InstanceID() + ":" + name
-	eventType := "agentflow:prompt:" + shortHash(name)
+	// A restart runs the steps again, so a run after one submits a turn
+	// of its own and waits for its own event type (an answer to the run
+	// before that arrives late is not taken for it); every replay of one
+	// run has the same key, so a crash never submits twice.
+	run, eventType := step.InstanceID(), "agentflow:prompt:"
+	if r := step.Restarts(); r > 0 {
+		run += "/" + strconv.Itoa(r)
+		eventType += "r" + strconv.Itoa(r) + ":"
+	}
+	idem := "think-workflow:" + step.Workflow() + ":" + run + ":" + name
+	eventType += shortHash(name)
 	if opts.Key != "" {
 		idem += ":" + shortHash(opts.Key)
 		eventType += ":" + shortHash(opts.Key)

@@ -98,9 +98,16 @@ func runPrompt(t *testing.T, e *env, name, mode string) promptResult {
 	id := with(t, e, name, func(ctx context.Context, h *Helper) (string, error) {
 		return h.RunWorkflow(ctx, "TRIAGE_WORKFLOW", promptParams{Mode: mode})
 	})
+	return promptOutcome(t, e.st, id)
+}
+
+// promptOutcome waits up to 15 s for the Triage workflow id to finish and
+// returns its result.
+func promptOutcome(t *testing.T, st store.Store, id string) promptResult {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		in, err := e.st.GetInstance(t.Context(), id)
+		in, err := st.GetInstance(t.Context(), id)
 		if err == nil && in.Status.Finished() {
 			var r promptResult
 			if in.Status != store.StatusComplete || json.Unmarshal(in.Output, &r) != nil {

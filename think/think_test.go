@@ -263,3 +263,14 @@ func TestTurnErrorsAndInvalidCalls(t *testing.T) {
 		t.Errorf("empty submission: err = %v", err)
 	}
 }
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
