@@ -124,6 +124,13 @@ type ThinkStore interface {
 	// payload and claim and sets DeliveredAt. It fails with ErrLeaseLost
 	// when owner does not hold the claim.
 	DeliveredOutbox(ctx context.Context, id int64, owner string, now time.Time) error
+	// FailedOutbox gives up on a claimed message that can never be
+	// delivered: like DeliveredOutbox it clears its payload and claim and
+	// sets DeliveredAt, so it is never claimed again and is pruned with
+	// the delivered ones; it also sets Failed and records reason as
+	// LastError. It fails with ErrLeaseLost when owner does not hold the
+	// claim.
+	FailedOutbox(ctx context.Context, id int64, owner string, now time.Time, reason string) error
 	// RetryOutbox gives up owner's claim on a message that could not be
 	// delivered: Attempts increments, NextAttemptAt becomes next, LastError
 	// is recorded.
@@ -173,7 +180,10 @@ type OutboxMessage struct {
 	NextAttemptAt time.Time
 	Owner         string // the node delivering it now, "" when none is
 	CreatedAt     time.Time
-	DeliveredAt   time.Time // zero until delivered
+	DeliveredAt   time.Time // zero until delivered or given up
+	// Failed is set when the message was given up on (FailedOutbox): its
+	// payload never reached the instance, and LastError says why.
+	Failed bool
 }
 
 // Usage counts a turn's tokens.

@@ -28,7 +28,8 @@ import (
 //
 // Outbox claims (owner) follow the rule of agents.go: a claim held by a
 // node without a row in agentflow_nodes is free. A node's writes on a
-// message it claimed (DeliveredOutbox, RetryOutbox) are fenced by owner.
+// message it claimed (DeliveredOutbox, FailedOutbox, RetryOutbox) are
+// fenced by owner.
 
 // finishSubmissionSQL ends a running submission while owner runs it.
 const finishSubmissionSQL = `UPDATE think_submissions SET status = ?, error = ?, output = ?, owner = NULL, finished_at = ?,
@@ -36,7 +37,7 @@ const finishSubmissionSQL = `UPDATE think_submissions SET status = ?, error = ?,
  WHERE class = ? AND name = ? AND id = ? AND owner = ? AND status = '` + string(store.SubmissionRunning) + `'`
 
 const outboxCols = `id, class, name, submission_id, instance_id, event_type, payload, attempts, last_error, next_attempt_at,
- owner, created_at, delivered_at`
+ owner, created_at, delivered_at, failed`
 
 // outboxInsertCols are the columns an end of a submission fills.
 const outboxInsertCols = `class, name, submission_id, instance_id, event_type, payload, attempts, next_attempt_at, created_at`
@@ -44,6 +45,7 @@ const outboxInsertCols = `class, name, submission_id, instance_id, event_type, p
 type outboxQueries struct {
 	finishNotify, insertOutbox                            string
 	claimOutbox, nextOutbox, deliveredOutbox, retryOutbox string
+	failedOutbox                                          string
 	outboxByID, pruneOutbox, getOutbox                    string
 }
 
@@ -74,6 +76,8 @@ UPDATE think_outbox SET owner = ?
  ORDER BY next_attempt_at, id LIMIT ?`),
 		deliveredOutbox: r(`UPDATE think_outbox SET payload = NULL, owner = NULL, delivered_at = ?
  WHERE id = ? AND owner = ? AND delivered_at IS NULL`),
+		failedOutbox: r(`UPDATE think_outbox SET payload = NULL, owner = NULL, delivered_at = ?, failed = 1, last_error = ?
+ WHERE id = ? AND owner = ? AND delivered_at IS NULL`),
 		retryOutbox: r(`UPDATE think_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, owner = NULL
  WHERE id = ? AND owner = ? AND delivered_at IS NULL`),
 		outboxByID: r(`SELECT ` + outboxCols + ` FROM think_outbox WHERE id = ?`),
@@ -101,11 +105,13 @@ func scanOutbox(r rowScanner) (*store.OutboxMessage, error) {
 		attempts       int64
 		next, created  int64
 		delivered      sql.NullInt64
+		failed         int64
 	)
 	if err := r.Scan(&m.ID, &m.Class, &m.Name, &m.SubmissionID, &m.InstanceID, &m.EventType, &m.Payload, &attempts,
-		&lastErr, &next, &owner, &created, &delivered); err != nil {
+		&lastErr, &next, &owner, &created, &delivered, &failed); err != nil {
 		return nil, err
 	}
+	m.Failed = failed != 0
 	m.Attempts = int(attempts)
 	m.LastError, m.Owner = lastErr.String, owner.String
 	m.NextAttemptAt, m.CreatedAt = time.UnixMicro(next).UTC(), time.UnixMicro(created).UTC()
@@ -304,7 +310,11 @@ func (s *Store) fencedOutbox(ctx context.Context, what string, id int64, owner, 
 		}
 		op := fmt.Sprintf("%s outbox message %d (submission %s) of agent %s", what, id, cur.SubmissionID, cur.AgentKey)
 		if !cur.DeliveredAt.IsZero() {
-			return fmt.Errorf("%s: delivered already, at %s: %w", op, cur.DeliveredAt.Format(time.RFC3339Nano), store.ErrLeaseLost)
+			done := "delivered"
+			if cur.Failed {
+				done = "given up"
+			}
+			return fmt.Errorf("%s: %s already, at %s: %w", op, done, cur.DeliveredAt.Format(time.RFC3339Nano), store.ErrLeaseLost)
 		}
 		if cur.Owner != owner {
 			holder := "nobody"
@@ -321,6 +331,11 @@ func (s *Store) fencedOutbox(ctx context.Context, what string, id int64, owner, 
 // DeliveredOutbox implements store.ThinkStore.
 func (s *Store) DeliveredOutbox(ctx context.Context, id int64, owner string, now time.Time) error {
 	return s.fencedOutbox(ctx, "deliver", id, owner, s.tq.deliveredOutbox, now.UnixMicro(), id, owner)
+}
+
+// FailedOutbox implements store.ThinkStore.
+func (s *Store) FailedOutbox(ctx context.Context, id int64, owner string, now time.Time, reason string) error {
+	return s.fencedOutbox(ctx, "give up", id, owner, s.tq.failedOutbox, now.UnixMicro(), nullString(reason), id, owner)
 }
 
 // RetryOutbox implements store.ThinkStore.

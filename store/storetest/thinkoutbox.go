@@ -86,6 +86,7 @@ func outboxDiffs(got, want *store.OutboxMessage) diffs {
 	eq(&d, "Owner", got.Owner, want.Owner)
 	eqTime(&d, "CreatedAt", got.CreatedAt, want.CreatedAt)
 	eqTime(&d, "DeliveredAt", got.DeliveredAt, want.DeliveredAt)
+	eq(&d, "Failed", got.Failed, want.Failed)
 	return d
 }
 
@@ -363,6 +364,61 @@ var thinkOutboxCases = []testCase{
 		if ms := getOutbox(t, s, counterA, "s4"); len(ms) != 1 || ms[0].Owner != "node-2" {
 			t.Errorf("the undelivered message after pruning: %d messages, want 1 claimed by node-2", len(ms))
 		}
+	}},
+	{"GiveUp", func(t *testing.T, s store.Store) {
+		liveNode(t, s, "node-1")
+		liveNode(t, s, "node-2")
+		cancelled(t, s, chatA, "s1", "wf-1", at(1*time.Second))
+		cancelled(t, s, chatA, "s2", "wf-2", at(2*time.Second))
+		got := wantOutboxClaimed(t, s, "node-1", at(2*time.Second), 10, "s1", "s2")
+		id1, id2 := got[0].ID, got[1].ID
+
+		// Fenced by owner, like DeliveredOutbox.
+		err := s.FailedOutbox(t.Context(), id1, "node-2", at(5*time.Second), "too large")
+		wantErrNaming(t, "FailedOutbox by another node", err, store.ErrLeaseLost, strconv.FormatInt(id1, 10))
+		err = s.FailedOutbox(t.Context(), 1<<40, "node-1", at(5*time.Second), "too large")
+		wantErrNaming(t, "FailedOutbox of an unknown message", err, store.ErrNotFound, strconv.FormatInt(1<<40, 10))
+		if err := s.FailedOutbox(t.Context(), id1, "node-1", at(5*time.Second), "event too large"); err != nil {
+			t.Fatalf("FailedOutbox(%d): %v", id1, err)
+		}
+		m1 := newOutbox(chatA, "s1", "wf-1", "", at(time.Second))
+		m1.Payload, m1.DeliveredAt, m1.Failed, m1.LastError = nil, at(5*time.Second), true, "event too large"
+		wantOutbox(t, "the message given up on", s, chatA, "s1", m1)
+		err = s.FailedOutbox(t.Context(), id1, "node-1", at(6*time.Second), "again")
+		wantErrNaming(t, "a second FailedOutbox", err, store.ErrLeaseLost, "given up")
+		err = s.DeliveredOutbox(t.Context(), id1, "node-1", at(6*time.Second))
+		wantErrNaming(t, "DeliveredOutbox after FailedOutbox", err, store.ErrLeaseLost, strconv.FormatInt(id1, 10))
+		wantOutbox(t, "the message given up on", s, chatA, "s1", m1)
+
+		// Given up after a retry: the attempts stay, the reason replaces
+		// the last error.
+		if err := s.RetryOutbox(t.Context(), id2, "node-1", at(time.Minute), "instance busy"); err != nil {
+			t.Fatalf("RetryOutbox(%d): %v", id2, err)
+		}
+		wantOutboxClaimed(t, s, "node-2", at(time.Minute), 10, "s2")
+		if err := s.FailedOutbox(t.Context(), id2, "node-2", at(2*time.Minute), "instance gone"); err != nil {
+			t.Fatalf("FailedOutbox(%d): %v", id2, err)
+		}
+		m2 := newOutbox(chatA, "s2", "wf-2", "", at(2*time.Second))
+		m2.Payload, m2.Attempts, m2.NextAttemptAt = nil, 1, at(time.Minute)
+		m2.DeliveredAt, m2.Failed, m2.LastError = at(2*time.Minute), true, "instance gone"
+		wantOutbox(t, "the retried message given up on", s, chatA, "s2", m2)
+
+		// Never due or claimable again, even once its node is gone; pruned
+		// like a delivered one.
+		if _, err := s.RemoveNode(t.Context(), "node-2", at(3*time.Minute)); err != nil {
+			t.Fatalf("RemoveNode: %v", err)
+		}
+		wantOutboxTimes(t, s, farFuture, 10)
+		wantOutboxClaimed(t, s, "node-1", farFuture, 10)
+		if n, err := s.PruneOutbox(t.Context(), at(time.Minute), 10); err != nil || n != 1 {
+			t.Fatalf("PruneOutbox(1m) = %d, %v; want 1", n, err)
+		}
+		wantNoOutbox(t, "after pruning", s, chatA, "s1")
+		if n, err := s.PruneOutbox(t.Context(), farFuture, 10); err != nil || n != 1 {
+			t.Fatalf("PruneOutbox = %d, %v; want 1", n, err)
+		}
+		wantNoOutbox(t, "after pruning", s, chatA, "s2")
 	}},
 	{"OrphanedClaim", func(t *testing.T, s store.Store) {
 		cancelled(t, s, chatA, "s1", "wf-1", at(time.Second))
