@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -25,13 +28,26 @@ type HandlerOptions struct {
 	// CORS, when set, answers preflight requests and adds CORS headers,
 	// and lets WebSocket clients connect from the allowed origins.
 	CORS *CORS
-	// BeforeConnect is called before a WebSocket upgrade; an error refuses
-	// it (with the error's status if it is a StatusCoder, 403 otherwise).
-	// This is where authentication goes.
+	// MaxBodyBytes bounds a plain request's body; default 1 MiB. The
+	// handler reads the body whole before it touches the instance, so a
+	// slow client never holds the instance's lock; OnRequest (and
+	// BeforeRequest) read it from memory. A larger body is answered 413.
+	// It must not be negative; Handler panics otherwise. Serve the handler
+	// with a ReadTimeout, which bounds how long a client may take to send
+	// the body (net/http lifts it once the body is read).
+	MaxBodyBytes int64
+	// BeforeConnect is called before a WebSocket upgrade, before the
+	// instance is activated; an error refuses the
+	// upgrade (with the error's status if it is a StatusCoder, 403
+	// otherwise). This is where authentication of your own goes.
 	BeforeConnect func(r *http.Request, key store.AgentKey) error
-	// BeforeRequest is the same for plain HTTP requests.
+	// BeforeRequest is the same for plain HTTP requests; it is called once
+	// the body has been read, which it may read too.
 	BeforeRequest func(r *http.Request, key store.AgentKey) error
 }
+
+// DefaultMaxBodyBytes is HandlerOptions.MaxBodyBytes's default.
+const DefaultMaxBodyBytes = 1 << 20
 
 // CORS is a cross-origin policy.
 type CORS struct {
@@ -51,12 +67,21 @@ type handler struct {
 // Handler returns the http.Handler serving /agents/<class-kebab>/<name>[/rest]:
 // WebSocket upgrades speak the agents protocol; other requests go to the
 // class's OnRequest hook. An unknown class answers 400 and a malformed path
-// 404. Mount it on any router, at its prefix or at the root.
+// 404. Mount it on any router, at its prefix or at the root. It panics when
+// o is not valid (a negative MaxBodyBytes), as http.ServeMux does with a
+// bad pattern.
 func (rt *Runtime) Handler(o HandlerOptions) http.Handler {
 	if o.Prefix == "" {
 		o.Prefix = "/agents"
 	}
-	return &handler{rt: rt, o: o, prefix: strings.TrimSuffix(o.Prefix, "/") + "/"}
+	switch {
+	case o.MaxBodyBytes < 0:
+		panic(fmt.Sprintf("agent: HandlerOptions.MaxBodyBytes is %d; it must not be negative (0 takes the default, %d)", o.MaxBodyBytes, DefaultMaxBodyBytes))
+	case o.MaxBodyBytes == 0:
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	h := &handler{rt: rt, o: o, prefix: strings.TrimSuffix(o.Prefix, "/") + "/"}
+	return h
 }
 
 type restKey struct{}
@@ -110,8 +135,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := store.AgentKey{Class: c.name, Name: name}
 	upgrade := isWebSocket(r)
 	hook := h.o.BeforeRequest
+	var body []byte
 	if upgrade {
 		hook = h.o.BeforeConnect
+	} else {
+		// The whole body, before the instance: reading it holding the
+		// instance's lock would let a slow client stall every caller.
+		var herr *HTTPError
+		if body, herr = h.readBody(w, r); herr != nil {
+			http.Error(w, herr.Message, herr.Status)
+			return
+		}
+		r = withBody(r, body)
 	}
 	if hook != nil {
 		if err := hook(r, key); err != nil {
@@ -138,11 +173,44 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("agent class %s does not serve HTTP requests", c.name), http.StatusNotFound)
 		return
 	}
-	r = r.WithContext(context.WithValue(r.Context(), restKey{}, rest))
+	r = withBody(r.WithContext(context.WithValue(r.Context(), restKey{}, rest)), body) // anew: the hook may have read it
 	if err := in.run(r.Context(), func() error { rh.OnRequest(r.Context(), w, r); return nil }); err != nil {
 		in.reportError(r.Context(), err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 	}
+}
+
+// readBody reads r's body whole, up to MaxBodyBytes.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *HTTPError) {
+	limit := h.o.MaxBodyBytes
+	tooLarge := &HTTPError{Status: http.StatusRequestEntityTooLarge,
+		Message: fmt.Sprintf("request body too large: the limit is %d bytes", limit)}
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return nil, tooLarge
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return nil, &HTTPError{Status: http.StatusRequestTimeout, Message: "the request body did not arrive in time"}
+	}
+	if err != nil {
+		return nil, &HTTPError{Status: http.StatusBadRequest, Message: "reading the request body: " + err.Error()}
+	}
+	return body, nil
+}
+
+// withBody returns a shallow copy of r whose body reads body from memory.
+func withBody(r *http.Request, body []byte) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.ContentLength = int64(len(body))
+	r2.Body = http.NoBody
+	if len(body) > 0 {
+		r2.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	return r2
 }
 
 // statusOf maps a runtime error to an HTTP status.

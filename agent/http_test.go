@@ -1,0 +1,279 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"agentflow/agent"
+	"agentflow/examples/counter"
+	"agentflow/internal/httpserver"
+	"agentflow/store"
+)
+
+// Inbox keeps the bodies posted to it; GET answers them, after
+// ?wait=<duration> when it is given.
+type Inbox struct {
+	agent.Agent[[]string]
+}
+
+func (b *Inbox) InitialState() []string { return []string{} }
+
+func (b *Inbox) OnRequest(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil {
+			select {
+			case <-ctx.Done():
+				http.Error(w, "cancelled while waiting: "+ctx.Err().Error(), http.StatusServiceUnavailable)
+				return
+			case <-time.After(d):
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(b.State())
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := b.SetState(ctx, append(append([]string{}, b.State()...), string(body))); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveTimeouts serves h on loopback with the server the binaries use,
+// with o's timeouts, and returns its base URL.
+func serveTimeouts(t *testing.T, h http.Handler, o httpserver.Options) string {
+	t.Helper()
+	o.Handler = h
+	srv, err := httpserver.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// noAgentRow fails the test when the agent has a row: a refused request
+// must not have touched it.
+func noAgentRow(t *testing.T, e *env, key store.AgentKey) {
+	t.Helper()
+	if a, err := e.store.GetAgent(t.Context(), key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent %s: row %+v, %v; want none", key, a, err)
+	}
+}
+
+// A client that sends its body slowly does not hold the instance: another
+// request to it answers at once, and the server's ReadTimeout closes the
+// slow connection.
+func TestSlowBodyDoesNotLockTheInstance(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) {
+		agent.MustRegister[Inbox](rt, "Inbox", agent.ClassOptions{})
+	}})
+	const readTimeout = 3 * time.Second
+	base := serveTimeouts(t, e.rt.Handler(agent.HandlerOptions{}), httpserver.Options{
+		ReadHeaderTimeout: time.Second, ReadTimeout: readTimeout, WriteTimeout: 10 * time.Second})
+
+	slow, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	start := time.Now()
+	fmt.Fprintf(slow, "POST /agents/inbox/victim HTTP/1.1\r\nHost: agents\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nhello")
+	closed := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(slow) // until the server closes the connection
+		closed <- string(b)
+	}()
+	time.Sleep(200 * time.Millisecond) // the slow request is in the handler
+
+	get := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/agents/inbox/victim", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if took := time.Since(get); resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "[]" || took > readTimeout/2 {
+		t.Errorf("GET beside the slow POST = %d %q after %s; want 200 [] well within the slow body's %s", resp.StatusCode, body, took, readTimeout)
+	}
+
+	select {
+	case got := <-closed:
+		took := time.Since(start)
+		if !strings.HasPrefix(got, "HTTP/1.1 408 ") || took < readTimeout-100*time.Millisecond {
+			t.Errorf("slow POST: closed after %s with %q; want a 408 after the %s ReadTimeout", took, got, readTimeout)
+		}
+	case <-time.After(readTimeout + 5*time.Second):
+		t.Fatalf("the slow connection is still open %s after it started; the ReadTimeout is %s", time.Since(start), readTimeout)
+	}
+
+	// A body that arrives reaches OnRequest whole.
+	resp, err = http.Post(base+"/agents/inbox/victim", "text/plain", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST hi = %d", resp.StatusCode)
+	}
+	got, err := agent.With(t.Context(), e.rt, "victim", func(ctx context.Context, b *Inbox) ([]string, error) { return b.State(), nil })
+	if err != nil || len(got) != 1 || got[0] != "hi" {
+		t.Errorf("inbox = %q, %v; want [hi]", got, err)
+	}
+}
+
+// The server's timeouts bound reading a request, not the agent's work: a
+// request may take longer than the ReadTimeout, and a WebSocket connection,
+// hijacked from the server, stays open longer than every timeout.
+func TestServerTimeoutsSpareAgentWork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) {
+		counter.Register(rt)
+		agent.MustRegister[Inbox](rt, "Inbox", agent.ClassOptions{})
+	}})
+	const (
+		readTimeout  = 200 * time.Millisecond
+		writeTimeout = time.Second
+		work         = 3 * readTimeout
+	)
+	base := serveTimeouts(t, e.rt.Handler(agent.HandlerOptions{}), httpserver.Options{
+		ReadHeaderTimeout: readTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: readTimeout})
+
+	t.Run("request", func(t *testing.T) {
+		t.Parallel()
+		resp, err := http.Get(base + "/agents/inbox/busy?wait=" + work.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET taking %s, beyond the %s ReadTimeout = %d %q; want 200", work, readTimeout, resp.StatusCode, body)
+		}
+	})
+	t.Run("websocket", func(t *testing.T) {
+		t.Parallel()
+		// Active already, so that the upgrade is answered well within the
+		// WriteTimeout, which bounds it.
+		if _, err := agent.Call(t.Context(), e.rt, "patient", (*counter.Counter).Increment, 0); err != nil {
+			t.Fatal(err)
+		}
+		c := dial(t, wsURL(base, "/agents/counter/patient"))
+		c.expect(map[string]any{"type": "cf_agent_identity"})
+		c.expect(map[string]any{"type": "cf_agent_state"})
+		for i := 1; i <= 2; i++ {
+			time.Sleep(writeTimeout + readTimeout)
+			c.send(fmt.Sprintf(`{"type":"rpc","id":"%d","method":"increment","args":[1]}`, i))
+			c.expect(map[string]any{"type": "cf_agent_state", "state": map[string]any{"count": i}})
+			c.expect(map[string]any{"type": "rpc", "id": fmt.Sprint(i), "success": true, "result": i})
+		}
+	})
+}
+
+func TestMaxBodyBytes(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	hooked := map[string]string{} // instance → the body BeforeRequest read
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) {
+		agent.MustRegister[Inbox](rt, "Inbox", agent.ClassOptions{})
+	}})
+	base := serve(t, e, agent.HandlerOptions{MaxBodyBytes: 16, BeforeRequest: func(r *http.Request, key store.AgentKey) error {
+		b, err := io.ReadAll(r.Body)
+		mu.Lock()
+		hooked[key.Name] = string(b)
+		mu.Unlock()
+		return err
+	}})
+	for _, tc := range []struct {
+		name    string
+		body    string
+		chunked bool // sent without a Content-Length
+		status  int
+		message string
+	}{
+		{"at the limit", "0123456789abcdef", false, 204, ""},
+		{"over the limit", "0123456789abcdefg", false, 413, "request body too large: the limit is 16 bytes"},
+		{"chunked, over the limit", "0123456789abcdefg", true, 413, "request body too large: the limit is 16 bytes"},
+		{"chunked, within", "01234567", true, 204, ""},
+		{"empty", "", false, 204, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			var body io.Reader = strings.NewReader(tc.body)
+			if tc.chunked {
+				body = io.MultiReader(body) // of unknown length
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/agents/inbox/"+name, body)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(msg), tc.message) {
+				t.Fatalf("POST = %d %q, want %d containing %q", resp.StatusCode, msg, tc.status, tc.message)
+			}
+			mu.Lock()
+			seen, ok := hooked[name]
+			mu.Unlock()
+			if tc.status != 204 {
+				if ok {
+					t.Errorf("BeforeRequest ran for a refused body")
+				}
+				noAgentRow(t, e, store.AgentKey{Class: "Inbox", Name: name})
+				return
+			}
+			got, err := agent.With(t.Context(), e.rt, name, func(ctx context.Context, b *Inbox) ([]string, error) { return b.State(), nil })
+			if err != nil || len(got) != 1 || got[0] != tc.body || seen != tc.body {
+				t.Errorf("OnRequest stored %q (%v), BeforeRequest read %q; want %q for both", got, err, seen, tc.body)
+			}
+		})
+	}
+}
+
+func TestHandlerOptionsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	for _, tc := range []struct {
+		name string
+		o    agent.HandlerOptions
+		want string
+	}{
+		{"negative body limit", agent.HandlerOptions{MaxBodyBytes: -1},
+			"agent: HandlerOptions.MaxBodyBytes is -1; it must not be negative (0 takes the default, 1048576)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			defer func() {
+				if got := fmt.Sprint(recover()); !strings.Contains(got, tc.want) {
+					t.Errorf("Handler panicked with %q, want %q", got, tc.want)
+				}
+			}()
+			e.rt.Handler(tc.o)
+		})
+	}
+}
