@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"agentflow/internal/bearer"
 	"agentflow/store"
 )
 
@@ -28,6 +29,14 @@ type HandlerOptions struct {
 	// CORS, when set, answers preflight requests and adds CORS headers,
 	// and lets WebSocket clients connect from the allowed origins.
 	CORS *CORS
+	// Token, when set, is a bearer token every request must carry, in an
+	// "Authorization: Bearer <token>" header or, for browser WebSockets
+	// (which cannot set headers), in the "token" query parameter. A
+	// request without it or with another is answered 401 with a
+	// WWW-Authenticate: Bearer challenge before the hooks run and before
+	// any instance is touched. Only a CORS preflight passes without it.
+	// It must be visible ASCII without spaces; Handler panics otherwise.
+	Token string
 	// MaxBodyBytes bounds a plain request's body; default 1 MiB. The
 	// handler reads the body whole before it touches the instance, so a
 	// slow client never holds the instance's lock; OnRequest (and
@@ -36,8 +45,8 @@ type HandlerOptions struct {
 	// with a ReadTimeout, which bounds how long a client may take to send
 	// the body (net/http lifts it once the body is read).
 	MaxBodyBytes int64
-	// BeforeConnect is called before a WebSocket upgrade, before the
-	// instance is activated; an error refuses the
+	// BeforeConnect is called before a WebSocket upgrade, after the Token
+	// check and before the instance is activated; an error refuses the
 	// upgrade (with the error's status if it is a StatusCoder, 403
 	// otherwise). This is where authentication of your own goes.
 	BeforeConnect func(r *http.Request, key store.AgentKey) error
@@ -62,14 +71,15 @@ type handler struct {
 	rt     *Runtime
 	o      HandlerOptions
 	prefix string
+	token  *bearer.Token // nil: no token required
 }
 
 // Handler returns the http.Handler serving /agents/<class-kebab>/<name>[/rest]:
 // WebSocket upgrades speak the agents protocol; other requests go to the
 // class's OnRequest hook. An unknown class answers 400 and a malformed path
 // 404. Mount it on any router, at its prefix or at the root. It panics when
-// o is not valid (a negative MaxBodyBytes), as http.ServeMux does with a
-// bad pattern.
+// o is not valid (a Token with spaces, a negative MaxBodyBytes), as
+// http.ServeMux does with a bad pattern.
 func (rt *Runtime) Handler(o HandlerOptions) http.Handler {
 	if o.Prefix == "" {
 		o.Prefix = "/agents"
@@ -81,6 +91,13 @@ func (rt *Runtime) Handler(o HandlerOptions) http.Handler {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	h := &handler{rt: rt, o: o, prefix: strings.TrimSuffix(o.Prefix, "/") + "/"}
+	if o.Token != "" {
+		t, err := bearer.New(o.Token)
+		if err != nil {
+			panic("agent: HandlerOptions.Token: " + err.Error())
+		}
+		h.token = t
+	}
 	return h
 }
 
@@ -118,6 +135,9 @@ func (h *handler) parsePath(r *http.Request) (class, name, rest string, ok bool)
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.o.CORS != nil && h.cors(w, r) {
+		return
+	}
+	if h.token != nil && !h.token.Check(w, r) {
 		return
 	}
 	kebab, name, rest, ok := h.parsePath(r)

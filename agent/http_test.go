@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"agentflow/agent"
 	"agentflow/examples/counter"
 	"agentflow/internal/httpserver"
@@ -265,6 +267,9 @@ func TestHandlerOptionsRefused(t *testing.T) {
 	}{
 		{"negative body limit", agent.HandlerOptions{MaxBodyBytes: -1},
 			"agent: HandlerOptions.MaxBodyBytes is -1; it must not be negative (0 takes the default, 1048576)"},
+		{"token with a space", agent.HandlerOptions{Token: "two words"},
+			"agent: HandlerOptions.Token: the token has ' ' at byte 3: it must be visible ASCII characters, without spaces"},
+		{"token with a newline", agent.HandlerOptions{Token: "s3cret\n"}, "agent: HandlerOptions.Token: the token has '\\n' at byte 6"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -274,6 +279,100 @@ func TestHandlerOptionsRefused(t *testing.T) {
 				}
 			}()
 			e.rt.Handler(tc.o)
+		})
+	}
+}
+
+// HandlerOptions.Token: every request but a CORS preflight carries the
+// token, in the header or the query; others are refused before the hooks
+// run and before the instance is touched.
+func TestHandlerToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) {
+		agent.MustRegister[Hooked](rt, "Hooked", agent.ClassOptions{})
+	}})
+	var mu sync.Mutex
+	hooks := map[string]string{} // instance → the hook that ran
+	record := func(which string) func(*http.Request, store.AgentKey) error {
+		return func(r *http.Request, key store.AgentKey) error {
+			mu.Lock()
+			hooks[key.Name] = which
+			mu.Unlock()
+			return nil
+		}
+	}
+	base := serve(t, e, agent.HandlerOptions{
+		Token:         "s3cret",
+		CORS:          &agent.CORS{AllowedOrigins: []string{"https://app.example"}},
+		BeforeRequest: record("request"), BeforeConnect: record("connect"),
+	})
+	for _, tc := range []struct {
+		name      string
+		ws        bool
+		method    string
+		query     string
+		header    http.Header
+		status    int    // for WebSockets, 101 when the upgrade succeeds
+		challenge string // WWW-Authenticate
+		hook      string // "": no hook ran
+	}{
+		{"no token", false, "GET", "", nil, 401, "Bearer", ""},
+		{"wrong token", false, "POST", "", http.Header{"Authorization": {"Bearer s3cre"}}, 401, `Bearer error="invalid_token"`, ""},
+		{"other scheme", false, "GET", "", http.Header{"Authorization": {"Basic czNjcmV0"}}, 401, "Bearer", ""},
+		{"header", false, "GET", "", http.Header{"Authorization": {"Bearer s3cret"}}, 200, "", "request"},
+		{"query parameter", false, "GET", "?token=s3cret", nil, 200, "", "request"},
+		{"wrong query parameter", false, "GET", "?token=secret", nil, 401, `Bearer error="invalid_token"`, ""},
+		{"preflight", false, "OPTIONS", "", http.Header{"Origin": {"https://app.example"}, "Access-Control-Request-Method": {"POST"}}, 204, "", ""},
+		{"OPTIONS that is no preflight", false, "OPTIONS", "", nil, 401, "Bearer", ""},
+		{"websocket without", true, "", "", nil, 401, "Bearer", ""},
+		{"websocket wrong", true, "", "?token=nope", nil, 401, `Bearer error="invalid_token"`, ""},
+		{"websocket query parameter", true, "", "?token=s3cret", nil, 101, "", "connect"},
+		{"websocket header", true, "", "", http.Header{"Authorization": {"Bearer s3cret"}}, 101, "", "connect"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			path := "/agents/hooked/" + name + tc.query
+			var resp *http.Response
+			if tc.ws {
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				defer cancel()
+				ws, r, err := websocket.Dial(ctx, wsURL(base, path), &websocket.DialOptions{HTTPHeader: tc.header})
+				if err == nil {
+					c := &wsClient{t: t, ws: ws}
+					c.expect(map[string]any{"type": "cf_agent_identity", "name": name})
+					ws.Close(websocket.StatusNormalClosure, "")
+				} else if r == nil {
+					t.Fatalf("dial: %v", err)
+				}
+				resp = r
+			} else {
+				req, _ := http.NewRequestWithContext(t.Context(), tc.method, base+path, nil)
+				for k, v := range tc.header {
+					req.Header[k] = v
+				}
+				var err error
+				if resp, err = http.DefaultClient.Do(req); err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); got != tc.challenge {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tc.challenge)
+			}
+			mu.Lock()
+			hook := hooks[name]
+			mu.Unlock()
+			if hook != tc.hook {
+				t.Errorf("hook run: %q, want %q", hook, tc.hook)
+			}
+			if tc.hook == "" {
+				noAgentRow(t, e, store.AgentKey{Class: "Hooked", Name: name})
+			}
 		})
 	}
 }
