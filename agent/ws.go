@@ -23,17 +23,26 @@ const sendQueue = 512
 const writeTimeout = 10 * time.Second
 
 // Conn is one WebSocket connection to an agent instance.
+//
+// An idle connection costs one goroutine (the one reading it) and no
+// buffer of its own beyond the WebSocket library's: a message is read into
+// a buffer that lives while it is handled, and a goroutine writes only
+// while frames are waiting.
 type Conn struct {
 	id       string
 	in       *instance
 	ws       *websocket.Conn
-	out      chan []byte
-	done     chan struct{}
-	once     sync.Once
+	done     chan struct{} // closed by Close
 	readonly atomic.Bool
 	data     atomic.Value
 
-	closeCode   websocket.StatusCode // set once, before done closes
+	mu          sync.Mutex // guards the fields below
+	queue       [][]byte   // frames for the writer, oldest first
+	pending     int        // frames queued or being written
+	writing     bool       // a writer goroutine is running (or the connection is finished)
+	closing     bool       // Close was called: frames are no longer taken
+	aborted     bool       // ended without a close handshake (see abort)
+	closeCode   websocket.StatusCode
 	closeReason string
 }
 
@@ -74,50 +83,90 @@ func (c *Conn) Send(v any) error {
 // Close closes the connection with a WebSocket close code and reason,
 // after the frames already queued for it.
 func (c *Conn) Close(code int, reason string) {
-	c.once.Do(func() {
-		c.closeCode, c.closeReason = websocket.StatusCode(code), reason
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.closeCode, c.closeReason = websocket.StatusCode(code), reason
+	close(c.done)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeQueued()
+	}
+}
+
+// abort ends the connection at once, without a close handshake, for a
+// client that is gone or does not answer: the read in progress fails and
+// readLoop reports code and reason.
+func (c *Conn) abort(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.closeCode, c.closeReason = code, reason
 		close(c.done)
-	})
+	}
+	c.aborted = true
+	c.writing = true // no writer may start; one running fails its next write
+	c.queue, c.pending = nil, 0
+	c.mu.Unlock()
+	c.ws.CloseNow()
 }
 
 func (c *Conn) enqueue(msg []byte) {
-	select {
-	case <-c.done:
-	case c.out <- msg:
-	default:
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if c.pending >= sendQueue {
+		c.mu.Unlock()
 		c.Close(int(websocket.StatusPolicyViolation), "client too slow: send queue full")
+		return
+	}
+	c.queue = append(c.queue, msg)
+	c.pending++
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeQueued()
 	}
 }
 
-// writeLoop writes queued frames in order; once the connection is closed
-// it flushes what is queued and sends the close frame.
-func (c *Conn) writeLoop() {
-	write := func(msg []byte) error {
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-		defer cancel()
-		return c.ws.Write(ctx, websocket.MessageText, msg)
-	}
+// writeQueued writes the queued frames in order and returns when none is
+// left, so that an idle connection has no writer goroutine; once the
+// connection is closing it sends the close frame after them.
+func (c *Conn) writeQueued() {
 	for {
-		select {
-		case msg := <-c.out:
-			if err := write(msg); err != nil {
-				c.Close(int(websocket.StatusGoingAway), "write failed")
-				c.ws.CloseNow()
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		if len(batch) == 0 {
+			closing, aborted := c.closing, c.aborted
+			c.writing = closing // a closed connection never gets another writer
+			c.mu.Unlock()
+			if closing && !aborted {
+				c.ws.Close(c.closeCode, c.closeReason)
+			}
+			return
+		}
+		c.mu.Unlock()
+		for i, msg := range batch {
+			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+			err := c.ws.Write(ctx, websocket.MessageText, msg)
+			cancel()
+			if err != nil {
+				c.abort(websocket.StatusGoingAway, "write failed")
 				return
 			}
-		case <-c.done:
-			for {
-				select {
-				case msg := <-c.out:
-					if write(msg) == nil {
-						continue
-					}
-				default:
-				}
-				break
-			}
-			c.ws.Close(c.closeCode, c.closeReason)
-			return
+			batch[i] = nil
+			c.mu.Lock()
+			c.pending--
+			c.mu.Unlock()
 		}
 	}
 }
@@ -138,8 +187,7 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	if id == "" {
 		id = randomID()
 	}
-	c := &Conn{id: id, in: in, ws: ws, out: make(chan []byte, sendQueue), done: make(chan struct{})}
-	go c.writeLoop()
+	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{})}
 
 	raw, err := in.obj.stateJSON()
 	if err != nil {
@@ -171,18 +219,17 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 // the connection ends, and returns how it ended.
 func (c *Conn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 	limit := int64(c.in.rt.opts.MaxMessageBytes)
-	var buf bytes.Buffer
 	for {
 		typ, rd, err := c.ws.Reader(ctx)
 		if err != nil {
-			if s := websocket.CloseStatus(err); s != -1 {
-				return s, ""
-			}
-			return websocket.StatusGoingAway, ""
+			return c.ended(err)
 		}
-		buf.Reset()
-		n, err := io.Copy(&buf, io.LimitReader(rd, limit+1))
+		// A buffer per message, not per connection: a connection that once
+		// got a large message must not keep a buffer of its size.
+		var buf bytes.Buffer
+		n, err := buf.ReadFrom(io.LimitReader(rd, limit+1))
 		if err == nil && n > limit {
+			buf = bytes.Buffer{}
 			var rest int64
 			rest, err = io.Copy(io.Discard, rd)
 			if err == nil {
@@ -191,14 +238,28 @@ func (c *Conn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 				continue
 			}
 		}
-		if err != nil {
-			if s := websocket.CloseStatus(err); s != -1 {
-				return s, ""
-			}
+		if errors.Is(err, websocket.ErrMessageTooBig) {
 			return websocket.StatusMessageTooBig, "message too large"
+		}
+		if err != nil {
+			return c.ended(err)
 		}
 		c.handle(ctx, typ, buf.Bytes())
 	}
+}
+
+// ended says how a connection whose read failed with err ended: the
+// client's close code, the reason the server aborted it, or going away.
+func (c *Conn) ended(err error) (websocket.StatusCode, string) {
+	if s := websocket.CloseStatus(err); s != -1 {
+		return s, ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aborted {
+		return c.closeCode, c.closeReason
+	}
+	return websocket.StatusGoingAway, ""
 }
 
 // handle answers one client message.

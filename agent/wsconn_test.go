@@ -1,0 +1,200 @@
+package agent_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"agentflow/agent"
+	"agentflow/examples/counter"
+)
+
+// rawConn is a WebSocket client on a bare TCP connection that does only
+// what the test makes it do: it answers no ping and reads nothing unless
+// asked, like a peer that has vanished. It has no buffer of its own, so a
+// test measuring memory counts little of it.
+type rawConn struct {
+	t *testing.T
+	net.Conn
+}
+
+// rawDial connects to the ws:// URL u and completes the handshake.
+func rawDial(t *testing.T, u string) *rawConn {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.DialTimeout("tcp", pu.Host, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", pu.Host, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	fmt.Fprintf(nc, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", pu.RequestURI(), pu.Host)
+	// Read the response a byte at a time, so that no frame after it is
+	// taken into a buffer.
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var head []byte
+	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		var b [1]byte
+		if _, err := io.ReadFull(nc, b[:]); err != nil {
+			t.Fatalf("handshake with %s: %v after %q", u, err, head)
+		}
+		head = append(head, b[0])
+	}
+	nc.SetReadDeadline(time.Time{})
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 101 ")) {
+		t.Fatalf("handshake with %s: %q", u, head)
+	}
+	return &rawConn{t: t, Conn: nc}
+}
+
+// writeFrame sends one final frame. Client frames must be masked; the
+// mask key 0 leaves the payload as it is.
+func (c *rawConn) writeFrame(op byte, payload []byte) error {
+	hdr := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n < 126:
+		hdr = append(hdr, 0x80|byte(n))
+	case n <= 0xffff:
+		hdr = append(hdr, 0x80|126, byte(n>>8), byte(n))
+	default:
+		hdr = append(hdr, 0x80|127)
+		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
+	}
+	hdr = append(hdr, 0, 0, 0, 0)
+	_, err := (&net.Buffers{hdr, payload}).WriteTo(c.Conn)
+	return err
+}
+
+// readFrame reads one frame from the server (which sends them unmasked).
+func (c *rawConn) readFrame() (op byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(c.Conn, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(c.Conn, payload)
+	return h[0] & 0x0f, payload, err
+}
+
+// nextText reads frames up to the next text frame, skipping pings.
+func (c *rawConn) nextText() string {
+	c.t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		op, p, err := c.readFrame()
+		if err != nil {
+			c.t.Fatalf("read: %v", err)
+		}
+		if op == 0x1 {
+			return string(p)
+		}
+	}
+}
+
+// steadyGoroutines is the least of a few counts: goroutines of the
+// runtime's and the engine's background work come and go.
+func steadyGoroutines() int {
+	n := runtime.NumGoroutine()
+	for range 10 {
+		time.Sleep(10 * time.Millisecond)
+		n = min(n, runtime.NumGoroutine())
+	}
+	return n
+}
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// An idle connection keeps neither a buffer the size of the largest message
+// it got nor a writer goroutine, and leaves nothing behind once closed.
+//
+// It measures the whole process's heap and goroutines, so it does not run
+// in parallel with other tests.
+func TestIdleConnectionCost(t *testing.T) {
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) { counter.Register(rt) }})
+	base := wsURL(serve(t, e, agent.HandlerOptions{}), "/agents/counter/")
+	const (
+		conns   = 40
+		msgSize = 256 << 10
+	)
+	// Warm up: activate the agents, and let the server's first
+	// connections come and go.
+	for i := range 4 {
+		c := rawDial(t, base+fmt.Sprint("a", i))
+		c.nextText()
+		c.nextText()
+		c.writeFrame(0x8, []byte{0x03, 0xe8}) // close, 1000
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	msg := bytes.Repeat([]byte("x"), msgSize) // not a protocol frame: answered with an error frame
+
+	g0, h0 := steadyGoroutines(), heapAlloc()
+	cs := make([]*rawConn, conns)
+	for i := range cs {
+		cs[i] = rawDial(t, base+fmt.Sprint("a", i%4))
+		cs[i].nextText() // identity
+		cs[i].nextText() // state
+		if err := cs[i].writeFrame(0x1, msg); err != nil {
+			t.Fatal(err)
+		}
+		if f := cs[i].nextText(); !strings.Contains(f, "unrecognized message") {
+			t.Fatalf("answer to a %d-byte message: %.200s", msgSize, f)
+		}
+	}
+	msg = nil
+	g1, h1 := steadyGoroutines(), heapAlloc()
+	perConnHeap := (float64(h1) - float64(h0)) / conns
+	perConnG := float64(g1-g0) / conns
+	t.Logf("idle, per connection: %.0f heap bytes, %.2f goroutines (both ends)", perConnHeap, perConnG)
+	if perConnHeap > 32<<10 {
+		t.Errorf("an idle connection holds %.0f heap bytes after a %d-byte message, want at most 32 KiB", perConnHeap, msgSize)
+	}
+	// The client side has none; the server side reads with one.
+	if perConnG > 1 {
+		t.Errorf("an idle connection has %.2f goroutines, want 1 (its reader)", perConnG)
+	}
+
+	for _, c := range cs {
+		c.writeFrame(0x8, []byte{0x03, 0xe8}) // close, 1000
+		c.Close()
+	}
+	eventually(t, 10*time.Second, "the connections' goroutines to end", func() bool { return steadyGoroutines() <= g0 })
+	h2 := heapAlloc()
+	left := (float64(h2) - float64(h0)) / conns
+	t.Logf("after close, per connection: %.0f heap bytes", left)
+	if left > 1<<10 {
+		t.Errorf("closed connections left %.0f heap bytes each, want none", left)
+	}
+}
