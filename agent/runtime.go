@@ -281,6 +281,9 @@ func (rt *Runtime) NodeID() string { return rt.node }
 // Store returns the store the runtime's agents live in.
 func (rt *Runtime) Store() store.Store { return rt.store }
 
+// Logger returns the runtime's logger, for extensions' loops (AddLoop).
+func (rt *Runtime) Logger() *slog.Logger { return rt.log }
+
 // Clock returns the runtime's clock (the engine's).
 func (rt *Runtime) Clock() clockwork.Clock { return rt.clock }
 

@@ -7,17 +7,26 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"agentflow/agent"
 	"agentflow/internal/wakeq"
 	"agentflow/store"
+	"agentflow/workflow"
 )
 
 // The outbox tells a waiting prompt step that its submission ended. The
 // store writes each message in the same transaction as the submission's
-// end; this loop delivers it as a workflow event until delivery succeeds,
-// with backoff up to OutboxMaxBackoff, clears its payload once delivered,
-// and prunes delivered messages after OutboxRetention.
+// end; this loop delivers it as a workflow event, retrying a transient
+// failure with backoff up to OutboxMaxBackoff, clears its payload once
+// delivered, and prunes delivered messages after OutboxRetention.
+//
+// A failure that would recur on every attempt is not retried. When the
+// engine refuses the event itself (over the workflow event size limit,
+// say), a small failure notice of the same type goes instead, which the
+// prompt's wait turns into a *DeliveryError at once; when the instance is
+// gone or finished, nobody waits. Either way the message is given up on
+// (store FailedOutbox, which records why) and the failure logged.
 
 // Outbox delivery settings.
 const (
@@ -81,28 +90,98 @@ func (o *outbox) claim(ctx context.Context) {
 	}
 }
 
-// deliver sends one message as a workflow event. An instance that is gone
-// or finished has nothing left to tell: the message counts as delivered.
+// deliver sends one message as a workflow event, or gives it up.
 func (o *outbox) deliver(ctx context.Context, m store.OutboxMessage) {
 	rt := o.rt
-	st := rt.Store()
-	inst, err := rt.Engine().Get(ctx, m.InstanceID)
+	log := rt.Logger().With("outbox", m.ID, "submission", m.SubmissionID, "agent", m.AgentKey, "instance", m.InstanceID)
+	err := o.send(ctx, m, json.RawMessage(m.Payload))
 	if err == nil {
-		err = inst.SendEvent(ctx, m.EventType, json.RawMessage(m.Payload))
-	}
-	now := rt.Clock().Now()
-	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrFinished) {
-		_ = st.DeliveredOutbox(ctx, m.ID, rt.NodeID(), now)
+		_ = rt.Store().DeliveredOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now())
 		return
 	}
 	if ctx.Err() != nil {
 		return // stopping: the claim frees when the node goes
 	}
+	reason := err.Error()
+	switch {
+	case refused(err):
+		nerr := o.send(ctx, m, failureNotice(m, reason))
+		switch {
+		case nerr == nil:
+			log.Error("a prompt's outcome cannot be delivered to its workflow; sent a failure notice instead", "err", err)
+		case ctx.Err() != nil:
+			return
+		case refused(nerr) || gone(nerr):
+			reason += "; its failure notice cannot be delivered either: " + nerr.Error()
+			log.Error("a prompt's outcome cannot be delivered to its workflow, nor a failure notice", "err", err, "notice_err", nerr)
+		default:
+			o.retry(ctx, m, nerr)
+			return
+		}
+	case gone(err):
+		log.Warn("a prompt's outcome has nobody to tell: its workflow instance is gone or finished", "err", err)
+	default:
+		o.retry(ctx, m, err)
+		return
+	}
+	if ferr := rt.Store().FailedOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now(), reason); ferr != nil && ctx.Err() == nil {
+		log.Warn("giving up an outbox message failed", "err", ferr)
+	}
+}
+
+// send sends payload to the message's instance as an event of its type.
+func (o *outbox) send(ctx context.Context, m store.OutboxMessage, payload any) error {
+	inst, err := o.rt.Engine().Get(ctx, m.InstanceID)
+	if err != nil {
+		return err
+	}
+	return inst.SendEvent(ctx, m.EventType, payload)
+}
+
+// retry gives the message up for now and tries again after a backoff.
+func (o *outbox) retry(ctx context.Context, m store.OutboxMessage, err error) {
+	rt := o.rt
 	d := min(time.Second<<min(m.Attempts, 16), OutboxMaxBackoff)
-	next := now.Add(d/2 + rand.N(d/2+1))
-	if rerr := st.RetryOutbox(ctx, m.ID, rt.NodeID(), next, err.Error()); rerr == nil {
+	next := rt.Clock().Now().Add(d/2 + rand.N(d/2+1))
+	if rerr := rt.Store().RetryOutbox(ctx, m.ID, rt.NodeID(), next, err.Error()); rerr == nil {
 		o.q.Add(next)
 	}
+}
+
+// refused reports whether the engine refused the event itself (its type,
+// its payload, or the payload's size): sending it again fails the same way.
+func refused(err error) bool {
+	var ve *workflow.ValidationError
+	return errors.As(err, &ve)
+}
+
+// gone reports whether the instance is gone or finished: nothing waits.
+func gone(err error) bool {
+	return errors.Is(err, workflow.ErrNotFound) || errors.Is(err, workflow.ErrFinished)
+}
+
+// maxNoticeText bounds each text a failure notice carries.
+const maxNoticeText = 1024
+
+// failureNotice is the event sent instead of a message the instance
+// refused: the submission and how it ended, without its output, and why
+// the outcome could not be delivered.
+func failureNotice(m store.OutboxMessage, reason string) promptEvent {
+	var ended promptEvent
+	_ = json.Unmarshal(m.Payload, &ended) // the status, if the payload says it
+	return promptEvent{SubmissionID: m.SubmissionID, Status: ended.Status,
+		Error: clip(ended.Error, maxNoticeText), DeliveryError: clip(reason, maxNoticeText)}
+}
+
+// clip shortens s to at most n bytes, on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // prune deletes delivered messages older than the retention, hourly.

@@ -125,6 +125,26 @@ func (e *EndedError) ErrorName() string {
 	return "PromptEndedError"
 }
 
+// DeliveryError: the turn ended but its outcome could not be delivered to
+// the workflow, which refused it (over the workflow event size limit,
+// say); the outbox sent this notice instead. The outcome is kept in the
+// agent's ledger (InspectSubmission).
+type DeliveryError struct {
+	Name         string
+	SubmissionID string
+	Status       store.SubmissionStatus // how the submission ended
+	Reason       string                 // why its outcome was refused
+}
+
+func (e *DeliveryError) Error() string {
+	return fmt.Sprintf("think: prompt %q: submission %s ended %s but its outcome could not be delivered to the workflow: %s",
+		e.Name, e.SubmissionID, e.Status, e.Reason)
+}
+func (e *DeliveryError) Unwrap() error { return ErrPrompt }
+
+// ErrorName is the name a workflow that returns the error is stored under.
+func (e *DeliveryError) ErrorName() string { return "PromptDeliveryError" }
+
 // promptSpec is what a prompt submission carries in its metadata for the
 // turn: the answer's provider schema.
 type promptSpec struct {
@@ -143,6 +163,9 @@ type promptEvent struct {
 	Status       store.SubmissionStatus `json:"status"`
 	Error        string                 `json:"error"`
 	Output       json.RawMessage        `json:"output"`
+	// DeliveryError is set, and Output left out, in the failure notice
+	// the outbox sends when the instance refused the outcome itself.
+	DeliveryError string `json:"deliveryError,omitempty"`
 }
 
 // promptOutput is a prompt turn's output.
@@ -247,6 +270,9 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 			te.Cancelled = cancelled
 		}
 		return zero, te
+	}
+	if ev.DeliveryError != "" {
+		return zero, &DeliveryError{Name: name, SubmissionID: sub.SubmissionID, Status: ev.Status, Reason: ev.DeliveryError}
 	}
 	var out promptOutput
 	if ev.Status == store.SubmissionCompleted {

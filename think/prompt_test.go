@@ -41,6 +41,7 @@ func kindOf(err error) string {
 		te *think.TimeoutError
 		ve *think.ValidationError
 		ee *think.EndedError
+		dl *think.DeliveryError
 	)
 	switch {
 	case errors.As(err, &se):
@@ -55,6 +56,8 @@ func kindOf(err error) string {
 		return "no-answer"
 	case errors.As(err, &ee):
 		return "ended:" + string(ee.Status)
+	case errors.As(err, &dl):
+		return "delivery:" + string(dl.Status)
 	}
 	return "other"
 }

@@ -63,6 +63,8 @@ type envOptions struct {
 	store store.Store
 	clock clockwork.Clock
 	tasks []think.Task
+	// limits are the engine's (the defaults when zero).
+	limits workflow.Limits
 	// setup registers more on the engine and runtime before they start.
 	setup func(eng *workflow.Engine, rt *agent.Runtime)
 }
@@ -83,7 +85,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		t.Cleanup(func() { st.Close() })
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Clock: o.clock, Lease: time.Hour})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Clock: o.clock, Lease: time.Hour, Limits: o.limits})
 	if err != nil {
 		t.Fatal(err)
 	}
