@@ -32,6 +32,20 @@ type Options struct {
 	// MaxMessageBytes caps one WebSocket message from a client; a larger
 	// one is discarded and answered with an error frame. Default 1 MiB.
 	MaxMessageBytes int
+	// PingInterval and ReadTimeout find WebSocket clients that vanished
+	// without closing (a dead peer, a sleeping laptop), whose connections
+	// would otherwise keep their agents in memory. A connection the
+	// client has sent nothing on for PingInterval (default 30 s) gets a
+	// ping, which clients answer with a pong (browsers do so by
+	// themselves); one it has sent nothing on, pongs included, for
+	// ReadTimeout (default twice PingInterval) is closed without a close
+	// handshake, with code 1006 for OnClose, which releases its reference
+	// on the instance. A client is not held to the timeout while its own
+	// message is being handled, since the connection is not read then, nor
+	// while a message of its is still arriving. ReadTimeout must be longer
+	// than PingInterval. A negative PingInterval turns both off.
+	PingInterval time.Duration
+	ReadTimeout  time.Duration
 	// ScheduleRetry is how a failing schedule callback is retried in
 	// place; default 3 attempts with jittered backoff from 100 ms to 3 s.
 	ScheduleRetry Retry
@@ -104,6 +118,15 @@ func NewRuntime(opts Options) (*Runtime, error) {
 	}
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = 1 << 20
+	}
+	if opts.PingInterval == 0 {
+		opts.PingInterval = 30 * time.Second
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 2 * opts.PingInterval
+	}
+	if opts.PingInterval > 0 && opts.ReadTimeout <= opts.PingInterval {
+		return nil, fmt.Errorf("agent: Options.ReadTimeout (%s) must be longer than PingInterval (%s)", opts.ReadTimeout, opts.PingInterval)
 	}
 	if opts.ScheduleRetry.Attempts <= 0 {
 		opts.ScheduleRetry.Attempts = 3

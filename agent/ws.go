@@ -36,12 +36,20 @@ type Conn struct {
 	readonly atomic.Bool
 	data     atomic.Value
 
-	mu          sync.Mutex // guards the fields below
-	queue       [][]byte   // frames for the writer, oldest first
-	pending     int        // frames queued or being written
-	writing     bool       // a writer goroutine is running (or the connection is finished)
-	closing     bool       // Close was called: frames are no longer taken
-	aborted     bool       // ended without a close handshake (see abort)
+	// Keepalive: when the client was last heard from (a frame, a pong, or
+	// the end of handling its message), as time since start, and whether
+	// a message is being handled, during which the connection is not read.
+	start time.Time
+	heard atomic.Int64
+	busy  atomic.Bool
+
+	mu          sync.Mutex  // guards the fields below
+	timer       *time.Timer // runs keepalive; nil when pings are off
+	queue       [][]byte    // frames for the writer, oldest first
+	pending     int         // frames queued or being written
+	writing     bool        // a writer goroutine is running (or the connection is finished)
+	closing     bool        // Close was called: frames are no longer taken
+	aborted     bool        // ended without a close handshake (see abort)
 	closeCode   websocket.StatusCode
 	closeReason string
 }
@@ -187,7 +195,9 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	if id == "" {
 		id = randomID()
 	}
-	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{})}
+	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{}), start: time.Now()}
+	c.startKeepalive()
+	defer c.stopKeepalive()
 
 	raw, err := in.obj.stateJSON()
 	if err != nil {
@@ -224,14 +234,15 @@ func (c *Conn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 		if err != nil {
 			return c.ended(err)
 		}
+		c.hear()
 		// A buffer per message, not per connection: a connection that once
 		// got a large message must not keep a buffer of its size.
 		var buf bytes.Buffer
-		n, err := buf.ReadFrom(io.LimitReader(rd, limit+1))
+		n, err := buf.ReadFrom(io.LimitReader(hearing{rd, c}, limit+1))
 		if err == nil && n > limit {
 			buf = bytes.Buffer{}
 			var rest int64
-			rest, err = io.Copy(io.Discard, rd)
+			rest, err = io.Copy(io.Discard, hearing{rd, c})
 			if err == nil {
 				c.enqueue(errorFrame(frameError, fmt.Sprintf(
 					"message of %d bytes exceeds the limit of %d bytes; it was discarded", n+rest, limit)))
@@ -244,7 +255,10 @@ func (c *Conn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 		if err != nil {
 			return c.ended(err)
 		}
+		c.busy.Store(true)
 		c.handle(ctx, typ, buf.Bytes())
+		c.hear()
+		c.busy.Store(false)
 	}
 }
 
@@ -260,6 +274,84 @@ func (c *Conn) ended(err error) (websocket.StatusCode, string) {
 		return c.closeCode, c.closeReason
 	}
 	return websocket.StatusGoingAway, ""
+}
+
+// hearing notes each part of a message read as the client being heard
+// from, so that a large message arriving slowly keeps its connection.
+type hearing struct {
+	r io.Reader
+	c *Conn
+}
+
+func (h hearing) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if n > 0 {
+		h.c.hear()
+	}
+	return n, err
+}
+
+// hear notes that the client was heard from now.
+func (c *Conn) hear() { c.heard.Store(int64(time.Since(c.start))) }
+
+// silence is how long the client has not been heard from.
+func (c *Conn) silence() time.Duration {
+	return time.Since(c.start) - time.Duration(c.heard.Load())
+}
+
+// startKeepalive arms the connection's keepalive timer (see
+// Options.PingInterval). It costs a timer, not a goroutine, while the
+// connection is idle.
+func (c *Conn) startKeepalive() {
+	every := c.in.rt.opts.PingInterval
+	if every <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timer = time.AfterFunc(every, c.keepalive)
+}
+
+func (c *Conn) stopKeepalive() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+// keepalive runs on the connection's timer: it pings a client silent for
+// PingInterval, aborts one silent for ReadTimeout, and sets the timer for
+// the next check. A client whose message is being handled is not read
+// from meanwhile, so it is not held to the timeout then.
+func (c *Conn) keepalive() {
+	o := &c.in.rt.opts
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if !c.busy.Load() && c.silence() >= o.PingInterval {
+		// Ping waits for the pong, which readLoop reads.
+		ctx, cancel := context.WithTimeout(context.Background(), max(o.ReadTimeout-c.silence(), time.Millisecond))
+		if c.ws.Ping(ctx) == nil {
+			c.hear()
+		}
+		cancel()
+		if !c.busy.Load() && c.silence() >= o.ReadTimeout {
+			c.abort(websocket.StatusAbnormalClosure, fmt.Sprintf("no pong within %s", o.ReadTimeout))
+			return
+		}
+	}
+	next := o.PingInterval
+	if !c.busy.Load() {
+		next = max(o.PingInterval-c.silence(), o.PingInterval/16)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closing {
+		c.timer.Reset(next)
+	}
 }
 
 // handle answers one client message.

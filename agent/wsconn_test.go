@@ -2,7 +2,9 @@ package agent_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
@@ -196,5 +200,149 @@ func TestIdleConnectionCost(t *testing.T) {
 	t.Logf("after close, per connection: %.0f heap bytes", left)
 	if left > 1<<10 {
 		t.Errorf("closed connections left %.0f heap bytes each, want none", left)
+	}
+}
+
+// Watched records each WebSocket close in its state, which outlives the
+// instance.
+type Watched struct {
+	agent.Agent[[]string]
+}
+
+func (w *Watched) OnClose(ctx context.Context, c *agent.Conn, code int, reason string) {
+	_ = w.SetState(ctx, append(w.State(), fmt.Sprintf("%d %s", code, reason)))
+}
+
+// Wait sleeps for ms milliseconds, during which its connection is not read.
+func (w *Watched) Wait(ctx context.Context, ms int) (int, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return ms, nil
+}
+
+func TestKeepalive(t *testing.T) {
+	t.Parallel()
+	const (
+		ping    = 40 * time.Millisecond
+		timeout = 150 * time.Millisecond
+	)
+	opts := agent.Options{PingInterval: ping, ReadTimeout: timeout, IdleTimeout: 20 * time.Millisecond}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, rt *agent.Runtime, base string)
+	}{
+		{"a silent client is dropped and its agent evicted", func(t *testing.T, rt *agent.Runtime, base string) {
+			c := rawDial(t, base+"/agents/watched/silent")
+			start := time.Now()
+			// The peer never answers: it reads only to see the server hang up.
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			pings := 0
+			for {
+				op, _, err := c.readFrame()
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Fatalf("read: %v, want the server to hang up", err)
+					}
+					break
+				}
+				if op == 0x9 {
+					pings++
+				}
+			}
+			// The server counts from its side of the handshake, a little
+			// before start.
+			if took := time.Since(start); took < timeout-ping || took > timeout+ping+time.Second {
+				t.Errorf("dropped after %s, want after about %s and at most about %s", took, timeout, timeout+ping)
+			}
+			if pings == 0 {
+				t.Error("the server hung up without pinging")
+			}
+			eventually(t, 5*time.Second, "the agent to be evicted", func() bool { return rt.Live() == 0 })
+			raw, err := rt.Ref("Watched", "silent").State(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := `["1006 no pong within 150ms"]`; string(raw) != want {
+				t.Errorf("closes = %s, want %s", raw, want)
+			}
+		}},
+		{"a client that answers pings stays", func(t *testing.T, rt *agent.Runtime, base string) {
+			c := dial(t, base+"/agents/watched/alive")
+			frames := readAll(t, c.ws)
+			<-frames // identity
+			<-frames // state
+			time.Sleep(5 * timeout)
+			if rt.Live() != 1 {
+				t.Fatalf("%d agents live, want the connected one", rt.Live())
+			}
+			c.send(`{"type":"rpc","id":"1","method":"wait","args":[1]}`)
+			if f := <-frames; !strings.Contains(f, `"success":true`) {
+				t.Fatalf("reply %s", f)
+			}
+		}},
+		{"a client whose call outlasts the timeout stays", func(t *testing.T, rt *agent.Runtime, base string) {
+			c := dial(t, base+"/agents/watched/busy")
+			frames := readAll(t, c.ws)
+			<-frames
+			<-frames
+			ms := int(4 * timeout / time.Millisecond)
+			c.send(fmt.Sprintf(`{"type":"rpc","id":"1","method":"wait","args":[%d]}`, ms))
+			if f := <-frames; !strings.Contains(f, fmt.Sprintf(`"result":%d`, ms)) {
+				t.Fatalf("reply %s", f)
+			}
+			time.Sleep(2 * timeout)
+			c.send(`{"type":"rpc","id":"2","method":"wait","args":[1]}`)
+			if f := <-frames; !strings.Contains(f, `"id":"2"`) {
+				t.Fatalf("reply %s", f)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOptions{rt: opts, setup: func(rt *agent.Runtime) {
+				agent.MustRegister[Watched](rt, "Watched", agent.ClassOptions{Callable: []string{"wait"}})
+			}})
+			tc.run(t, e.rt, serve(t, e, agent.HandlerOptions{}))
+		})
+	}
+}
+
+// readAll reads the connection's frames in the background, which also
+// answers the server's pings, and hands them over as strings.
+func readAll(t *testing.T, ws *websocket.Conn) <-chan string {
+	ch := make(chan string, 16)
+	go func() {
+		defer close(ch)
+		for {
+			_, b, err := ws.Read(context.Background())
+			if err != nil {
+				return
+			}
+			ch <- string(b)
+		}
+	}()
+	return ch
+}
+
+func TestKeepaliveOptions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	for _, tc := range []struct {
+		name    string
+		ping    time.Duration
+		timeout time.Duration
+		wantErr string
+	}{
+		{"defaults", 0, 0, ""},
+		{"timeout defaults to twice the interval", time.Second, 0, ""},
+		{"off", -1, 0, ""},
+		{"timeout not longer than the interval", time.Second, time.Second, "must be longer than PingInterval"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := agent.NewRuntime(agent.Options{Engine: e.eng, PingInterval: tc.ping, ReadTimeout: tc.timeout})
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("NewRuntime(PingInterval %s, ReadTimeout %s) = %v, want %q", tc.ping, tc.timeout, err, tc.wantErr)
+			}
+		})
 	}
 }
