@@ -58,7 +58,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	o.rt.Engine = eng
-	o.rt.Logger = logger
+	if o.rt.Logger == nil {
+		o.rt.Logger = logger
+	}
 	rt, err := agent.NewRuntime(o.rt)
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,38 @@ type notice struct {
 // ErrNoOrigin: the workflow was not started by an agent.
 var ErrNoOrigin = errors.New("workflow was not started by an agent")
 
+// ErrMalformedNotice: a notice from a workflow to its agent does not decode.
+var ErrMalformedNotice = errors.New("malformed workflow notice")
+
+// NoticeError reports a notice from a workflow that its agent cannot take
+// because its payload does not decode. It is not retried: the runtime logs
+// it at error level, hands it to the agent's ErrorHook (inside a
+// *ScheduleError, like a schedule that failed for good) and drops it. It
+// matches ErrMalformedNotice.
+type NoticeError struct {
+	Notice   string // the notice's id (its schedule's)
+	Agent    store.AgentKey
+	Kind     string // "progress", "error", …; "" when the payload does not say
+	Instance string // the workflow instance that sent it; "" when the payload does not say
+	Err      error  // why it does not decode
+}
+
+func (e *NoticeError) Error() string {
+	kind, from := e.Kind, e.Instance
+	if kind == "" {
+		kind = "unknown kind"
+	}
+	if from == "" {
+		from = "an unknown instance"
+	}
+	return fmt.Sprintf("notice %s (%s) for agent %s from workflow %s: %v", e.Notice, kind, e.Agent, from, e.Err)
+}
+
+func (e *NoticeError) Unwrap() []error { return []error{e.Err, ErrMalformedNotice} }
+
+// ErrorName is the name the error is reported under.
+func (e *NoticeError) ErrorName() string { return "NoticeError" }
+
 // RejectedError is how WaitForApproval reports a rejection.
 type RejectedError struct {
 	InstanceID string
@@ -221,7 +253,10 @@ func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
 	}
 	var n notice
 	if err := json.Unmarshal(s.Payload, &n); err != nil || n.InstanceID == "" {
-		return fmt.Errorf("notice %s for agent %s: malformed payload %s", s.ID, s.AgentKey, truncate(s.Payload))
+		if err == nil {
+			err = errors.New("it names no instance")
+		}
+		return rt.malformed(s, &NoticeError{Kind: n.Kind, Err: fmt.Errorf("payload %s: %w", truncate(s.Payload), err)})
 	}
 	c, err := rt.class(s.Class)
 	if err != nil {
@@ -232,11 +267,27 @@ func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
 		return err
 	}
 	defer rt.release(in)
-	return in.run(ctx, func() error { return in.deliver(ctx, s.Method, n) })
+	err = in.run(ctx, func() error { return in.deliver(ctx, s.Method, n) })
+	if ne, ok := errors.AsType[*NoticeError](err); ok {
+		return rt.malformed(s, ne)
+	}
+	return err
 }
 
+// malformed completes a NoticeError with the notice's id and agent and
+// logs it at error level; the schedule runner reports it to the agent.
+func (rt *Runtime) malformed(s *store.Schedule, ne *NoticeError) error {
+	ne.Notice, ne.Agent = s.ID, s.AgentKey
+	rt.log.Error("dropping a workflow notice whose payload does not decode",
+		"notice", ne.Notice, "kind", ne.Kind, "agent", ne.Agent, "instance", ne.Instance, "err", ne.Err)
+	return ne
+}
+
+// deliver applies a notice to the agent. A notice whose data does not
+// decode is a *NoticeError, never half applied.
 func (in *instance) deliver(ctx context.Context, method string, n notice) error {
 	rt := in.rt
+	malformed := func(err error) error { return &NoticeError{Kind: n.Kind, Instance: n.InstanceID, Err: err} }
 	now := rt.clock.Now()
 	track := func(u store.TrackingUpdate) (*store.AgentWorkflow, bool, error) {
 		if u.Rule == store.TrackFinish {
@@ -299,7 +350,9 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 		in.tellFinished(ctx, w, n.Data)
 	case noticeError:
 		var msg string
-		_ = json.Unmarshal(n.Data, &msg)
+		if err := json.Unmarshal(n.Data, &msg); err != nil {
+			return malformed(fmt.Errorf("error message %s: %w", truncate(n.Data), err))
+		}
 		w, changed, err := track(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
 			ErrorName: "Error", ErrorMessage: msg})
 		if err != nil || w == nil || !changed {
@@ -307,16 +360,16 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 		}
 		in.tellFinished(ctx, w, nil)
 	case noticeEvent:
+		var ev WorkflowEvent
+		if err := json.Unmarshal(n.Data, &ev); err != nil {
+			return malformed(fmt.Errorf("event %s: %w", truncate(n.Data), err))
+		}
 		w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
-		}
-		var ev WorkflowEvent
-		if err := json.Unmarshal(n.Data, &ev); err != nil {
-			return fmt.Errorf("event from workflow %s: %w", n.InstanceID, err)
 		}
 		if h, ok := in.obj.(WorkflowEventHook); ok {
 			h.OnWorkflowEvent(ctx, workflowInfo(w), ev)
@@ -330,7 +383,7 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 	case noticeBroadcast:
 		var msg string
 		if err := json.Unmarshal(n.Data, &msg); err != nil {
-			return fmt.Errorf("broadcast from workflow %s: %w", n.InstanceID, err)
+			return malformed(fmt.Errorf("broadcast %s: %w", truncate(n.Data), err))
 		}
 		in.broadcast([]byte(msg))
 	default:
