@@ -208,6 +208,9 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *HTT
 	if r.ContentLength > limit {
 		return nil, tooLarge
 	}
+	if r.Body == nil { // a request made with http.NewRequest, served directly
+		return nil, nil
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		return nil, tooLarge

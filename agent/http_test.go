@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -254,6 +255,34 @@ func TestMaxBodyBytes(t *testing.T) {
 				t.Errorf("OnRequest stored %q (%v), BeforeRequest read %q; want %q for both", got, err, seen, tc.body)
 			}
 		})
+	}
+}
+
+// A request made with http.NewRequest and a nil body (as a program serving
+// its own requests through the handler does) is served like an empty one.
+func TestHandlerServesRequestsWithoutBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) {
+		agent.MustRegister[Inbox](rt, "Inbox", agent.ClassOptions{})
+	}})
+	h := e.rt.Handler(agent.HandlerOptions{})
+	for _, tc := range []struct {
+		method string
+		status int
+		body   string
+	}{
+		{http.MethodPost, http.StatusNoContent, ""},
+		{http.MethodGet, http.StatusOK, `[""]`},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), tc.method, "/agents/inbox/direct", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := strings.TrimSpace(rec.Body.String()); rec.Code != tc.status || got != tc.body {
+			t.Errorf("%s without a body = %d %q, want %d %q", tc.method, rec.Code, got, tc.status, tc.body)
+		}
 	}
 }
 
