@@ -23,6 +23,7 @@ import (
 	"agentflow/examples/report"
 	"agentflow/examples/signup"
 	"agentflow/examples/triage"
+	"agentflow/internal/httpserver"
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
@@ -163,10 +164,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	p.printf("think: %s uses the %s", triage.AgentClass, modelDesc)
 	handler := rt.Handler(agent.HandlerOptions{})
 	if ln != nil {
-		srv := &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		srv, err := httpserver.New(httpserver.Options{
+			Handler:  handler,
+			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		})
+		if err != nil {
+			return err
 		}
 		served := make(chan struct{})
 		go func() {

@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"agentflow/agent"
 	"agentflow/examples/flights"
 	"agentflow/examples/flights/cmd/internal/service"
+	"agentflow/internal/httpserver"
 	"agentflow/workflow"
 )
 
@@ -94,7 +96,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_ = service.Stop(ctx, eng.Stop)
 		return err
 	}
-	srv := &http.Server{Handler: rt.Handler(agent.HandlerOptions{}), ReadHeaderTimeout: 10 * time.Second}
+	srv, err := httpserver.New(httpserver.Options{Handler: rt.Handler(agent.HandlerOptions{}),
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)})
+	if err != nil {
+		_ = service.Stop(ctx, rt.Stop, eng.Stop)
+		return err
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	p.Printf("flights-agents: engine %s on %s", eng.NodeID(), where)
