@@ -23,6 +23,7 @@ import (
 	"agentflow/examples/report"
 	"agentflow/examples/signup"
 	"agentflow/examples/triage"
+	"agentflow/internal/bearer"
 	"agentflow/internal/httpserver"
 	"agentflow/model"
 	"agentflow/model/scripted"
@@ -57,7 +58,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	addr := fs.String("addr", "127.0.0.1:8787", `address the agents server listens on ("" to not serve agents)`)
 	flightDelay := fs.Duration("flight-delay", 5*time.Second, "how long after the request the flights example starts its workflow (300 s in the seed)")
 	checkInWait := fs.Duration("check-in-wait", 2*time.Second, "how long the flight workflow sleeps before checking in (20 minutes in the seed)")
+	tokenFlag := fs.String("token", "", "bearer token agents clients must send (Authorization: Bearer <token>, or ?token=<token> from a browser WebSocket); default $"+envToken+", and none when both are empty")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	token, err := devToken(fs, *tokenFlag, getenv)
+	if err != nil {
 		return err
 	}
 
@@ -162,10 +168,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		p.printf("think: %s uses the %s", assistant.Name, modelDesc)
 	}
 	p.printf("think: %s uses the %s", triage.AgentClass, modelDesc)
+	// dev's own requests (requestFlight) go to the handler directly; the
+	// server's requires the token, when there is one.
 	handler := rt.Handler(agent.HandlerOptions{})
 	if ln != nil {
 		srv, err := httpserver.New(httpserver.Options{
-			Handler:  handler,
+			Handler:  rt.Handler(agent.HandlerOptions{Token: token}),
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		})
 		if err != nil {
@@ -186,6 +194,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		p.printf("agents: curl -X POST -H 'user-id: you' http://%s/agents/%s/<name>  (the flights example; GET <name>/state shows it)", ln.Addr(), agent.Kebab(flights.AgentClass))
 		p.printf("agents: ws://%s/agents/%s/<name>  (the %s, a Think agent: call \"ask\" with a message; its turns stream as cf_agent_think frames)", ln.Addr(), agent.Kebab(assistant.Name), assistant.Name)
 		p.printf("agents: curl -d 'What time is it in Asia/Tokyo?' http://%s/agents/%s/<name>  (then GET <name>?submission=<id> for the answer)", ln.Addr(), agent.Kebab(assistant.Name))
+		if token != "" {
+			p.printf("agents: clients must send the token (--token or %s): -H 'Authorization: Bearer <token>', or ?token=<token> from a browser WebSocket", envToken)
+		}
 	}
 
 	rep, err := eng.Create(ctx, report.Name, workflow.CreateOptions{Params: []string{"north", "south", "east"}})
@@ -253,6 +264,27 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	p.printf("examples finished; %s running on %s (Ctrl-C to stop)", running, st.Path())
 	<-ctx.Done()
 	return nil
+}
+
+// envToken is the environment variable that sets dev's --token.
+const envToken = "AGENTFLOW_TOKEN"
+
+// devToken is the bearer token the agents server requires: --token when
+// it is given (an empty one requires none), $AGENTFLOW_TOKEN otherwise.
+func devToken(fs *flag.FlagSet, flagValue string, getenv func(string) string) (string, error) {
+	token, from := getenv(envToken), envToken
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "token" {
+			token, from = flagValue, "--token"
+		}
+	})
+	if token == "" {
+		return "", nil
+	}
+	if _, err := bearer.New(token); err != nil {
+		return "", fmt.Errorf("%s: %w", from, err)
+	}
+	return token, nil
 }
 
 // stopWithin calls stop with ten seconds to finish, even when ctx (the
