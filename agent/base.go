@@ -177,7 +177,7 @@ func (a *Agent[S]) Go(fn func(ctx context.Context)) {
 	rt.mu.Lock()
 	in.refs++
 	rt.mu.Unlock()
-	rt.work.Go(func() {
+	rt.goWork(func() {
 		defer rt.release(in)
 		if err := in.guard(func() error { fn(rt.ctx); return nil }); err != nil {
 			in.reportError(context.WithoutCancel(rt.ctx), err)

@@ -92,6 +92,9 @@ func (f *Fiber) Stash(ctx context.Context, v any) error {
 	f.mu.Lock()
 	f.stash = raw
 	f.mu.Unlock()
+	if err := f.stashHook(ctx, raw); err != nil {
+		return fmt.Errorf("stash of fiber %s: %w", f.info.ID, err)
+	}
 	return nil
 }
 
@@ -192,7 +195,7 @@ func (in *instance) runFiber(ctx context.Context, info FiberInfo, fn FiberFunc, 
 	rt.mu.Unlock()
 
 	f := &Fiber{in: in, info: info, stash: info.Stash}
-	rt.work.Go(func() {
+	rt.goWork(func() {
 		defer rt.release(in)
 		defer close(rf.done)
 		err := in.guard(func() error { return fn(fctx, f) })
@@ -330,34 +333,40 @@ func (rt *Runtime) recoverLoop(ctx context.Context) {
 			return
 		case <-t.Chan():
 		}
-		keys, err := rt.store.OrphanedFiberAgents(ctx, rt.classNames(), 100)
-		if err != nil && ctx.Err() == nil {
-			rt.log.Warn("looking for fibers to recover failed", "err", err)
-		}
-		rt.classMu.RLock()
-		finders := rt.finders
-		rt.classMu.RUnlock()
-		for _, f := range finders {
-			more, err := f(ctx, rt.classNames())
-			if err != nil && ctx.Err() == nil {
-				rt.log.Warn("looking for agents to activate failed", "err", err)
-			}
-			keys = append(keys, more...)
-		}
-		for _, k := range keys {
-			c, err := rt.class(k.Class)
-			if err != nil {
-				continue // another service's class
-			}
-			in, err := rt.acquire(ctx, c, k.Name)
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, ErrAgentElsewhere) {
-					rt.log.Warn("activating agent to recover its fibers failed", "agent", k, "err", err)
-				}
-				continue
-			}
-			rt.release(in)
-		}
+		rt.recoverPass(ctx)
 		t.Reset(rt.opts.PollInterval)
+	}
+}
+
+// recoverPass activates the agents that have work to recover.
+func (rt *Runtime) recoverPass(ctx context.Context) {
+	defer rt.probe.Begin()()
+	keys, err := rt.store.OrphanedFiberAgents(ctx, rt.classNames(), 100)
+	if err != nil && ctx.Err() == nil {
+		rt.log.Warn("looking for fibers to recover failed", "err", err)
+	}
+	rt.classMu.RLock()
+	finders := rt.finders
+	rt.classMu.RUnlock()
+	for _, f := range finders {
+		more, err := f(ctx, rt.classNames())
+		if err != nil && ctx.Err() == nil {
+			rt.log.Warn("looking for agents to activate failed", "err", err)
+		}
+		keys = append(keys, more...)
+	}
+	for _, k := range keys {
+		c, err := rt.class(k.Class)
+		if err != nil {
+			continue // another service's class
+		}
+		in, err := rt.acquire(ctx, c, k.Name)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, ErrAgentElsewhere) {
+				rt.log.Warn("activating agent to recover its fibers failed", "agent", k, "err", err)
+			}
+			continue
+		}
+		rt.release(in)
 	}
 }

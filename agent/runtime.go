@@ -13,6 +13,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"agentflow/internal/agentseam"
 	"agentflow/internal/wakeq"
 	"agentflow/store"
 	"agentflow/workflow"
@@ -95,6 +96,7 @@ type Runtime struct {
 	cancel context.CancelFunc
 	loops  sync.WaitGroup
 	work   sync.WaitGroup // schedule runs and fibers
+	probe  *agentseam.Probe
 }
 
 // activation is an instance being activated or live.
@@ -141,7 +143,6 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		opts.PollInterval = time.Second
 	}
 	e := opts.Engine
-	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{
 		opts:     opts,
 		engine:   e,
@@ -157,9 +158,11 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		extra:    map[string]func(context.Context){},
 		exts:     map[string]any{},
 		live:     map[store.AgentKey]*activation{},
-		ctx:      ctx,
-		cancel:   cancel,
 	}
+	// Background work runs under rt.ctx, which carries the probe so that
+	// code below it (a scripted model, a task's retries) can park.
+	rt.probe = agentseam.NewProbe(rt.classNames)
+	rt.ctx, rt.cancel = context.WithCancel(agentseam.WithProbe(context.Background(), rt.probe))
 	rt.sched = wakeq.New(wakeq.Options{
 		Clock:        rt.clock,
 		Horizon:      opts.ScheduleHorizon,

@@ -257,6 +257,7 @@ const claimBatch = 256
 
 // claimSchedules claims due schedules and runs each in the background.
 func (rt *Runtime) claimSchedules(ctx context.Context) {
+	defer rt.probe.Begin()()
 	for ctx.Err() == nil {
 		got, err := rt.store.ClaimDueSchedules(ctx, rt.node, rt.classNames(), rt.clock.Now(), claimBatch)
 		if err != nil {
@@ -266,7 +267,7 @@ func (rt *Runtime) claimSchedules(ctx context.Context) {
 			return
 		}
 		for _, s := range got {
-			rt.work.Go(func() { rt.runSchedule(ctx, s) })
+			rt.goWork(func() { rt.runSchedule(ctx, s) })
 		}
 		if len(got) < claimBatch {
 			return
@@ -278,9 +279,15 @@ func (rt *Runtime) claimSchedules(ctx context.Context) {
 // then the schedule's removal (one-shot) or its next run time (recurring).
 func (rt *Runtime) runSchedule(ctx context.Context, s *store.Schedule) {
 	info := infoOf(s)
+	if rt.scheduleHook(ctx, s, false) != nil {
+		return // crashed here by a test harness
+	}
 	attempts, err := rt.fire(ctx, s)
 	if ctx.Err() != nil {
 		return // stopping: the claim is released when this node goes
+	}
+	if rt.scheduleHook(ctx, s, true) != nil {
+		return
 	}
 	var agentErr *ScheduleError
 	if err != nil && !errors.Is(err, ErrAgentElsewhere) {
@@ -350,10 +357,8 @@ func (rt *Runtime) retry(ctx context.Context, fn func() error) (int, error) {
 		if err == nil || attempt >= r.Attempts || errors.Is(err, ErrAgentElsewhere) || errors.Is(err, ErrMalformedNotice) || ctx.Err() != nil {
 			return attempt, err
 		}
-		select {
-		case <-ctx.Done():
-			return attempt, ctx.Err()
-		case <-rt.clock.After(backoff(r, attempt)):
+		if err := rt.probe.Sleep(ctx, rt.clock, backoff(r, attempt)); err != nil {
+			return attempt, err
 		}
 	}
 }

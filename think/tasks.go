@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/agentseam"
 	"agentflow/model"
 	"agentflow/recur"
 	"agentflow/store"
@@ -186,10 +187,8 @@ func runTask[S any](ctx context.Context, a *Agent[S], self any, s agent.Schedule
 			break
 		}
 		d := min(r.MinDelay<<(attempt-1), r.MaxDelay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-a.Runtime().Clock().After(d/2 + rand.N(d/2+1)):
+		if err := agentseam.Sleep(ctx, a.Runtime().Clock(), d/2+rand.N(d/2+1)); err != nil {
+			return err
 		}
 	}
 	// The task goes on at its next occurrence: report, don't retry the

@@ -16,6 +16,7 @@ import (
 	"iter"
 	"sync"
 
+	"agentflow/internal/agentseam"
 	"agentflow/model"
 )
 
@@ -26,12 +27,22 @@ type Turn struct {
 	Usage model.Usage
 	// Respond, when set, computes the turn from the request instead.
 	Respond func(req model.Request) Turn
+	// Stall makes the call never answer: its stream yields nothing until
+	// its context ends (the turn is cancelled, the runtime stops), then
+	// the context's error.
+	Stall bool
 }
 
 // Say is a turn that answers with text.
 func Say(text string) Turn {
 	return Turn{Text: text, Usage: model.Usage{InputTokens: 10, OutputTokens: 5}}
 }
+
+// Stall is a turn that never answers, as a model that hangs: see
+// Turn.Stall. A test harness (package agenttest) counts a turn stalled
+// here as waiting, not busy, so that virtual time can pass over it: a
+// prompt step's timeout, say.
+func Stall() Turn { return Turn{Stall: true} }
 
 // Call is a turn that calls one tool with JSON arguments.
 func Call(name, args string) Turn {
@@ -87,6 +98,11 @@ func (m *Model) Stream(ctx context.Context, req model.Request) iter.Seq2[model.E
 	m.calls += len(t.Calls)
 	m.mu.Unlock()
 	return func(yield func(model.Event, error) bool) {
+		if t.Stall {
+			unpark := agentseam.Park(ctx)
+			<-ctx.Done()
+			unpark()
+		}
 		if err := ctx.Err(); err != nil {
 			yield(model.Event{}, err)
 			return

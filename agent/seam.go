@@ -1,0 +1,52 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+
+	"agentflow/internal/agentseam"
+	"agentflow/store"
+)
+
+// The runtime's side of internal/agentseam, which package agenttest reads
+// to tell when a runtime is quiet and uses to crash it at chosen points.
+
+func init() {
+	agentseam.ProbeOf = func(rt any) *agentseam.Probe { return rt.(*Runtime).probe }
+}
+
+// goWork runs fn as background work: Stop waits for it, and the probe
+// counts it.
+func (rt *Runtime) goWork(fn func()) {
+	end := rt.probe.Begin()
+	rt.work.Go(func() {
+		defer end()
+		fn()
+	})
+}
+
+// scheduleHook runs the harness's hook before (or after) a schedule's
+// callback; an error means the runtime was crashed there.
+func (rt *Runtime) scheduleHook(ctx context.Context, s *store.Schedule, after bool) error {
+	h := rt.probe.Hooks()
+	if h == nil {
+		return nil
+	}
+	f := h.BeforeSchedule
+	if after {
+		f = h.AfterSchedule
+	}
+	if f == nil {
+		return nil
+	}
+	return f(ctx, agentseam.ScheduleRef{Agent: s.AgentKey, ID: s.ID, Method: s.Method, Due: s.NextRunAt})
+}
+
+// stashHook runs the harness's hook after a fiber's stash is durable.
+func (f *Fiber) stashHook(ctx context.Context, raw json.RawMessage) error {
+	h := f.in.rt.probe.Hooks()
+	if h == nil || h.AfterStash == nil {
+		return nil
+	}
+	return h.AfterStash(ctx, agentseam.FiberRef{Agent: f.in.key, ID: f.info.ID, Name: f.info.Name, Stash: raw})
+}
