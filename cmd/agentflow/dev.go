@@ -211,10 +211,16 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	p.printf("%-8s %s  created", signup.Name, sig.ID)
 
 	// The seed's request, as a client would send it; dev waits for the
-	// email it ends with.
+	// email it ends with. A request that cannot be served is reported,
+	// and the server goes on without the flights example.
 	since := time.Now()
+	flightRequested := true
 	if err := requestFlight(ctx, p, handler, devTraveller, "ada@example.com"); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.printf("%-8s %s  skipping the flights example: %v", flights.AgentClass, devTraveller, err)
+		flightRequested = false
 	}
 
 	var wg sync.WaitGroup
@@ -231,11 +237,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			errs <- triageIssue(ctx, p, rt, devTriage, devIssue)
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errs <- watchFlight(ctx, p, rt, devTraveller, since)
-	}()
+	if flightRequested {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- watchFlight(ctx, p, rt, devTraveller, since)
+		}()
+	}
 	for _, w := range []struct {
 		name  string
 		inst  *workflow.Instance
@@ -344,22 +352,43 @@ func watch(ctx context.Context, p *printer, name string, inst *workflow.Instance
 // devTraveller is the MyAgent instance dev sends the flight request to.
 const devTraveller = "traveller"
 
+// flightRetryFor is how long requestFlight retries a request refused with
+// 409: the agent is live on another node of the store, which frees it if
+// that node is dead once its lease (10 s by default) has run out and a
+// heartbeat (every third of it) has noticed.
+const flightRetryFor = 15 * time.Second
+
 // requestFlight sends MyAgent name the seed's request, through the agents
 // handler, as a client does (curl -X POST -H 'user-id: …' …/agents/my-agent/<name>).
+// While the agent is live on another node (409) it retries, for up to
+// flightRetryFor.
 func requestFlight(ctx context.Context, p *printer, h http.Handler, name, user string) error {
 	path := "/agents/" + agent.Kebab(flights.AgentClass) + "/" + name
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, path, nil)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(flightRetryFor)
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, path, http.NoBody) // as a server request, whose body is never nil
+		if err != nil {
+			return err
+		}
+		req.Header.Set("user-id", user)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		body := strings.TrimSpace(rec.Body.String())
+		switch {
+		case rec.Code == http.StatusOK:
+			p.printf("%-8s %s  POST %s (user-id: %s) → %s", flights.AgentClass, name, path, user, body)
+			return nil
+		case rec.Code != http.StatusConflict || time.Now().After(deadline):
+			return fmt.Errorf("flights example: POST %s: %d %s", path, rec.Code, body)
+		case delay == 100*time.Millisecond:
+			p.printf("%-8s %s  POST %s → %d %s; retrying for up to %s", flights.AgentClass, name, path, rec.Code, body, flightRetryFor)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
 	}
-	req.Header.Set("user-id", user)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK {
-		return fmt.Errorf("flights example: POST %s: %d %s", path, rec.Code, strings.TrimSpace(rec.Body.String()))
-	}
-	p.printf("%-8s %s  POST %s (user-id: %s) → %s", flights.AgentClass, name, path, user, strings.TrimSpace(rec.Body.String()))
-	return nil
 }
 
 // watchFlight follows, through the agent's tracking queries, the workflows
