@@ -184,6 +184,12 @@ type Node struct {
 	Process   string
 	StartedAt time.Time
 	ExpiresAt time.Time
+	// Address is where other nodes reach this node's agents (the base URL
+	// of its agents handler), and AgentClasses the agent classes it hosts;
+	// both are written by AdvertiseNode, not by Heartbeat. A node that
+	// serves no agents has neither.
+	Address      string
+	AgentClasses []string
 }
 
 // Store is the storage the workflow engine and agents need. Implementations
@@ -258,6 +264,10 @@ type Store interface {
 	Heartbeat(ctx context.Context, n Node) error
 	// ListNodes returns every registered node.
 	ListNodes(ctx context.Context) ([]Node, error)
+	// AdvertiseNode records where other nodes reach node id's agents and
+	// which agent classes it hosts. It fails with ErrNotFound when the node
+	// has no row (it has not heartbeaten yet, or was removed as dead).
+	AdvertiseNode(ctx context.Context, id, address string, classes []string) error
 	// RemoveNode deletes the node and releases the instances it owned, so
 	// that they are due at now.
 	RemoveNode(ctx context.Context, id string, now time.Time) (released int, err error)

@@ -152,6 +152,7 @@ type queries struct {
 	terminate, deleteSteps, deleteConsumed, restart         string
 	markRunning                                             string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
+	advertise                                               string
 	releasePausing, releaseOwned, orphanOwners              string
 }
 
@@ -227,7 +228,8 @@ func newQueries(d *Dialect) queries {
  ORDER BY finished_at LIMIT ?` + d.SkipLocked),
 		heartbeat: r(`INSERT INTO agentflow_nodes (id, service, host, pid, process, started_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at`),
-		listNodes:  `SELECT id, service, host, pid, process, started_at, expires_at FROM agentflow_nodes ORDER BY started_at`,
+		listNodes:  `SELECT id, service, host, pid, process, started_at, expires_at, address, agent_classes FROM agentflow_nodes ORDER BY started_at`,
+		advertise:  r(`UPDATE agentflow_nodes SET address = ?, agent_classes = ? WHERE id = ?`),
 		deleteNode: r(`DELETE FROM agentflow_nodes WHERE id = ?`),
 		releasePausing: r(`UPDATE workflow_instances SET status = 'paused', prior_status = 'running', paused_at = ?,
    paused_wake_at = ?, wake_at = NULL, owner = NULL, updated_at = ? WHERE owner = ? AND status = 'waitingForPause'`),
@@ -964,13 +966,41 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	for rows.Next() {
 		var n store.Node
 		var started, expires int64
-		if err := rows.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &n.Process, &started, &expires); err != nil {
+		var classes string
+		if err := rows.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &n.Process, &started, &expires, &n.Address, &classes); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		if err := json.Unmarshal([]byte(classes), &n.AgentClasses); err != nil {
+			return nil, fmt.Errorf("list nodes: agent classes of node %q: %w", n.ID, err)
 		}
 		n.StartedAt, n.ExpiresAt = time.UnixMicro(started).UTC(), time.UnixMicro(expires).UTC()
 		nodes = append(nodes, n)
 	}
 	return nodes, rows.Err()
+}
+
+// AdvertiseNode implements store.Store.
+func (s *Store) AdvertiseNode(ctx context.Context, id, address string, classes []string) error {
+	if classes == nil {
+		classes = []string{}
+	}
+	cls, err := json.Marshal(classes)
+	if err != nil {
+		return fmt.Errorf("advertise node %q: %w", id, err)
+	}
+	var n int64
+	err = s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
+		var err error
+		n, err = c.Exec(ctx, s.q.advertise, address, string(cls), id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("advertise node %q: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("advertise node %q: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 // RemoveNode implements store.Store.

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +42,8 @@ func checkNodes(t *testing.T, what string, got, want []store.Node) {
 		eq(&d, "Process", got[i].Process, want[i].Process)
 		eqTime(&d, "StartedAt", got[i].StartedAt, want[i].StartedAt)
 		eqTime(&d, "ExpiresAt", got[i].ExpiresAt, want[i].ExpiresAt)
+		eq(&d, "Address", got[i].Address, want[i].Address)
+		eq(&d, "AgentClasses", strings.Join(got[i].AgentClasses, ","), strings.Join(want[i].AgentClasses, ","))
 		if len(d) > 0 {
 			t.Errorf("%s: node %q:\n\t%s", what, want[i].ID, strings.Join(d, "\n\t"))
 		}
@@ -97,6 +100,29 @@ var nodesCases = []testCase{
 		heartbeat(t, s, n1)
 		heartbeat(t, s, n1)
 		checkNodes(t, "after refreshing node-1", listNodes(t, s), []store.Node{n1, n2})
+	}},
+	{"AdvertiseNodeKeptAcrossHeartbeats", func(t *testing.T, s store.Store) {
+		if err := s.AdvertiseNode(t.Context(), "node-1", "http://127.0.0.1:1/agents", nil); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("AdvertiseNode of a node with no row = %v, want ErrNotFound", err)
+		}
+		n1 := store.Node{ID: "node-1", Host: "alpha", PID: 101, StartedAt: t0, ExpiresAt: at(15 * time.Second)}
+		heartbeat(t, s, n1)
+		n1.AgentClasses = []string{} // a node that serves no agents advertises none
+		checkNodes(t, "before AdvertiseNode", listNodes(t, s), []store.Node{n1})
+
+		n1.Address, n1.AgentClasses = "http://10.0.0.5:8787/agents", []string{"Counter", "MyAgent"}
+		if err := s.AdvertiseNode(t.Context(), n1.ID, n1.Address, n1.AgentClasses); err != nil {
+			t.Fatalf("AdvertiseNode: %v", err)
+		}
+		n1.ExpiresAt = at(30 * time.Second)
+		heartbeat(t, s, n1)
+		checkNodes(t, "after AdvertiseNode and a heartbeat", listNodes(t, s), []store.Node{n1})
+
+		n1.Address, n1.AgentClasses = "http://10.0.0.5:9000/agents", []string{"Counter"}
+		if err := s.AdvertiseNode(t.Context(), n1.ID, n1.Address, n1.AgentClasses); err != nil {
+			t.Fatalf("AdvertiseNode again: %v", err)
+		}
+		checkNodes(t, "after a second AdvertiseNode", listNodes(t, s), []store.Node{n1})
 	}},
 	{"RemoveNodeReleasesItsInstances", func(t *testing.T, s store.Store) {
 		heartbeat(t, s, store.Node{ID: "node-1", Host: "alpha", PID: 1, StartedAt: t0, ExpiresAt: at(time.Second)})
