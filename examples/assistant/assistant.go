@@ -176,9 +176,13 @@ func (a *Assistant) ValidateState(_ context.Context, next State, _ *agent.Conn) 
 	return err
 }
 
+// MaxMessageBytes bounds a message POSTed to OnRequest.
+const MaxMessageBytes = 64 << 10
+
 // OnRequest serves plain HTTP at the instance's path
 // (/agents/assistant/<name>): POST with the message as the body submits it
-// and answers {"submissionId", "accepted", "status"} (202); GET
+// and answers {"submissionId", "accepted", "status"} (202), or 413 when it
+// is over MaxMessageBytes; GET
 // ?submission=<id> answers that submission (its status, output, error and
 // token usage); GET without it answers the conversation.
 func (a *Assistant) OnRequest(ctx context.Context, w http.ResponseWriter, r *http.Request) {
@@ -188,9 +192,13 @@ func (a *Assistant) OnRequest(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	switch r.Method {
 	case http.MethodPost:
-		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxMessageBytes+1))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if len(body) > MaxMessageBytes {
+			http.Error(w, fmt.Sprintf("message too large: the limit is %d bytes", MaxMessageBytes), http.StatusRequestEntityTooLarge)
 			return
 		}
 		res, err := a.Ask(ctx, string(body))

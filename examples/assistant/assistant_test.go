@@ -328,6 +328,62 @@ func TestAssistantOverHTTP(t *testing.T) {
 	}
 }
 
+// TestAssistantRefusesTooLargeAMessage: a message over MaxMessageBytes is
+// refused with 413 naming the limit, rather than cut to its first part.
+func TestAssistantRefusesTooLargeAMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, assistant.Scripted(), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	srv := httptest.NewServer(e.rt.Handler(agent.HandlerOptions{}))
+	t.Cleanup(srv.Close)
+	question := "What time is it in UTC?"
+	for _, tc := range []struct {
+		name   string
+		size   int
+		status int
+		body   string
+	}{
+		{"at the limit", assistant.MaxMessageBytes, http.StatusAccepted, `"accepted":true`},
+		{"over the limit", assistant.MaxMessageBytes + 1, http.StatusRequestEntityTooLarge, "message too large: the limit is 65536 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			msg := question + strings.Repeat(" ", tc.size-len(question))
+			resp, err := http.Post(srv.URL+"/agents/assistant/"+name, "text/plain", strings.NewReader(msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.body) {
+				t.Fatalf("POST %d bytes = %d %q, want %d containing %q", tc.size, resp.StatusCode, b, tc.status, tc.body)
+			}
+			if tc.status == http.StatusAccepted {
+				var asked assistant.Asked
+				if err := json.Unmarshal(b, &asked); err != nil {
+					t.Fatal(err)
+				}
+				e.wait(t, name, asked.SubmissionID)
+			}
+			conv, err := agent.With(t.Context(), e.rt, name, func(ctx context.Context, a *assistant.Assistant) ([]model.Message, error) {
+				return a.Conversation(ctx)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.status != http.StatusAccepted {
+				if len(conv) != 0 {
+					t.Errorf("conversation after a refused message: %d messages, want none", len(conv))
+				}
+				return
+			}
+			if len(conv) == 0 || len(conv[0].Content) != tc.size {
+				t.Errorf("conversation = %d messages, want the whole %d-byte message first", len(conv), tc.size)
+			}
+		})
+	}
+}
+
 // TestAssistantWithAnOpenAICompatibleServer configures the Assistant from
 // the environment to use a local OpenAI-compatible server, which streams a
 // get_time call and then an answer, as Ollama would.
