@@ -107,16 +107,23 @@ type MyAgent struct {
 // InitialState gives an empty workflow map.
 func (a *MyAgent) InitialState() State { return State{Workflows: map[string]string{}} }
 
-// OnRequest serves the agent's HTTP requests. At the instance's own path
-// (/agents/my-agent/<name>), whatever the method, it schedules the flight
-// workflow for the user named by the user-id header, as the seed does, and
-// answers {"taskId": <the schedule's id>}. GET <path>/state answers the
-// agent's state and its tracked workflows (a StateView).
+// OnRequest serves the agent's HTTP requests. A POST to the instance's own
+// path (/agents/my-agent/<name>) schedules the flight workflow for the user
+// named by the user-id header, as the seed does, and answers
+// {"taskId": <the schedule's id>}; another method there answers 405. GET
+// <path>/state answers the agent's state and its tracked workflows (a
+// StateView).
 func (a *MyAgent) OnRequest(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	switch rest := agent.Rest(r); rest {
 	case "":
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, r.Method+" not allowed: POST a flight request (GET "+r.URL.Path+"/state shows the agent)", http.StatusMethodNotAllowed)
+			return
+		}
 	case "/state":
 		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
 			http.Error(w, "GET only", http.StatusMethodNotAllowed)
 			return
 		}

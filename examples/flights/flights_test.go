@@ -462,3 +462,51 @@ func TestFlightStory(t *testing.T) {
 	}
 	t.Logf("story took %s of real time; observed:\n%s", time.Since(began).Round(time.Millisecond), s.observed)
 }
+
+// TestFlightRequestIsPOSTOnly: only a POST to the agent's path schedules a
+// flight; any other method is answered 405 with an Allow header and
+// schedules nothing.
+func TestFlightRequestIsPOSTOnly(t *testing.T) {
+	t.Parallel()
+	s := newStory(t)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+		scheduled    bool
+	}{
+		{http.MethodGet, "", http.StatusMethodNotAllowed, "POST", false},
+		{http.MethodHead, "", http.StatusMethodNotAllowed, "POST", false},
+		{http.MethodDelete, "", http.StatusMethodNotAllowed, "POST", false},
+		{http.MethodPut, "", http.StatusMethodNotAllowed, "POST", false},
+		{http.MethodPatch, "", http.StatusMethodNotAllowed, "POST", false},
+		{http.MethodPost, "/state", http.StatusMethodNotAllowed, "GET", false},
+		{http.MethodPost, "", http.StatusOK, "", true},
+	} {
+		t.Run(tc.method+tc.path, func(t *testing.T) {
+			t.Parallel()
+			name := "trip-" + strings.ToLower(tc.method) + strings.ReplaceAll(tc.path, "/", "-")
+			req, err := http.NewRequestWithContext(t.Context(), tc.method, s.srv.URL+"/agents/my-agent/"+name+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("user-id", "ada")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || resp.Header.Get("Allow") != tc.allow {
+				t.Errorf("%s = %d (Allow %q) %q, want %d (Allow %q)", tc.method, resp.StatusCode, resp.Header.Get("Allow"), body, tc.status, tc.allow)
+			}
+			ss, err := s.st.ListSchedules(t.Context(), store.AgentKey{Class: flights.AgentClass, Name: name}, store.ScheduleFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(ss) > 0; got != tc.scheduled {
+				t.Errorf("%s: %d schedules, want scheduled=%v", tc.method, len(ss), tc.scheduled)
+			}
+		})
+	}
+}
