@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -92,7 +93,7 @@ func newAgentQueries(d *Dialect) agentQueries {
    WHERE f.class = agent_instances.class AND f.name = agent_instances.name
      AND (f.status = '` + string(store.FiberInterrupted) + `' OR f.status IN ` + activeFibers + `
           AND (f.owner IS NULL OR f.owner <> agent_instances.owner))) THEN 1 ELSE 0 END`),
-		ownerNode: r(`SELECT n.id, n.service, n.host, n.pid, n.process, n.started_at, n.expires_at
+		ownerNode: r(`SELECT n.id, n.service, n.host, n.pid, n.process, n.started_at, n.expires_at, n.address, n.agent_classes
  FROM agent_instances a JOIN agentflow_nodes n ON n.id = a.owner WHERE a.class = ? AND a.name = ?`),
 		getAgent:       r(`SELECT ` + agentCols + ` FROM agent_instances WHERE class = ? AND name = ?`),
 		saveAgentState: r(`UPDATE agent_instances SET state = ?, updated_at = ? WHERE class = ? AND name = ? AND owner = ? AND fence = ?`),
@@ -232,15 +233,20 @@ func scanFiber(r rowScanner) (*store.Fiber, error) {
 	return &f, nil
 }
 
+// scanNode reads the columns nodeCols names.
 func scanNode(r rowScanner) (store.Node, error) {
 	var (
 		n                store.Node
 		started, expires int64
+		classes          string
 	)
-	if err := r.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &n.Process, &started, &expires); err != nil {
+	if err := r.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &n.Process, &started, &expires, &n.Address, &classes); err != nil {
 		return n, err
 	}
 	n.StartedAt, n.ExpiresAt = time.UnixMicro(started).UTC(), time.UnixMicro(expires).UTC()
+	if err := json.Unmarshal([]byte(classes), &n.AgentClasses); err != nil {
+		return n, fmt.Errorf("agent classes of node %q: %w", n.ID, err)
+	}
 	return n, nil
 }
 

@@ -964,16 +964,10 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	defer rows.Close()
 	var nodes []store.Node
 	for rows.Next() {
-		var n store.Node
-		var started, expires int64
-		var classes string
-		if err := rows.Scan(&n.ID, &n.Service, &n.Host, &n.PID, &n.Process, &started, &expires, &n.Address, &classes); err != nil {
+		n, err := scanNode(rows)
+		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
-		if err := json.Unmarshal([]byte(classes), &n.AgentClasses); err != nil {
-			return nil, fmt.Errorf("list nodes: agent classes of node %q: %w", n.ID, err)
-		}
-		n.StartedAt, n.ExpiresAt = time.UnixMicro(started).UTC(), time.UnixMicro(expires).UTC()
 		nodes = append(nodes, n)
 	}
 	return nodes, rows.Err()
