@@ -152,6 +152,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("unknown agent class %q", kebab), http.StatusBadRequest)
 		return
 	}
+	if err := ValidateName(name); err != nil { // before the hooks and the body
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	key := store.AgentKey{Class: c.name, Name: name}
 	upgrade := isWebSocket(r)
 	hook := h.o.BeforeRequest
@@ -243,7 +247,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrStopped):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, ErrUnknownClass):
+	case errors.Is(err, ErrUnknownClass), errors.Is(err, ErrInvalidName):
 		return http.StatusBadRequest
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable

@@ -388,6 +388,11 @@ func (rt *Runtime) AddFinder(f Finder) {
 // acquire returns the live instance of key, activating it if need be, and
 // holds a reference that keeps it from eviction until release.
 func (rt *Runtime) acquire(ctx context.Context, c *class, name string) (*instance, error) {
+	// Every way to an instance comes through here: a name no rule allows
+	// is refused before it reaches the map or the store.
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("agent %s: %w", c.name, err)
+	}
 	key := store.AgentKey{Class: c.name, Name: name}
 	for {
 		rt.mu.Lock()

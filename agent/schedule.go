@@ -348,13 +348,13 @@ func (rt *Runtime) fire(ctx context.Context, s *store.Schedule) (int, error) {
 }
 
 // retry calls fn until it succeeds, with the runtime's schedule retry
-// policy, and returns how many attempts it made. A malformed notice fails
-// the same way every time: it is not retried.
+// policy, and returns how many attempts it made. A malformed notice, like
+// an invalid agent name, fails the same way every time: it is not retried.
 func (rt *Runtime) retry(ctx context.Context, fn func() error) (int, error) {
 	r := rt.opts.ScheduleRetry
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		if err == nil || attempt >= r.Attempts || errors.Is(err, ErrAgentElsewhere) || errors.Is(err, ErrMalformedNotice) || ctx.Err() != nil {
+		if err == nil || attempt >= r.Attempts || errors.Is(err, ErrAgentElsewhere) || errors.Is(err, ErrMalformedNotice) || errors.Is(err, ErrInvalidName) || ctx.Err() != nil {
 			return attempt, err
 		}
 		if err := rt.probe.Sleep(ctx, rt.clock, backoff(r, attempt)); err != nil {
