@@ -159,8 +159,12 @@ func TestDevServesWithToken(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(stdout.String(), "POST /agents/my-agent/traveller (user-id: ada@example.com) → {\"taskId\"") {
-		t.Errorf("dev's own flight request did not go through:\n%s", stdout.String())
+	// dev sends its flight request once the server is up: wait for it.
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(stdout.String(), `POST /agents/my-agent/traveller (user-id: ada@example.com) → {"taskId"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev's own flight request did not go through:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	cancel()
