@@ -137,7 +137,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.o.CORS != nil && h.cors(w, r) {
 		return
 	}
-	if h.token != nil && !h.token.Check(w, r) {
+	cl := h.rt.cluster
+	// A request from another node of the cluster carries its secret: a
+	// forwarded one was authenticated where it arrived, and is served
+	// here, never sent on again.
+	forwarded := r.Header.Get(forwardedHeader) != "" || r.Header.Get(secretHeader) != ""
+	internal := r.URL.EscapedPath() == h.prefix+callPath
+	switch {
+	case forwarded || internal:
+		if !cl.authorized(r) {
+			http.Error(w, "forbidden: requests between the nodes of a cluster must carry its secret "+
+				"(agent.Options.ClusterSecret); this one carried none or a wrong one", http.StatusForbidden)
+			return
+		}
+	case h.token != nil && !h.token.Check(w, r):
+		return
+	}
+	if internal {
+		h.serveCall(w, r)
 		return
 	}
 	kebab, name, rest, ok := h.parsePath(r)
@@ -148,7 +165,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.rt.classMu.RLock()
 	c := h.rt.byKebab[kebab]
 	h.rt.classMu.RUnlock()
-	if c == nil {
+	className := ""
+	if c != nil {
+		className = c.name
+	} else if !forwarded && cl.enabled() {
+		className, _ = cl.hostsKebab(r.Context(), kebab)
+	}
+	if className == "" {
 		http.Error(w, fmt.Sprintf("unknown agent class %q", kebab), http.StatusBadRequest)
 		return
 	}
@@ -156,7 +179,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	key := store.AgentKey{Class: c.name, Name: name}
+	key := store.AgentKey{Class: className, Name: name}
 	upgrade := isWebSocket(r)
 	hook := h.o.BeforeRequest
 	var body []byte
@@ -172,6 +195,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r = withBody(r, body)
 	}
+	if !forwarded && cl.enabled() {
+		p, err := cl.place(r.Context(), c, key)
+		if err != nil {
+			http.Error(w, err.Error(), statusOf(err))
+			return
+		}
+		if !p.local && h.forward(w, r, key, kebab, rest, body, p) {
+			return
+		}
+	}
+	if c == nil {
+		http.Error(w, fmt.Sprintf("agent class %q is not hosted on this node", kebab), http.StatusMisdirectedRequest)
+		return
+	}
 	if hook != nil {
 		if err := hook(r, key); err != nil {
 			status := http.StatusForbidden
@@ -183,6 +220,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	in, err := h.rt.acquire(r.Context(), c, name)
+	if owned, ok := errors.AsType[*store.AgentOwnedError](err); ok && cl.enabled() {
+		if forwarded { // the sender tries the owner
+			w.Header().Set(ownerHeader, owned.Node.ID)
+			http.Error(w, err.Error(), http.StatusMisdirectedRequest)
+			return
+		}
+		if owned.Node.Address != "" && h.forward(w, r, key, kebab, rest, body, placement{node: owned.Node}) {
+			return
+		}
+		in, err = h.rt.acquire(r.Context(), c, name)
+	}
 	if err != nil {
 		http.Error(w, err.Error(), statusOf(err))
 		return
@@ -245,7 +293,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrAgentElsewhere):
 		return http.StatusConflict
-	case errors.Is(err, ErrStopped):
+	case errors.Is(err, ErrStopped), errors.Is(err, ErrLeaseLapsed), errors.Is(err, ErrNodeUnavailable):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrUnknownClass), errors.Is(err, ErrInvalidName):
 		return http.StatusBadRequest

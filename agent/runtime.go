@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"sync"
@@ -55,6 +57,24 @@ type Options struct {
 	// them and for fibers to recover (default 1 s).
 	ScheduleHorizon time.Duration
 	PollInterval    time.Duration
+
+	// AdvertiseURL is where the other nodes of the cluster reach this
+	// process's agents: the URL of its Handler, prefix included, such as
+	// "http://10.0.0.5:8787/agents". It is kept with the node's row. With
+	// it and ClusterSecret, a request or call for an agent live on another
+	// node is sent there (see Handler and Ref.Call). Without it no node
+	// can send this one anything, and a request for an agent live here
+	// that reaches another node fails there with an AgentOwnedError.
+	AdvertiseURL string
+	// ClusterSecret is shared by every node of the cluster: requests
+	// between nodes carry it, and a node refuses the internal ones that
+	// do not (compared in constant time). A process that serves no agents
+	// but calls them (a workflow service whose workflows call their
+	// agents) needs it too, and no AdvertiseURL.
+	ClusterSecret string
+	// ClusterClient sends requests to other nodes; by default one with a
+	// 2 s connect timeout that keeps connections open between calls.
+	ClusterClient *http.Client
 }
 
 // Retry is a retry policy with jittered exponential backoff.
@@ -83,6 +103,7 @@ type Runtime struct {
 	bindings map[string]Binding
 	finders  []Finder // replaced, never changed in place
 	notices  map[string]NoticeHandler
+	calls    map[string]CallHandler // HandleCall's, by method
 	extra    map[string]func(context.Context) // AddLoop's, by name
 	exts     map[string]any                   // Extension's, by name
 
@@ -90,6 +111,8 @@ type Runtime struct {
 	live     map[store.AgentKey]*activation
 	livePeak int // the most entries live has had since it was last copied
 	stopped  bool
+
+	cluster *cluster
 
 	sched  *wakeq.Queue
 	ctx    context.Context // background work runs under it; cancelled by Stop
@@ -155,6 +178,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		byType:   map[reflect.Type]*class{},
 		bindings: map[string]Binding{},
 		notices:  map[string]NoticeHandler{},
+		calls:    map[string]CallHandler{stateMethod: stateHandler},
 		extra:    map[string]func(context.Context){},
 		exts:     map[string]any{},
 		live:     map[store.AgentKey]*activation{},
@@ -163,6 +187,16 @@ func NewRuntime(opts Options) (*Runtime, error) {
 	// code below it (a scripted model, a task's retries) can park.
 	rt.probe = agentseam.NewProbe(rt.classNames)
 	rt.ctx, rt.cancel = context.WithCancel(agentseam.WithProbe(context.Background(), rt.probe))
+	if opts.AdvertiseURL != "" {
+		u, err := url.Parse(opts.AdvertiseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("agent: Options.AdvertiseURL %q: must be an http:// or https:// URL with a host, such as http://10.0.0.5:8787/agents", opts.AdvertiseURL)
+		}
+		if opts.ClusterSecret == "" {
+			return nil, errors.New("agent: Options.AdvertiseURL needs a ClusterSecret: other nodes must prove they belong to the cluster")
+		}
+	}
+	rt.cluster = newCluster(rt, opts)
 	rt.sched = wakeq.New(wakeq.Options{
 		Clock:        rt.clock,
 		Horizon:      opts.ScheduleHorizon,
@@ -229,6 +263,14 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		return ErrStopped
 	}
 	loops := []func(context.Context){rt.sched.Run, rt.evictLoop, rt.recoverLoop}
+	if rt.cluster.enabled() {
+		// Advertised before Start returns, so that other nodes can send
+		// requests here from the first one on.
+		if err := rt.cluster.advertise(ctx); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("agent: advertise this node: %w", err)
+		}
+		loops = append(loops, rt.cluster.loop)
+	}
 	rt.classMu.RLock()
 	for _, l := range rt.extra {
 		loops = append(loops, l)
@@ -394,6 +436,9 @@ func (rt *Runtime) acquire(ctx context.Context, c *class, name string) (*instanc
 		return nil, fmt.Errorf("agent %s: %w", c.name, err)
 	}
 	key := store.AgentKey{Class: c.name, Name: name}
+	if err := rt.awaitLease(ctx); err != nil {
+		return nil, fmt.Errorf("agent %s: %w", key, err)
+	}
 	for {
 		rt.mu.Lock()
 		if rt.stopped {

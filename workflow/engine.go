@@ -268,6 +268,15 @@ func (e *Engine) leaseValid(now time.Time) bool {
 	return false
 }
 
+// LeaseLapsed reports whether the engine is running and its node's last
+// successful heartbeat is older than its lease. Other nodes may then take
+// its work over, so it claims nothing, and the agent runtime serves no
+// agent, until a heartbeat succeeds again (which a true answer asks for at
+// once).
+func (e *Engine) LeaseLapsed() bool {
+	return e.running.Load() && !e.stopping.Load() && !e.leaseValid(e.clock.Now())
+}
+
 // tryAcquire takes an execution slot if one is free.
 func (e *Engine) tryAcquire() bool {
 	select {
