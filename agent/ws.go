@@ -179,8 +179,12 @@ func (c *Conn) writeQueued() {
 	}
 }
 
-// serveWS runs one WebSocket connection to the live instance in, which the
-// caller holds a reference to for as long as this runs.
+// serveWS accepts a WebSocket connection to the live instance in, which
+// the caller holds a reference to until this returns. Once the client is
+// connected the connection takes a reference of its own and is served on a
+// goroutine of its own (serve), and this returns: net/http's state for the
+// request, and the request goroutine's stack, grown by the activation, are
+// not kept for the life of the connection.
 func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) {
 	rt := h.rt
 	ws, err := websocket.Accept(w, r, h.acceptOptions())
@@ -195,9 +199,7 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	if id == "" {
 		id = randomID()
 	}
-	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{}), start: time.Now()}
-	c.startKeepalive()
-	defer c.stopKeepalive()
+	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{})}
 
 	raw, err := in.obj.stateJSON()
 	if err != nil {
@@ -209,15 +211,29 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	c.enqueue(stateFrame(raw))
 	in.addConn(c)
 	in.stateMu.Unlock()
-	defer in.removeConn(c)
 
 	ctx := context.WithValue(rt.ctx, connKey, c)
 	if hook, ok := in.obj.(ConnectHook); ok {
 		if err := in.run(ctx, func() error { return hook.OnConnect(ctx, c, r) }); err != nil {
+			in.removeConn(c)
 			c.Close(int(websocket.StatusPolicyViolation), truncateReason(err.Error()))
 			return
 		}
 	}
+	rt.mu.Lock()
+	in.refs++ // the connection's, released when serve returns
+	rt.mu.Unlock()
+	c.startKeepalive()
+	go c.serve(ctx)
+}
+
+// serve reads the connection until it ends, then calls OnClose and lets go
+// of the instance.
+func (c *Conn) serve(ctx context.Context) {
+	in := c.in
+	defer in.rt.release(in)
+	defer in.removeConn(c)
+	defer c.stopKeepalive()
 	code, reason := c.readLoop(ctx)
 	c.Close(int(code), reason)
 	if hook, ok := in.obj.(CloseHook); ok {
@@ -300,9 +316,10 @@ func (c *Conn) silence() time.Duration {
 }
 
 // startKeepalive arms the connection's keepalive timer (see
-// Options.PingInterval). It costs a timer, not a goroutine, while the
-// connection is idle.
+// Options.PingInterval), counting the client as heard from now. It costs a
+// timer, not a goroutine, while the connection is idle.
 func (c *Conn) startKeepalive() {
+	c.start = time.Now()
 	every := c.in.rt.opts.PingInterval
 	if every <= 0 {
 		return
