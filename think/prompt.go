@@ -183,6 +183,56 @@ type submitted struct {
 	Fingerprint  string `json:"fingerprint"`
 }
 
+// The runtime's named methods (agent.Runtime.HandleCall) behind the prompt
+// step: the step's process calls them by name, and they run on whichever
+// node of the cluster the Think agent is live on, so a workflow of any
+// service can prompt its agent.
+const (
+	submitPromptMethod = "agentflow:think.submitPrompt"
+	cancelPromptMethod = "agentflow:think.cancelPrompt"
+)
+
+// submitPromptArgs is submitPromptMethod's argument.
+type submitPromptArgs struct {
+	Prompt   string     `json:"prompt"`
+	Key      string     `json:"key"`
+	Spec     promptSpec `json:"spec"`
+	Instance string     `json:"instance"`
+	Event    string     `json:"event"`
+}
+
+// handlePromptCalls registers the prompt step's named methods on rt, once.
+func handlePromptCalls(rt *agent.Runtime) error {
+	var err error
+	rt.Extension("think-prompt-calls", func() any {
+		err = errors.Join(
+			rt.HandleCall(submitPromptMethod, func(ctx context.Context, self any, arg json.RawMessage) (any, error) {
+				ps, ok := self.(promptSubmitter)
+				if !ok {
+					return nil, fmt.Errorf("think: prompt: agent class %T is not a Think class", self)
+				}
+				var a submitPromptArgs
+				if err := json.Unmarshal(arg, &a); err != nil {
+					return nil, fmt.Errorf("think: %s: %w", submitPromptMethod, err)
+				}
+				return ps.submitPrompt(ctx, a.Prompt, a.Key, a.Spec, a.Instance, a.Event)
+			}),
+			rt.HandleCall(cancelPromptMethod, func(ctx context.Context, self any, arg json.RawMessage) (any, error) {
+				ps, ok := self.(promptSubmitter)
+				if !ok {
+					return nil, fmt.Errorf("think: prompt: agent class %T is not a Think class", self)
+				}
+				var id string
+				if err := json.Unmarshal(arg, &id); err != nil {
+					return nil, fmt.Errorf("think: %s: %w", cancelPromptMethod, err)
+				}
+				return ps.CancelSubmission(ctx, id)
+			}))
+		return struct{}{}
+	})
+	return err
+}
+
 // promptSubmitter is implemented by every Think class (through Agent).
 type promptSubmitter interface {
 	submitPrompt(ctx context.Context, msg string, key string, spec promptSpec, instance, event string) (SubmitResult, error)
@@ -232,18 +282,17 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 	rt := o.Runtime()
 	key := o.Agent()
 	sub, err := workflow.Do(step, name+":submit", func(ctx context.Context, _ workflow.Attempt) (submitted, error) {
-		var res SubmitResult
 		spec := promptSpec{Schema: wire, Fingerprint: hex.EncodeToString(fp[:8]), Step: name, Instance: step.InstanceID()}
-		err := rt.Ref(key.Class, key.Name).Do(ctx, func(ctx context.Context, self any) error {
-			ps, ok := self.(promptSubmitter)
-			if !ok {
-				return fmt.Errorf("think: prompt %q: agent %s is not a Think agent", name, key)
-			}
-			var err error
-			res, err = ps.submitPrompt(ctx, opts.Prompt, idem, spec, step.InstanceID(), eventType)
-			return err
-		})
-		return submitted{SubmissionID: res.Submission.ID, EventType: eventType, Fingerprint: spec.Fingerprint}, err
+		raw, err := rt.Ref(key.Class, key.Name).Call(ctx, submitPromptMethod, submitPromptArgs{
+			Prompt: opts.Prompt, Key: idem, Spec: spec, Instance: step.InstanceID(), Event: eventType})
+		if err != nil {
+			return submitted{}, fmt.Errorf("think: prompt %q: submit to agent %s: %w", name, key, err)
+		}
+		var res SubmitResult
+		if err := json.Unmarshal(raw, &res); err != nil {
+			return submitted{}, fmt.Errorf("think: prompt %q: agent %s's answer to the submission: %w", name, key, err)
+		}
+		return submitted{SubmissionID: res.Submission.ID, EventType: eventType, Fingerprint: spec.Fingerprint}, nil
 	})
 	if err != nil {
 		return zero, err
@@ -256,12 +305,12 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 		te := &TimeoutError{Name: name, SubmissionID: sub.SubmissionID, Timeout: opts.Timeout}
 		if opts.CancelOnTimeout == nil || *opts.CancelOnTimeout {
 			cancelled, err := workflow.Do(step, name+":cancel", func(ctx context.Context, _ workflow.Attempt) (bool, error) {
+				raw, err := rt.Ref(key.Class, key.Name).Call(ctx, cancelPromptMethod, sub.SubmissionID)
+				if err != nil {
+					return false, fmt.Errorf("think: prompt %q: cancel submission %s of agent %s: %w", name, sub.SubmissionID, key, err)
+				}
 				var ok bool
-				err := rt.Ref(key.Class, key.Name).Do(ctx, func(ctx context.Context, self any) error {
-					var err error
-					ok, err = self.(promptSubmitter).CancelSubmission(ctx, sub.SubmissionID)
-					return err
-				})
+				err = json.Unmarshal(raw, &ok)
 				return ok, err
 			})
 			if err != nil {

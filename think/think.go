@@ -194,6 +194,9 @@ func Register[T any, PT interface {
 		seen[t.Name] = true
 		c.tools = append(c.tools, t)
 	}
+	if err := handlePromptCalls(rt); err != nil {
+		return fmt.Errorf("think: register %s: %w", name, err)
+	}
 	st := rt.Store()
 	rt.AddFinder(func(ctx context.Context, classes []string) ([]store.AgentKey, error) {
 		return st.PendingSubmissionAgents(ctx, []string{name}, 100)
