@@ -184,8 +184,9 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		live:     map[store.AgentKey]*activation{},
 	}
 	// Background work runs under rt.ctx, which carries the probe so that
-	// code below it (a scripted model, a task's retries) can park.
-	rt.probe = agentseam.NewProbe(rt.classNames)
+	// code below it (a scripted model, a task's retries) can park. A test
+	// harness's store may supply the probe (see seam.go).
+	rt.probe = agentseam.ProbeFor(rt.store, rt.classNames)
 	rt.ctx, rt.cancel = context.WithCancel(agentseam.WithProbe(context.Background(), rt.probe))
 	if opts.AdvertiseURL != "" {
 		u, err := url.Parse(opts.AdvertiseURL)

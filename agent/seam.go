@@ -10,10 +10,9 @@ import (
 
 // The runtime's side of internal/agentseam, which package agenttest reads
 // to tell when a runtime is quiet and uses to crash it at chosen points.
-
-func init() {
-	agentseam.ProbeOf = func(rt any) *agentseam.Probe { return rt.(*Runtime).probe }
-}
+// NewRuntime takes its probe from agentseam.ProbeFor: a harness hands the
+// engine a store that is an agentseam.ProbeSource and so holds the probe of
+// the runtime it creates.
 
 // goWork runs fn as background work: Stop waits for it, and the probe
 // counts it.

@@ -69,6 +69,7 @@ package agenttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -222,7 +223,11 @@ func (env *Env) start() error {
 	if err != nil {
 		return err
 	}
-	inc.eng, inc.rt, inc.probe = eng, rt, agentseam.ProbeOf(rt)
+	// The runtime took its probe from inc.st (crashStore.AgentProbe).
+	inc.eng, inc.rt, inc.probe = eng, rt, inc.st.probe.Load()
+	if inc.probe == nil {
+		return errors.New("the runtime did not take its probe from the harness's store")
+	}
 	inc.probe.SetHooks(&agentseam.Hooks{
 		BeforeSchedule: func(_ context.Context, s agentseam.ScheduleRef) error {
 			return env.hit(inc, pointBeforeSchedule, s.Method, describeSchedule(s))

@@ -136,6 +136,40 @@ func TestCrashAroundScheduleRun(t *testing.T) {
 	}
 }
 
+// Each restart's runtime is the one the Env watches and hooks: a crash
+// point armed after a restart fires in the new runtime, and each time the
+// Env settles only once that runtime's schedule run has finished.
+func TestRestartedRuntimeIsWatched(t *testing.T) {
+	t.Parallel()
+	l := &log{}
+	env := tickerEnv(t, l)
+	if _, err := agent.Call(t.Context(), env.Runtime(), "a", (*Ticker).Start, "*/5 * * * *"); err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for i := range 3 {
+		env.CrashAt(agenttest.BeforeSchedule("tick"))
+		env.Advance(5 * time.Minute)
+		if !env.Crashed() {
+			t.Fatalf("incarnation %d: no crash", i)
+		}
+		nodes = append(nodes, env.Engine().NodeID())
+		env.Restart() // runs the tick that was due at the crash
+		if got := len(l.all()); got != i+1 {
+			t.Fatalf("incarnation %d: %d ticks after the restart settled, want %d", i, got, i+1)
+		}
+	}
+	cs := env.Crashes()
+	if len(cs) != 3 {
+		t.Fatalf("crashes = %+v", cs)
+	}
+	for i, c := range cs {
+		if c.Node != nodes[i] || c.Point != agenttest.BeforeSchedule("tick") {
+			t.Errorf("crash %d = %+v, want before tick on node %s", i, c, nodes[i])
+		}
+	}
+}
+
 // Flaky fails its callback until the third attempt; the retries' backoff
 // is on the virtual clock, and Advance passes it.
 type Flaky struct {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentflow/internal/agentseam"
 	"agentflow/store"
 )
 
@@ -23,13 +24,16 @@ var ErrCrashed = errors.New("agenttest: this runtime and engine crashed (simulat
 // crashed engine, runtime or their goroutines still do is durable, as if
 // the process had been killed. It also counts the outbox messages being
 // delivered, and tells the incarnation's engine that crashed nodes' processes
-// are gone, as the operating system would after kill -9.
+// are gone, as the operating system would after kill -9. It is also where
+// the incarnation's runtime gets its probe (agentseam.ProbeSource), which is
+// how the Env sees that runtime's background work.
 type crashStore struct {
 	store.Store // embedded for methods added after this file; every method is overridden below
 	base        store.Store
 	env         *Env
 
-	dead atomic.Bool
+	dead  atomic.Bool
+	probe atomic.Pointer[agentseam.Probe] // the incarnation's runtime's; nil until it is created
 
 	mu       sync.Mutex
 	claiming int            // ClaimOutbox calls under way
@@ -38,6 +42,19 @@ type crashStore struct {
 
 func newCrashStore(base store.Store, env *Env) *crashStore {
 	return &crashStore{Store: base, base: base, env: env, outbox: map[int64]bool{}}
+}
+
+// AgentProbe implements agentseam.ProbeSource: agent.NewRuntime calls it
+// when the incarnation's runtime is created over this store's engine. Each
+// incarnation has one store and one runtime; should a second runtime be
+// created over the same engine, it keeps a probe of its own and the Env goes
+// on watching the first.
+func (cs *crashStore) AgentProbe(classes func() []string) *agentseam.Probe {
+	p := agentseam.NewProbe(classes)
+	if !cs.probe.CompareAndSwap(nil, p) {
+		return nil
+	}
+	return p
 }
 
 func (cs *crashStore) check() error {

@@ -3,6 +3,8 @@
 // runtime's background work to tell when the system is quiet, and the
 // points where it may crash the runtime. A runtime always keeps a Probe;
 // nothing here changes what the runtime does unless a harness sets Hooks.
+// A harness gets hold of a runtime's probe by giving the engine a store
+// that is a ProbeSource; there is no global registry.
 //
 // Work is counted from the moment it is started until it returns:
 // schedule runs (including their retries and error hooks), fibers, an
@@ -43,9 +45,28 @@ func NewProbe(classes func() []string) *Probe {
 	return &Probe{classes: classes, parked: map[uint64]time.Time{}}
 }
 
-// ProbeOf returns a runtime's probe. Package agent sets it; its argument
-// is an *agent.Runtime (this package cannot name the type).
-var ProbeOf func(rt any) *Probe
+// ProbeSource is implemented by a store that a harness gives an engine
+// (package agenttest's crash wrapper): a runtime over that engine takes its
+// probe from the store, which is how the harness gets to watch and hook the
+// runtime it creates without the runtime exporting its probe. A runtime
+// whose engine's store is no ProbeSource, or whose source returns nil,
+// makes its own probe with NewProbe.
+type ProbeSource interface {
+	// AgentProbe returns the probe for a runtime being created over the
+	// store; classes lists the runtime's registered classes.
+	AgentProbe(classes func() []string) *Probe
+}
+
+// ProbeFor returns the probe for a runtime over st: st's, when st is a
+// ProbeSource that gives one, else a new one.
+func ProbeFor(st store.Store, classes func() []string) *Probe {
+	if src, ok := st.(ProbeSource); ok {
+		if p := src.AgentProbe(classes); p != nil {
+			return p
+		}
+	}
+	return NewProbe(classes)
+}
 
 // Begin counts a piece of work as running and busy until end is called.
 func (p *Probe) Begin() (end func()) {
