@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -187,7 +189,7 @@ func (c *Conn) writeQueued() {
 // not kept for the life of the connection.
 func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) {
 	rt := h.rt
-	ws, err := websocket.Accept(w, r, h.acceptOptions())
+	ws, err := websocket.Accept(smallBuffers{w}, r, h.acceptOptions())
 	if err != nil {
 		return // Accept has answered the request
 	}
@@ -225,6 +227,44 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	rt.mu.Unlock()
 	c.startKeepalive()
 	go c.serve(ctx)
+}
+
+// connBufferSize is the size of a connection's read and write buffers.
+// net/http hands a hijacked connection over with 4 KiB of each, which an
+// idle connection would keep; reads and writes larger than the buffer
+// bypass it, so a smaller one costs only a few more system calls for
+// large frames.
+const connBufferSize = 1 << 10
+
+// smallBuffers makes websocket.Accept get the hijacked connection with
+// buffers of connBufferSize rather than net/http's.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	// Bytes the client sent after its request, not waiting for the
+	// answer, must stay in the reader's buffer: that is where Accept
+	// looks for them.
+	n := brw.Reader.Buffered()
+	if n > connBufferSize {
+		return nc, brw, nil
+	}
+	b, _ := brw.Reader.Peek(n)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc), connBufferSize)
+	if _, err := br.Peek(n); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, connBufferSize)), nil
 }
 
 // serve reads the connection until it ends, then calls OnClose and lets go

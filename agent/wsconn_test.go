@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -225,12 +226,13 @@ func TestIdleConnectionCost(t *testing.T) {
 	g := float64(g1-g0) / conns
 	t.Logf("idle, per connection: %.0f heap bytes, %.0f stack bytes, %.2f goroutines", heap, stack, g)
 	// The server's side of an idle connection is its reader goroutine, the
-	// WebSocket library's state and buffers, and its Conn; the raw client's
-	// side is a few hundred bytes. It once also kept a buffer of the
-	// largest message (550 KB here), a writer goroutine, net/http's request
-	// state, and the request goroutine's stack (16 KiB).
-	if heap > 32<<10 {
-		t.Errorf("an idle connection holds %.0f heap bytes after a %d-byte message, want at most 32 KiB", heap, msgSize)
+	// WebSocket library's state with 1 KiB read and write buffers, and its
+	// Conn: about 6 KB of heap; the raw client's side is a few hundred
+	// bytes. It once also kept a buffer of the largest message (550 KB
+	// here), a writer goroutine, net/http's request state and 4 KiB
+	// buffers (12 KB), and the request goroutine's stack (16 KiB).
+	if heap > 8<<10 {
+		t.Errorf("an idle connection holds %.0f heap bytes after a %d-byte message, want at most 8 KiB", heap, msgSize)
 	}
 	if stack > 12<<10 {
 		t.Errorf("an idle connection's goroutines have %.0f bytes of stack, want at most 12 KiB", stack)
@@ -390,6 +392,46 @@ func TestKeepaliveOptions(t *testing.T) {
 			_, err := agent.NewRuntime(agent.Options{Engine: e.eng, PingInterval: tc.ping, ReadTimeout: tc.timeout})
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Errorf("NewRuntime(PingInterval %s, ReadTimeout %s) = %v, want %q", tc.ping, tc.timeout, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// Frames a client sends right behind its handshake request, before the
+// answer, are read: those the server's HTTP reader already took in too.
+func TestFramesSentWithHandshake(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) {
+		agent.MustRegister[Watched](rt, "Watched", agent.ClassOptions{Callable: []string{"wait"}})
+	}})
+	base := wsURL(serve(t, e, agent.HandlerOptions{}), "/agents/watched/")
+	for _, tc := range []struct {
+		name   string
+		frames int
+		pad    int // bytes of padding in each frame's id
+	}{
+		{"one frame", 1, 0},
+		{"several frames", 5, 0},
+		{"more than a read buffer", 8, 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var early []byte
+			for i := range tc.frames {
+				id := fmt.Sprintf("%d-%s", i, strings.Repeat("p", tc.pad))
+				early = append(early, frame(0x1, fmt.Appendf(nil, `{"type":"rpc","id":%q,"method":"wait","args":[%d]}`, id, i))...)
+			}
+			c := rawDialEarly(t, base+url.PathEscape(tc.name), early) // an agent of its own: closes change the state
+			c.nextText() // identity
+			c.nextText() // state
+			for i := range tc.frames {
+				var reply struct {
+					ID     string
+					Result int
+				}
+				if f := c.nextText(); json.Unmarshal([]byte(f), &reply) != nil || !strings.HasPrefix(reply.ID, fmt.Sprint(i, "-")) || reply.Result != i {
+					t.Fatalf("reply %d: %.100s", i, f)
+				}
 			}
 		})
 	}
