@@ -421,7 +421,8 @@ func TestFramesSentWithHandshake(t *testing.T) {
 				id := fmt.Sprintf("%d-%s", i, strings.Repeat("p", tc.pad))
 				early = append(early, frame(0x1, fmt.Appendf(nil, `{"type":"rpc","id":%q,"method":"wait","args":[%d]}`, id, i))...)
 			}
-			c := rawDialEarly(t, base+url.PathEscape(tc.name), early) // an agent of its own: closes change the state
+			// An agent of its own: Watched's closes change its state.
+			c := rawDialEarly(t, base+url.PathEscape(tc.name), early)
 			c.nextText() // identity
 			c.nextText() // state
 			for i := range tc.frames {
