@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
+	"agentflow/store/postgres"
 	"agentflow/store/sqlite"
 	"agentflow/think"
 	"agentflow/workflow"
@@ -58,6 +60,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	addr := fs.String("addr", "127.0.0.1:8787", `address the agents server listens on ("" to not serve agents)`)
 	flightDelay := fs.Duration("flight-delay", 5*time.Second, "how long after the request the flights example starts its workflow (300 s in the seed)")
 	checkInWait := fs.Duration("check-in-wait", 2*time.Second, "how long the flight workflow sleeps before checking in (20 minutes in the seed)")
+	pgDSN := fs.String("postgres", "", "PostgreSQL URL to run on instead of the SQLite file (several dev processes may share it as a cluster); default $"+envPostgres)
+	secretFlag := fs.String("cluster-secret", "", "secret shared by the nodes of a cluster: with it, a request or call for an agent live on another dev process is sent there; default $"+envClusterSecret)
+	advertise := fs.String("advertise", "", `URL other nodes reach this one's agents at (default "http://<--addr>/agents")`)
 	tokenFlag := fs.String("token", "", "bearer token agents clients must send (Authorization: Bearer <token>, or ?token=<token> from a browser WebSocket); default $"+envToken+", and none when both are empty")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,7 +78,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	st, err := sqlite.Open(ctx, *dbPath, sqlite.Options{})
+	if *pgDSN == "" {
+		*pgDSN = getenv(envPostgres)
+	}
+	if *secretFlag == "" {
+		*secretFlag = getenv(envClusterSecret)
+	}
+	st, where, err := openDevStore(ctx, *dbPath, *pgDSN)
 	if err != nil {
 		return err
 	}
@@ -108,7 +119,25 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 
-	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger})
+	var ln net.Listener
+	if *addr != "" {
+		// Listen before anything starts, so that a busy port fails at once.
+		if ln, err = net.Listen("tcp", *addr); err != nil {
+			return fmt.Errorf("agents server: %w (choose another address with --addr)", err)
+		}
+		defer ln.Close()
+	}
+	ro := agent.Options{Engine: eng, Logger: logger}
+	if *secretFlag != "" {
+		ro.ClusterSecret = *secretFlag
+		ro.AdvertiseURL = *advertise
+		if ro.AdvertiseURL == "" && ln != nil {
+			ro.AdvertiseURL = "http://" + ln.Addr().String() + "/agents"
+		}
+	} else if *advertise != "" {
+		return fmt.Errorf("--advertise needs --cluster-secret (or %s): the nodes of a cluster prove themselves to each other with it", envClusterSecret)
+	}
+	rt, err := agent.NewRuntime(ro)
 	if err != nil {
 		return err
 	}
@@ -136,15 +165,6 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := triage.Register(eng, rt, think.Options{Model: triageModel}); err != nil {
 		return err
 	}
-	var ln net.Listener
-	if *addr != "" {
-		// Listen before anything starts, so that a busy port fails at once.
-		if ln, err = net.Listen("tcp", *addr); err != nil {
-			return fmt.Errorf("agents server: %w (choose another address with --addr)", err)
-		}
-		defer ln.Close()
-	}
-
 	// The engine starts first and stops last; the agent runtime runs on it,
 	// and the HTTP server in front of the runtime. The deferred stops run in
 	// the reverse order: server, runtime, engine.
@@ -160,7 +180,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer stopWithin(ctx, logger, "the agent runtime", rt.Stop)
-	p.printf("agentflow dev: engine %s on %s; engine %s of service %q on the same store", eng.NodeID(), st.Path(), emails.NodeID(), email.Service)
+	p.printf("agentflow dev: engine %s on %s; engine %s of service %q on the same store", eng.NodeID(), where, emails.NodeID(), email.Service)
+	if ro.AdvertiseURL != "" {
+		p.printf("cluster: this node's agents are reached at %s; requests for agents live on other nodes are sent there", ro.AdvertiseURL)
+	}
 	if _, ok := provider.(*scripted.Model); ok {
 		p.printf("think: %s uses the %s; set %s (and %s, %s) for a real one, see the README",
 			assistant.Name, modelDesc, assistant.EnvBaseURL, assistant.EnvAPIKey, assistant.EnvModel)
@@ -269,9 +292,36 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if ln != nil {
 		running = "the engine and the agents server keep"
 	}
-	p.printf("examples finished; %s running on %s (Ctrl-C to stop)", running, st.Path())
+	p.printf("examples finished; %s running on %s (Ctrl-C to stop)", running, where)
 	<-ctx.Done()
 	return nil
+}
+
+// The environment variables that set dev's --postgres and --cluster-secret.
+const (
+	envPostgres      = "AGENTFLOW_POSTGRES"
+	envClusterSecret = "AGENTFLOW_CLUSTER_SECRET"
+)
+
+// openDevStore opens the PostgreSQL store dsn names, or else the SQLite
+// file at path, and says which.
+func openDevStore(ctx context.Context, path, dsn string) (store.Store, string, error) {
+	if dsn != "" {
+		st, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			return nil, "", fmt.Errorf("--postgres: %w", err)
+		}
+		where := "PostgreSQL"
+		if u, err := url.Parse(dsn); err == nil && u.Host != "" {
+			where = "PostgreSQL at " + u.Host + u.Path
+		}
+		return st, where, nil
+	}
+	st, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	return st, st.Path(), nil
 }
 
 // envToken is the environment variable that sets dev's --token.
