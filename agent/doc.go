@@ -44,10 +44,19 @@
 //
 // An instance is live on at most one node of the cluster: activation claims
 // its row in the store for this runtime's node (the workflow engine's), with
-// a fence that every state write carries. A call for an instance that is
-// live on another node fails with an error naming that node
-// (store.AgentOwnedError, matching ErrAgentElsewhere); forwarding between
-// nodes is not done yet. A node the engines reap as dead frees its agents.
+// a fence that every state write carries. Nodes that share a
+// Options.ClusterSecret, and advertise where their Handler is
+// (Options.AdvertiseURL), send each other what is not theirs: an HTTP
+// request or WebSocket for an agent live on another node is forwarded there,
+// and calls by name (Ref.Call, Call, Call0, Ref.State, a workflow's
+// Origin.Call, the prompt step) go there with JSON arguments. An agent live
+// nowhere is activated here if this runtime has its class, else on a node
+// that has it. Ref.Do and With run Go functions and so work only where the
+// agent is live; elsewhere they fail with an error matching
+// ErrAgentElsewhere, as every call does without a cluster
+// (store.AgentOwnedError names the node). A node the engines reap as dead
+// frees its agents; a node whose lease lapsed serves none (ErrLeaseLapsed)
+// until it renews.
 //
 // # Workflows
 //
