@@ -90,7 +90,7 @@ func (r *RecoveringStepper) OnFiberRecovered(ctx context.Context, info agent.Fib
 }
 
 // TestFiberRecoveryAfterKill kills a process running fibers with SIGKILL
-// and recovers them in a fresh runtime on the same store (SPEC §3.6): a
+// and recovers them in a fresh runtime on the same store (DESIGN §3.6): a
 // class with OnFiberRecovered resumes its fiber from the stash, so only
 // the step in flight at the kill runs twice; a fiber of a class without
 // the hook ends interrupted in the ledger, neither lost nor running

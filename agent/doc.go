@@ -1,7 +1,7 @@
 // Package agent runs agents: stateful objects addressed by class and name
 // that live forever in the store, are activated in memory on first use and
 // evicted when idle, talk to clients over HTTP and WebSocket, schedule their
-// own methods and run background fibers (SPEC §3).
+// own methods and run background fibers (DESIGN §3).
 //
 // # Classes
 //

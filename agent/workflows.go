@@ -16,7 +16,7 @@ import (
 	"agentflow/workflow"
 )
 
-// This file is the agent's side of agents ⇄ workflows (SPEC §3.5):
+// This file is the agent's side of agents ⇄ workflows (DESIGN §3.5):
 // bindings, RunWorkflow, the tracking table and the control of tracked
 // instances, and the delivery of what workflows report to their agent.
 

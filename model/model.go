@@ -1,5 +1,5 @@
 // Package model is the interface between Think agents and language models
-// (SPEC §4.4): a Provider streams a model turn as normalized events, whatever
+// (DESIGN §4.4): a Provider streams a model turn as normalized events, whatever
 // the wire format. Real providers live below it (model/openai for
 // OpenAI-compatible chat completions, model/anthropic for Anthropic
 // Messages); model/scripted is a scripted model for examples and tests.

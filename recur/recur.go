@@ -1,5 +1,5 @@
 // Package recur is the schedule language of Think agents' declarative
-// scheduled tasks (SPEC §4.5): a small English-like grammar for the common
+// scheduled tasks (DESIGN §4.5): a small English-like grammar for the common
 // cases and plain cron for the rest.
 //
 // # Grammar

@@ -236,7 +236,7 @@ func TestNext(t *testing.T) {
 	}
 }
 
-// TestNextSpecCases are the two checks SPEC §4.5 names, spelled out.
+// TestNextSpecCases are the two checks DESIGN §4.5 names, spelled out.
 func TestNextSpecCases(t *testing.T) {
 	t.Parallel()
 	s := MustParse("every day at 01:30 in Europe/London")

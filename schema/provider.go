@@ -25,7 +25,7 @@ var forbidden = []string{
 	"unevaluatedProperties", "unevaluatedItems", "$dynamicRef",
 }
 
-// Check reports every place where s breaks the provider rules of SPEC §4.4,
+// Check reports every place where s breaks the provider rules of DESIGN §4.4,
 // each with the JSON pointer of the offending subschema:
 //
 //   - the root is an object (type exactly "object");

@@ -1,6 +1,6 @@
 // Package schema derives JSON Schema from Go types, validates JSON values
 // against it, and checks or converts a schema to the strictest form that the
-// model providers accept for tool arguments and structured output (SPEC §4.4).
+// model providers accept for tool arguments and structured output (DESIGN §4.4).
 //
 // # API
 //

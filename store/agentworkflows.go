@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// This file is the storage of agents ⇄ workflows (SPEC §3.5): the tracking
+// This file is the storage of agents ⇄ workflows (DESIGN §3.5): the tracking
 // table in which an agent keeps the workflows it started.
 
 // WorkflowFinishedMethod is the method name of the schedule Finish queues
@@ -63,7 +63,7 @@ type WorkflowFilter struct {
 }
 
 // TrackingRule says which status changes a tracking update may make
-// (SPEC §3.5's tracking rules).
+// (DESIGN §3.5's tracking rules).
 type TrackingRule string
 
 const (

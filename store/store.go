@@ -29,7 +29,7 @@ import (
 // Status is an instance's persisted status. The names are the ones users see.
 type Status string
 
-// The statuses of SPEC §2.2.
+// The statuses of DESIGN §2.2.
 const (
 	StatusQueued          Status = "queued"
 	StatusRunning         Status = "running"

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// This file is the storage of Think agents (SPEC §4.1–4.2): each agent's
+// This file is the storage of Think agents (DESIGN §4.1–4.2): each agent's
 // conversation and its ledger of submissions, the durable FIFO queue of
 // turns.
 

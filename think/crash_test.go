@@ -2,7 +2,7 @@
 
 package think_test
 
-// Recovery of submissions after a real kill -9 (SPEC §4.2): a child process
+// Recovery of submissions after a real kill -9 (DESIGN §4.2): a child process
 // (this test binary run again) runs Think agents on a store file or schema;
 // the test submits through it, waits until the ledger shows the kill point
 // it wants, kills it with SIGKILL and recovers in a fresh runtime in this

@@ -17,7 +17,7 @@ import (
 	"agentflow/workflow"
 )
 
-// This file is the prompt step (SPEC §4.3): a workflow started by a Think
+// This file is the prompt step (DESIGN §4.3): a workflow started by a Think
 // agent hands one reasoning step back to it and gets a typed, validated Go
 // value.
 
@@ -241,7 +241,7 @@ type promptSubmitter interface {
 
 // Prompt submits one prompt to the Think agent that started the workflow
 // and waits durably for the turn's answer, a T checked against T's schema
-// (SPEC §4.3). It uses two steps, "<name>:submit" and "<name>:wait" (and
+// (DESIGN §4.3). It uses two steps, "<name>:submit" and "<name>:wait" (and
 // "<name>:cancel" after a timeout). The submission is keyed by the run:
 // replays of one run submit once, and a run after Instance.Restart submits
 // a turn of its own.

@@ -2,7 +2,7 @@
 
 package think_test
 
-// think.Prompt after a real kill -9 (SPEC §4.3): a child process (this
+// think.Prompt after a real kill -9 (DESIGN §4.3): a child process (this
 // test binary run again, see crash_test.go) runs an engine, a runtime, the
 // Think agent Helper and the Triage workflow of prompt_test.go on a store
 // file or schema; the test starts a workflow through it, waits until the

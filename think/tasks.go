@@ -15,7 +15,7 @@ import (
 	"agentflow/store"
 )
 
-// Task is a recurring task a Think class declares (SPEC §4.5): on its
+// Task is a recurring task a Think class declares (DESIGN §4.5): on its
 // schedule, either a prompt is submitted as a turn, or a handler runs.
 type Task struct {
 	// ID names the task; it is stable across deployments.

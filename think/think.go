@@ -1,4 +1,4 @@
-// Package think runs Think agents (SPEC §4): agents with a model, a system
+// Package think runs Think agents (DESIGN §4): agents with a model, a system
 // prompt, tools and a persisted conversation, which run model turns — a
 // streamed multi-step tool loop — one at a time from a durable ledger of
 // submissions.
@@ -49,7 +49,7 @@ type Options struct {
 	Tools []Tool
 	// MaxSteps caps the model calls of one turn; default 10.
 	MaxSteps int
-	// Tasks are the class's declared recurring tasks (SPEC §4.5). Every
+	// Tasks are the class's declared recurring tasks (DESIGN §4.5). Every
 	// instance's stored task schedules are reconciled with them when it
 	// is activated. Missed runs are not made up.
 	Tasks []Task

@@ -14,7 +14,7 @@ import (
 	"agentflow/workflowtest"
 )
 
-// SPEC §2.2: the statuses have exactly these names.
+// DESIGN §2.2: the statuses have exactly these names.
 func TestStatusNames(t *testing.T) {
 	t.Parallel()
 	for st, want := range map[workflow.Status]string{
@@ -79,7 +79,7 @@ func blocking(b *blocker, next *atomic.Int32) runFunc[int, string] {
 	}
 }
 
-// SPEC §2.2: an instance running a step is running; pausing it is
+// DESIGN §2.2: an instance running a step is running; pausing it is
 // waitingForPause until the step ends, then paused with the step's result
 // kept; Resume continues after that step.
 func TestPauseWhileStepRuns(t *testing.T) {
@@ -140,7 +140,7 @@ func TestResumeCancelsPauseRequest(t *testing.T) {
 	wantOutput(t, run.Settle(), "worked+next")
 }
 
-// SPEC §2.2: pausing a waiting instance pauses it at once; Resume shifts
+// DESIGN §2.2: pausing a waiting instance pauses it at once; Resume shifts
 // its pending sleep, retry and event-timeout timers by the paused time.
 func TestPauseResumeShiftsTimers(t *testing.T) {
 	t.Parallel()
@@ -241,7 +241,7 @@ func TestEventWhilePausedWakesAfterResume(t *testing.T) {
 	}
 }
 
-// SPEC §2.2 Terminate: a running, waiting or paused instance becomes
+// DESIGN §2.2 Terminate: a running, waiting or paused instance becomes
 // terminated; a worker still running its step cannot commit afterwards.
 func TestTerminate(t *testing.T) {
 	t.Parallel()
@@ -317,7 +317,7 @@ func TestTerminate(t *testing.T) {
 	}
 }
 
-// SPEC §2.2: terminating, pausing or sending an event to a finished
+// DESIGN §2.2: terminating, pausing or sending an event to a finished
 // instance is an error naming it; nothing changes.
 func TestFinishedInstanceRefusesControl(t *testing.T) {
 	t.Parallel()
@@ -358,7 +358,7 @@ func TestFinishedInstanceRefusesControl(t *testing.T) {
 	}
 }
 
-// SPEC §2.2 Restart: a complete, errored or terminated instance runs again
+// DESIGN §2.2 Restart: a complete, errored or terminated instance runs again
 // from the start; consumed events are gone, so a wait needs a new event;
 // Step.Restarts counts the run.
 func TestRestart(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"agentflow/workflowtest"
 )
 
-// SPEC §2.3: a step that was running when its process died runs again, with
+// DESIGN §2.3: a step that was running when its process died runs again, with
 // the same attempt number and idempotency key.
 func TestStepCutOffByCrashRunsAgain(t *testing.T) {
 	t.Parallel()
@@ -50,7 +50,7 @@ func TestStepCutOffByCrashRunsAgain(t *testing.T) {
 	}
 }
 
-// SPEC §2.3: timers survive a restart, and one that fell due while no
+// DESIGN §2.3: timers survive a restart, and one that fell due while no
 // engine ran fires as soon as an engine starts.
 func TestOverdueTimerFiresOnStart(t *testing.T) {
 	t.Parallel()
@@ -73,7 +73,7 @@ func TestOverdueTimerFiresOnStart(t *testing.T) {
 	}
 }
 
-// SPEC §2.3: a worker whose claim was taken away (here by Restart while its
+// DESIGN §2.3: a worker whose claim was taken away (here by Restart while its
 // step ran) cannot commit the step's result.
 func TestFencedWorkerCannotCommit(t *testing.T) {
 	t.Parallel()

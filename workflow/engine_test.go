@@ -39,7 +39,7 @@ func newOrderEnv(t *testing.T, opts workflowtest.Options) (*workflowtest.Env, *a
 	return env, &runs
 }
 
-// SPEC §2.2: ids match ^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$; anything else is
+// DESIGN §2.2: ids match ^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$; anything else is
 // ErrInvalidID naming the id and the rule, and creates nothing.
 func TestCreateID(t *testing.T) {
 	t.Parallel()
@@ -102,7 +102,7 @@ func TestCreateID(t *testing.T) {
 	}
 }
 
-// SPEC §2.2: without an id one is generated, "wf_" and random characters,
+// DESIGN §2.2: without an id one is generated, "wf_" and random characters,
 // itself a valid id.
 func TestGeneratedIDs(t *testing.T) {
 	t.Parallel()
@@ -135,7 +135,7 @@ func TestGeneratedIDs(t *testing.T) {
 	}
 }
 
-// SPEC §2.2: creating an existing id is an error that names it; the
+// DESIGN §2.2: creating an existing id is an error that names it; the
 // existing instance is untouched.
 func TestCreateDuplicateID(t *testing.T) {
 	t.Parallel()
@@ -170,7 +170,7 @@ func TestCreateDuplicateID(t *testing.T) {
 	}
 }
 
-// SPEC §2.2 Create: unknown class, params that do not decode, params over
+// DESIGN §2.2 Create: unknown class, params that do not decode, params over
 // the limit and params that are not JSON are refused, naming the value and
 // the rule, and create nothing.
 func TestCreateErrors(t *testing.T) {
@@ -216,7 +216,7 @@ func TestCreateErrors(t *testing.T) {
 	wantOutput(t, run.Wait(), "3 x pen")
 }
 
-// SPEC §2.2 CreateBatch: up to 100, atomic.
+// DESIGN §2.2 CreateBatch: up to 100, atomic.
 func TestCreateBatch(t *testing.T) {
 	t.Parallel()
 	ids := func(prefix string, n int) []workflow.CreateOptions {
@@ -376,7 +376,7 @@ func TestSendEventErrors(t *testing.T) {
 	wantOutput(t, run.Settle(), strings.Repeat("x", 30))
 }
 
-// SPEC §2.2: finished instances are removed after the retention period;
+// DESIGN §2.2: finished instances are removed after the retention period;
 // unfinished ones are kept however old.
 func TestRetention(t *testing.T) {
 	t.Parallel()
@@ -485,7 +485,7 @@ func TestRetention(t *testing.T) {
 	}
 }
 
-// SPEC §2.1: a suspended instance holds no goroutine. Two thousand
+// DESIGN §2.1: a suspended instance holds no goroutine. Two thousand
 // instances sleeping for an hour leave the goroutine count where it was.
 //
 // Not parallel: it counts the process's goroutines.

@@ -16,7 +16,7 @@ import (
 	"agentflow/workflowtest"
 )
 
-// SPEC §2.1 Do: retries with a limit, a base delay and a backoff; the
+// DESIGN §2.1 Do: retries with a limit, a base delay and a backoff; the
 // virtual times at which attempts run show the delays exactly.
 func TestDoRetries(t *testing.T) {
 	t.Parallel()
@@ -109,7 +109,7 @@ func TestDoSucceedsAfterRetries(t *testing.T) {
 	}
 }
 
-// SPEC §2.1 Do: Timeout bounds each attempt (default 10 min); a timed-out
+// DESIGN §2.1 Do: Timeout bounds each attempt (default 10 min); a timed-out
 // attempt fails with a TimeoutError and is retried like any failure.
 func TestDoAttemptTimeout(t *testing.T) {
 	t.Parallel()
@@ -191,7 +191,7 @@ type declinedError struct{ card string }
 func (e *declinedError) Error() string     { return "card " + e.card + " declined" }
 func (e *declinedError) ErrorName() string { return "CardDeclined" }
 
-// SPEC §2.1 Do: NonRetryable stops retrying at once; the StepError carries
+// DESIGN §2.1 Do: NonRetryable stops retrying at once; the StepError carries
 // the error's name; Run may handle it and complete.
 func TestDoNonRetryable(t *testing.T) {
 	t.Parallel()
@@ -250,7 +250,7 @@ func TestDoNonRetryable(t *testing.T) {
 	}
 }
 
-// SPEC §2.1/§2.3: fn sees its attempt number and the idempotency key
+// DESIGN §2.1/§2.3: fn sees its attempt number and the idempotency key
 // "<instance>:<step>:<occurrence>"; occurrences count per name, so a loop
 // may reuse a name.
 func TestDoAttemptAndIdempotencyKey(t *testing.T) {
@@ -313,7 +313,7 @@ type quote struct {
 	Desk  string `json:"desk"`
 }
 
-// SPEC §2.3: a step that returned is never run again; on replay its typed
+// DESIGN §2.3: a step that returned is never run again; on replay its typed
 // result comes from the checkpoint. A failed step returns the same
 // StepError on replay, and Run may handle it and complete.
 func TestDoReplay(t *testing.T) {
@@ -464,7 +464,7 @@ func TestPanics(t *testing.T) {
 	})
 }
 
-// SPEC §2.1 Sleep/SleepUntil: durable, up to 365 days; a long sleep passes
+// DESIGN §2.1 Sleep/SleepUntil: durable, up to 365 days; a long sleep passes
 // at once in virtual time.
 func TestSleep(t *testing.T) {
 	t.Parallel()
@@ -571,7 +571,7 @@ func TestSleepTooLong(t *testing.T) {
 	}
 }
 
-// SPEC §2.1 WaitForEvent: events are buffered per type and consumed first
+// DESIGN §2.1 WaitForEvent: events are buffered per type and consumed first
 // in, first out by later waits of that type.
 func TestWaitForEventBuffering(t *testing.T) {
 	t.Parallel()
@@ -647,7 +647,7 @@ func TestWaitForEventWakesOnItsType(t *testing.T) {
 	}
 }
 
-// SPEC §2.1 WaitForEvent: the default timeout is 24 h; a timeout is a
+// DESIGN §2.1 WaitForEvent: the default timeout is 24 h; a timeout is a
 // *WaitTimeoutError matching ErrTimeout that Run may handle, the same on
 // every replay.
 func TestWaitForEventTimeout(t *testing.T) {
@@ -740,7 +740,7 @@ func TestWaitForEventErrors(t *testing.T) {
 	}
 }
 
-// SPEC §2.1: a step whose name or kind differs from the checkpoint at its
+// DESIGN §2.1: a step whose name or kind differs from the checkpoint at its
 // position fails the instance with a NonDeterminismError naming both.
 func TestNonDeterminism(t *testing.T) {
 	t.Parallel()
@@ -801,7 +801,7 @@ func TestNonDeterminism(t *testing.T) {
 	}
 }
 
-// SPEC §2.2 limits on steps: result size, JSON, step names, step count.
+// DESIGN §2.2 limits on steps: result size, JSON, step names, step count.
 // A refused step stores nothing.
 func TestStepLimits(t *testing.T) {
 	t.Parallel()

@@ -41,7 +41,7 @@ import (
 // serves the example agents (the Counter, and the flights example's
 // MyAgent) over HTTP and WebSocket on --addr, at /agents/<class>/<name>,
 // where the `agents` JavaScript client connects. And it plays the flights
-// example (the seed document of SPEC §3.5) with both of its services — this
+// example (the seed document of DESIGN §3.5) with both of its services — this
 // engine, and a second one of service email-workflows on the same store —
 // by sending MyAgent the seed's request itself. The example Think agent,
 // the Assistant, answers with the model the environment (read through

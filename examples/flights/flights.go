@@ -1,4 +1,4 @@
-// Package flights is the first seed document end to end (SPEC §3.5): an
+// Package flights is the first seed document end to end (DESIGN §3.5): an
 // agent that, on an HTTP request, schedules one of its methods for 300 s
 // later; that method starts a flight workflow and schedules a
 // "*/5 * * * *" cron that checks the workflow's status and cancels itself

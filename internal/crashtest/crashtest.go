@@ -1,4 +1,4 @@
-// Package crashtest proves the durability contract of SPEC §2.3 with real
+// Package crashtest proves the durability contract of DESIGN §2.3 with real
 // crashes: a child process running the workflow engine is killed with
 // SIGKILL at chosen or random points and restarted, and an audit log kept
 // outside the engine's transactions shows afterwards that

@@ -1,8 +1,11 @@
 // Package sqlstore implements store.Store over database/sql once, for every
 // SQL engine agentflow supports. The engines differ in a Dialect (placeholder
 // syntax, row locking, migration locking) and in how writes reach the
-// database (a Writer: group commit for SQLite, a transaction per write for
-// PostgreSQL).
+// database (a Writer: for SQLite a GroupCommitter, which commits the writes
+// queued meanwhile in one transaction; for PostgreSQL the store's pipeline,
+// which sends one-statement writes in groups, each one pgx batch in one
+// implicit transaction, and runs a multi-statement write in a transaction of
+// its own).
 //
 // Times are stored as microseconds since the Unix epoch in integer columns,
 // so both engines compare and shift them the same way.

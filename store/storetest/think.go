@@ -13,7 +13,7 @@ import (
 	"agentflow/store"
 )
 
-// Think agents: submissions and the conversation (SPEC §4.2).
+// Think agents: submissions and the conversation (DESIGN §4.2).
 
 // msg is a JSON model.Message with the given text.
 func msg(text string) string { return `{"role":"user","content":"` + text + `"}` }
