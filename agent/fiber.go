@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"agentflow/internal/ids"
 	"agentflow/store"
 )
 
@@ -144,7 +145,7 @@ func (a *Agent[S]) StartFiber(ctx context.Context, name string, fn FiberFunc, o 
 	}
 	id := o.ID
 	if id == "" {
-		id = "fib_" + randomID()
+		id = "fib_" + ids.Random()
 	}
 	now := rt.clock.Now()
 	row := &store.Fiber{ID: id, AgentKey: in.key, Name: name, IdempotencyKey: o.IdempotencyKey,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"agentflow/internal/ids"
 	"agentflow/store"
 	"agentflow/workflow"
 )
@@ -220,7 +221,7 @@ func (o *Origin) send(name, kind string, data any) error {
 	_, err = workflow.Do(o.step, name, func(ctx context.Context, a workflow.Attempt) (struct{}, error) {
 		rt := o.rt
 		now := rt.clock.Now()
-		s := &store.Schedule{ID: "wfn_" + randomID(), AgentKey: o.key, Method: noticeMethod, Payload: payload,
+		s := &store.Schedule{ID: "wfn_" + ids.Random(), AgentKey: o.key, Method: noticeMethod, Payload: payload,
 			Kind: store.ScheduleDelayed, IdempotencyKey: "wfn:" + a.IdempotencyKey, NextRunAt: now, CreatedAt: now}
 		if _, _, err := rt.store.CreateSchedule(ctx, s); err != nil {
 			return struct{}{}, err

@@ -13,6 +13,7 @@ import (
 
 	cron "github.com/netresearch/go-cron"
 
+	"agentflow/internal/ids"
 	"agentflow/recur"
 	"agentflow/store"
 )
@@ -150,7 +151,7 @@ func (in *instance) schedule(ctx context.Context, when When, interval time.Durat
 		return ScheduleInfo{}, err
 	}
 	now := rt.clock.Now()
-	s := &store.Schedule{ID: "sch_" + randomID(), AgentKey: in.key, Method: method, Payload: raw,
+	s := &store.Schedule{ID: "sch_" + ids.Random(), AgentKey: in.key, Method: method, Payload: raw,
 		Kind: when.kind, CreatedAt: now}
 	idem := o.Idempotent
 	switch when.kind {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentflow/internal/ids"
+
 	"github.com/coder/websocket"
 )
 
@@ -199,7 +201,7 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	ws.SetReadLimit(int64(rt.opts.MaxMessageBytes) * 64)
 	id := r.URL.Query().Get("_pk")
 	if id == "" {
-		id = randomID()
+		id = ids.Random()
 	}
 	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{})}
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"agentflow/internal/ids"
 	"agentflow/model"
 	"agentflow/store"
 )
@@ -89,7 +90,7 @@ func (a *Agent[S]) submit(ctx context.Context, msgs []model.Message, o SubmitOpt
 	}
 	id := o.SubmissionID
 	if id == "" {
-		id = "sub_" + randomID()
+		id = "sub_" + ids.Random()
 	}
 	rt := a.Runtime()
 	now := rt.Clock().Now()

@@ -10,6 +10,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/internal/agentseam"
+	"agentflow/internal/ids"
 	"agentflow/model"
 	"agentflow/recur"
 	"agentflow/store"
@@ -121,7 +122,7 @@ func (a *Agent[S]) reconcileTasks(ctx context.Context) error {
 			}
 		}
 		payload, _ := json.Marshal(taskPayload{TaskID: t.ID})
-		s := &store.Schedule{ID: "tsk_" + randomID(), AgentKey: a.key(), Method: method, Payload: payload,
+		s := &store.Schedule{ID: "tsk_" + ids.Random(), AgentKey: a.key(), Method: method, Payload: payload,
 			Kind: store.ScheduleRecur, Cron: spec.String(), NextRunAt: spec.Next(now), CreatedAt: now,
 			IdempotencyKey: "task:" + t.ID + ":" + spec.String()}
 		if _, _, err := st.CreateSchedule(ctx, s); err != nil {

@@ -2,8 +2,6 @@ package think
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -322,10 +320,4 @@ func (a *Agent[S]) emit(frame map[string]any) {
 	if err := a.Broadcast(frame); err != nil {
 		a.Logger().Warn("broadcasting a turn event failed", "err", err)
 	}
-}
-
-func randomID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

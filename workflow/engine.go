@@ -2,8 +2,6 @@ package workflow
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"agentflow/internal/ids"
 	"agentflow/store"
 )
 
@@ -101,7 +100,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.NodeID == "" {
-		opts.NodeID = "node_" + randomID()
+		opts.NodeID = "node_" + ids.Random()
 	}
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 256
@@ -395,28 +394,12 @@ func (e *Engine) OnFinished(fn func(instanceID string, origin store.AgentKey)) {
 // idPattern is the rule for instance ids.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$`)
 
-var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
-
-func randomID() string {
-	var b [15]byte
-	_, _ = rand.Read(b[:]) // never fails on supported platforms
-	return idEncoding.EncodeToString(b[:])
-}
-
 // NewInstanceID returns a fresh generated id, "wf_" and 24 characters: the
 // creation time in milliseconds (48 bits) followed by 72 random bits. The
 // time prefix makes ids generated later sort later, so new instances are
 // inserted at the end of the store's indexes and the rows being worked on
 // share few pages, which makes each group commit write less.
-func NewInstanceID() string {
-	var b [15]byte
-	ms := uint64(time.Now().UnixMilli())
-	for i := range 6 {
-		b[i] = byte(ms >> (8 * (5 - i)))
-	}
-	_, _ = rand.Read(b[6:]) // never fails on supported platforms
-	return "wf_" + idEncoding.EncodeToString(b[:])
-}
+func NewInstanceID() string { return "wf_" + ids.Sortable(time.Now()) }
 
 // CreateOptions describe one instance to create.
 type CreateOptions struct {
