@@ -15,8 +15,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"agentflow/examples/flights/cmd/internal/service"
 	"agentflow/examples/flights/email"
+	"agentflow/examples/internal/service"
 	"agentflow/workflow"
 )
 
@@ -32,7 +32,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("email-workflows", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	storeFlags := service.AddStoreFlags(fs)
+	storeFlags := service.AddStoreFlags(fs, "flights.db")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
 		return err

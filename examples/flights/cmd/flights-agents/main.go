@@ -29,7 +29,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/examples/flights"
-	"agentflow/examples/flights/cmd/internal/service"
+	"agentflow/examples/internal/service"
 	"agentflow/internal/httpserver"
 	"agentflow/workflow"
 )
@@ -46,7 +46,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("flights-agents", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	storeFlags := service.AddStoreFlags(fs)
+	storeFlags := service.AddStoreFlags(fs, "flights.db")
 	addr := fs.String("addr", "127.0.0.1:8788", "address the agents are served on")
 	delay := fs.Duration("delay", 300*time.Second, "how long after a request the flight workflow starts")
 	checkIn := fs.Duration("check-in-wait", 20*time.Minute, "how long the flight workflow sleeps before checking in")

@@ -1,5 +1,7 @@
-// Package service is what the flights example's two binaries share: the
-// flags that pick their shared store, a line printer and the shutdown.
+// Package service is what the examples' two-service binaries (the flights
+// example's and the triage example's, under examples/*/cmd) share: the
+// flags that pick their shared store and join their cluster, a line
+// printer and the shutdown.
 package service
 
 import (
@@ -9,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -22,10 +25,10 @@ type StoreFlags struct {
 	db, dsn, schema *string
 }
 
-// AddStoreFlags adds the store flags to fs.
-func AddStoreFlags(fs *flag.FlagSet) *StoreFlags {
+// AddStoreFlags adds the store flags to fs; db is --db's default.
+func AddStoreFlags(fs *flag.FlagSet, db string) *StoreFlags {
 	return &StoreFlags{
-		db:     fs.String("db", "flights.db", "SQLite database file, shared by both services (created if missing)"),
+		db:     fs.String("db", db, "SQLite database file, shared by both services (created if missing)"),
 		dsn:    fs.String("postgres", "", "PostgreSQL DSN: share this database instead of the SQLite file"),
 		schema: fs.String("schema", "", "PostgreSQL schema to use (created if missing); default the DSN's search path"),
 	}
@@ -52,6 +55,48 @@ func (f *StoreFlags) Open(ctx context.Context) (store.Store, string, error) {
 		return nil, "", err
 	}
 	return st, "SQLite " + st.Path(), nil
+}
+
+// EnvClusterSecret is the environment variable --cluster-secret defaults to.
+const EnvClusterSecret = "AGENTFLOW_CLUSTER_SECRET"
+
+// ClusterFlags are --cluster-secret and, for a process that serves agents,
+// --advertise.
+type ClusterFlags struct {
+	secret, advertise *string
+}
+
+// AddClusterFlags adds --cluster-secret to fs, and --advertise when serve
+// is set (the process serves agents that other nodes must reach).
+func AddClusterFlags(fs *flag.FlagSet, serve bool) *ClusterFlags {
+	f := &ClusterFlags{secret: fs.String("cluster-secret", "",
+		"secret shared by the processes of the cluster, which prove themselves to each other with it; default $"+EnvClusterSecret)}
+	if serve {
+		f.advertise = fs.String("advertise", "", `URL the other processes reach this one's agents at (default "http://<--addr>/agents")`)
+	}
+	return f
+}
+
+// Secret returns the cluster secret: the flag's, or else the environment's.
+// It is required: without it the processes cannot call each other.
+func (f *ClusterFlags) Secret(getenv func(string) string) (string, error) {
+	s := *f.secret
+	if s == "" {
+		s = getenv(EnvClusterSecret)
+	}
+	if s == "" {
+		return "", fmt.Errorf("--cluster-secret (or %s) is required: the services call each other's agents through the cluster", EnvClusterSecret)
+	}
+	return s, nil
+}
+
+// AdvertiseURL returns the URL to advertise: --advertise's, or else the
+// agents handler on the address ln listens on.
+func (f *ClusterFlags) AdvertiseURL(ln net.Listener) string {
+	if f.advertise != nil && *f.advertise != "" {
+		return *f.advertise
+	}
+	return "http://" + ln.Addr().String() + "/agents"
 }
 
 // Logger logs warnings (with verbose, debug messages) to w.
