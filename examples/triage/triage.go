@@ -13,6 +13,12 @@
 //		return struct{}{}, a.SendWorkflowEvent(ctx, id, triage.ApprovalEvent, triage.Approval{Approved: true})
 //	})
 //	// … the labels are applied: the agent's state has Labels[42].
+//
+// The workflow may run in a service of its own: RegisterAgent binds it to
+// WorkflowService, and a process of that service calls RegisterWorkflow
+// with an agent runtime of no classes but the cluster's secret. The two
+// binaries of examples/triage/cmd are that variant; TriageAgent also
+// serves plain HTTP for it (OnRequest).
 package triage
 
 import (
@@ -20,6 +26,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"agentflow/agent"
@@ -109,6 +116,7 @@ type State struct {
 // TriageAgent is the seed's Think agent.
 type TriageAgent struct {
 	think.Agent[State]
+	observe func(agent, line string) // AgentOptions.Observe
 }
 
 // InitialState gives empty maps.
@@ -132,10 +140,25 @@ func (a *TriageAgent) Review(ctx context.Context, workflowID string, approved bo
 // call the tracker's API here). It sets rather than adds, so a retried step
 // applies them once.
 func (a *TriageAgent) ApplyLabels(ctx context.Context, issue int, labels []string) error {
-	return a.change(ctx, func(s *State) {
+	err := a.change(ctx, func(s *State) {
 		s.Labels[issue] = append([]string{}, labels...)
 		delete(s.Drafts, issue)
 	})
+	if err == nil {
+		a.tell("labels applied to issue #%d: %s", issue, strings.Join(labels, ", "))
+	}
+	return err
+}
+
+// BeforeTurn tells Observe of each turn the agent starts (a prompt step's
+// among them); it changes nothing.
+func (a *TriageAgent) BeforeTurn(ctx context.Context, s think.SubmissionInfo, c *think.TurnConfig) error {
+	prompt := ""
+	if len(s.Messages) > 0 {
+		prompt = s.Messages[len(s.Messages)-1].Content
+	}
+	a.tell("turn %s started: %q", s.ID, prompt)
+	return nil
 }
 
 // OnWorkflowProgress records a draft waiting for approval.
@@ -147,7 +170,17 @@ func (a *TriageAgent) OnWorkflowProgress(ctx context.Context, wf agent.WorkflowI
 	}
 	if err := a.change(ctx, func(s *State) { s.Drafts[p.IssueNumber] = p.Draft }); err != nil {
 		a.Logger().Error("recording a draft", "workflow", wf.ID, "err", err)
+		return
 	}
+	a.tell("draft for issue #%d from %s %s: %q [labels: %s]", p.IssueNumber, wf.Workflow, wf.ID,
+		p.Draft.Title, strings.Join(p.Draft.Labels, ", "))
+}
+
+// OnWorkflowComplete tells Observe of a triage workflow that completed.
+func (a *TriageAgent) OnWorkflowComplete(ctx context.Context, wf agent.WorkflowInfo, output json.RawMessage) {
+	var r Result
+	_ = json.Unmarshal(output, &r)
+	a.tell("%s %s%s complete: issue #%d labelled %s", wf.Workflow, wf.ID, serviceOf(wf), r.IssueNumber, strings.Join(r.Labels, ", "))
 }
 
 // OnWorkflowError forgets the draft of a triage that failed (rejected,
@@ -159,6 +192,22 @@ func (a *TriageAgent) OnWorkflowError(ctx context.Context, wf agent.WorkflowInfo
 	}
 	if err := a.change(ctx, func(s *State) { delete(s.Drafts, p.IssueNumber) }); err != nil {
 		a.Logger().Error("forgetting a draft", "workflow", wf.ID, "err", err)
+	}
+	a.tell("%s %s%s failed: %s: %s", wf.Workflow, wf.ID, serviceOf(wf), e.Name, e.Message)
+}
+
+// serviceOf names a workflow's service when it is another service's.
+func serviceOf(wf agent.WorkflowInfo) string {
+	if wf.Service == "" {
+		return ""
+	}
+	return " (service " + wf.Service + ")"
+}
+
+// tell hands a line to AgentOptions.Observe.
+func (a *TriageAgent) tell(format string, args ...any) {
+	if a.observe != nil {
+		a.observe(a.Name(), fmt.Sprintf(format, args...))
 	}
 }
 
@@ -218,15 +267,43 @@ func (w TriageWorkflow) Run(ctx context.Context, ev workflow.Event[Params], step
 	return Result{IssueNumber: n, Draft: draft, Labels: draft.Labels}, nil
 }
 
+// WorkflowService is the service whose engines run TriageWorkflow in the
+// example's two-service variant (examples/triage/cmd): the agent's
+// binding names it, and the workflows run in a process of their own that
+// reaches the agent through the cluster.
+const WorkflowService = "triage-workflows"
+
+// AgentOptions are RegisterAgent's options.
+type AgentOptions struct {
+	// Service is the service whose engines run TriageWorkflow (see
+	// RegisterWorkflow): "" for the agent runtime's own engine, or
+	// WorkflowService for the two-service variant.
+	Service string
+	// Observe, when set, is told what the agent does, as a line: each
+	// turn it starts, each draft it receives, the labels it applies and
+	// how each triage workflow ended.
+	Observe func(agent, line string)
+}
+
 // Register registers TriageAgent with o (its model; the example's
 // get_issue tool is added to o.Tools, and System is the default system
 // prompt when o.System is empty), the workflow class TriageWorkflow, and
-// the binding TRIAGE_WORKFLOW.
+// the binding TRIAGE_WORKFLOW: RegisterAgent and RegisterWorkflow on one
+// engine and its runtime.
 func Register(eng *workflow.Engine, rt *agent.Runtime, o think.Options) error {
 	return register(eng, rt, o, nil)
 }
 
 func register(eng *workflow.Engine, rt *agent.Runtime, o think.Options, failed func(string, error)) error {
+	if err := RegisterAgent(rt, o, AgentOptions{}); err != nil {
+		return err
+	}
+	return registerWorkflow(eng, rt, failed)
+}
+
+// RegisterAgent registers TriageAgent with o (as Register does) and the
+// binding TRIAGE_WORKFLOW to TriageWorkflow of service ao.Service.
+func RegisterAgent(rt *agent.Runtime, o think.Options, ao AgentOptions) error {
 	tool, err := IssueTool()
 	if err != nil {
 		return err
@@ -238,11 +315,21 @@ func register(eng *workflow.Engine, rt *agent.Runtime, o think.Options, failed f
 	if o.Class.Callable == nil {
 		o.Class.Callable = []string{"triageIssue", "review"}
 	}
-	if err := think.Register[TriageAgent](rt, AgentClass, o); err != nil {
+	if err := think.Register[TriageAgent](rt, AgentClass, o, func(a *TriageAgent) { a.observe = ao.Observe }); err != nil {
 		return err
 	}
-	if err := workflow.Register(eng, WorkflowClass, workflow.Workflow[Params, Result](TriageWorkflow{rt: rt, failed: failed})); err != nil {
-		return err
-	}
-	return rt.Bind(Binding, agent.Binding{Workflow: WorkflowClass})
+	return rt.Bind(Binding, agent.Binding{Workflow: WorkflowClass, Service: ao.Service})
+}
+
+// RegisterWorkflow registers TriageWorkflow on eng, whose workflows reach
+// their agent through rt: the runtime of the process the engine runs in.
+// In a service of its own that hosts no agents, rt is a runtime with no
+// classes and the cluster's ClusterSecret, so that the prompt step and
+// the calls to the agent are sent to the node the agent is live on.
+func RegisterWorkflow(eng *workflow.Engine, rt *agent.Runtime) error {
+	return registerWorkflow(eng, rt, nil)
+}
+
+func registerWorkflow(eng *workflow.Engine, rt *agent.Runtime, failed func(string, error)) error {
+	return workflow.Register(eng, WorkflowClass, workflow.Workflow[Params, Result](TriageWorkflow{rt: rt, failed: failed}))
 }
