@@ -27,6 +27,9 @@ type instance struct {
 	// stateMu orders state writes with their broadcasts, and connection
 	// sign-ups with both, so that a new connection never misses a change.
 	stateMu sync.Mutex
+	// released is set, under stateMu, before the lease is released: the
+	// activation writes nothing after that (see releaseLease).
+	released bool
 
 	connMu sync.Mutex
 	conns  map[*Conn]struct{}
@@ -62,10 +65,13 @@ func (in *instance) guard(fn func() error) (err error) {
 	return fn()
 }
 
-// saveState persists the state under this activation's lease. Losing the
-// lease means another node has activated the agent: this activation is
-// dropped.
+// saveState persists the state under this activation's lease; the caller
+// holds stateMu. Losing the lease means another node has activated the
+// agent: this activation is dropped.
 func (in *instance) saveState(ctx context.Context, raw []byte) error {
+	if in.released {
+		return fmt.Errorf("save state of agent %s: its activation has ended: %w", in.key, store.ErrLeaseLost)
+	}
 	err := in.rt.store.SaveAgentState(ctx, in.lease, raw, in.rt.clock.Now())
 	if errors.Is(err, store.ErrLeaseLost) {
 		in.rt.drop(in)
@@ -74,6 +80,19 @@ func (in *instance) saveState(ctx context.Context, raw []byte) error {
 		return fmt.Errorf("save state of agent %s: %w", in.key, err)
 	}
 	return nil
+}
+
+// releaseLease ends this activation in the store. From then on it writes
+// no state, not even from a call still running (Stop releases instances
+// that have some) or from code that kept the class's value: the store may
+// delete the row of a first activation that stored nothing, and a later
+// activation then has fence 1 again, the lease this one holds. A write in
+// progress holds stateMu, so it commits before the release is sent.
+func (in *instance) releaseLease(ctx context.Context) error {
+	in.stateMu.Lock()
+	in.released = true
+	in.stateMu.Unlock()
+	return in.rt.store.ReleaseAgent(ctx, in.lease, in.rt.clock.Now())
 }
 
 // stateFrame is the protocol frame carrying the state.

@@ -330,7 +330,7 @@ func (rt *Runtime) Stop(ctx context.Context) error {
 		return fmt.Errorf("agent: stop: %w", ctx.Err())
 	}
 	for _, in := range insts {
-		if err := rt.store.ReleaseAgent(ctx, in.lease, rt.clock.Now()); err != nil {
+		if err := in.releaseLease(ctx); err != nil {
 			rt.log.Warn("releasing agent failed", "agent", in.key, "err", err)
 		}
 	}
@@ -460,6 +460,9 @@ func (rt *Runtime) acquire(ctx context.Context, c *class, name string) (*instanc
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		if a.err == errReleasing {
+			continue // evicted: released now, activate again
+		}
 		if a.err != nil {
 			return nil, a.err
 		}
@@ -528,7 +531,7 @@ func (rt *Runtime) newInstance(ctx context.Context, c *class, key store.AgentKey
 	in.obj = c.newInst()
 	in.obj.bind(in, in.obj)
 	fail := func(err error) (*instance, error) {
-		if rerr := rt.store.ReleaseAgent(ctx, in.lease, rt.clock.Now()); rerr != nil {
+		if rerr := in.releaseLease(ctx); rerr != nil {
 			rt.log.Warn("releasing agent after failed activation", "agent", key, "err", rerr)
 		}
 		return nil, fmt.Errorf("activate agent %s: %w", key, err)
@@ -575,7 +578,7 @@ func (rt *Runtime) evictLoop(ctx context.Context) {
 // tests and benchmarks may call it to evict at once.
 func (rt *Runtime) EvictIdle(ctx context.Context) int {
 	cutoff := rt.clock.Now().Add(-rt.opts.IdleTimeout)
-	var evict []*instance
+	var evict []evicted
 	rt.mu.Lock()
 	for key, a := range rt.live {
 		select {
@@ -587,36 +590,60 @@ func (rt *Runtime) EvictIdle(ctx context.Context) int {
 		if in == nil || in.refs > 0 || in.idleSince.After(cutoff) {
 			continue
 		}
+		// Until its release is written, the key holds a placeholder that
+		// makes callers wait: activated here again meanwhile, the agent
+		// would take its own row over (fence 2), which its release then
+		// could not delete when it has stored nothing.
 		in.gone = true
-		delete(rt.live, key)
-		evict = append(evict, in)
+		ph := &activation{done: make(chan struct{}), err: errReleasing}
+		rt.live[key] = ph
+		evict = append(evict, evicted{in, ph})
 	}
-	// Go maps never shrink: after a peak of activity, copy the survivors
-	// into a map of their size so that evicted agents leave no memory.
-	rt.livePeak = max(rt.livePeak, len(rt.live)+len(evict))
-	if len(evict) > 0 && len(rt.live) < rt.livePeak/4 {
-		live := make(map[store.AgentKey]*activation, len(rt.live)) // not maps.Clone: it keeps the capacity
-		maps.Copy(live, rt.live)
-		rt.live, rt.livePeak = live, len(live)
-	}
+	rt.livePeak = max(rt.livePeak, len(rt.live))
 	rt.mu.Unlock()
 	if len(evict) == 0 {
 		return 0
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
-	for _, in := range evict {
+	for _, ev := range evict {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := rt.store.ReleaseAgent(ctx, in.lease, rt.clock.Now()); err != nil && ctx.Err() == nil {
-				rt.log.Warn("releasing idle agent failed", "agent", in.key, "err", err)
+			if err := ev.in.releaseLease(ctx); err != nil && ctx.Err() == nil {
+				rt.log.Warn("releasing idle agent failed", "agent", ev.in.key, "err", err)
 			}
+			rt.mu.Lock()
+			if rt.live[ev.in.key] == ev.placeholder {
+				delete(rt.live, ev.in.key)
+			}
+			rt.mu.Unlock()
+			close(ev.placeholder.done)
 		})
 	}
 	wg.Wait()
+	// Go maps never shrink: after a peak of activity, copy the survivors
+	// into a map of their size so that evicted agents leave no memory.
+	rt.mu.Lock()
+	if len(rt.live) < rt.livePeak/4 {
+		live := make(map[store.AgentKey]*activation, len(rt.live)) // not maps.Clone: it keeps the capacity
+		maps.Copy(live, rt.live)
+		rt.live, rt.livePeak = live, len(live)
+	}
+	rt.mu.Unlock()
 	return len(evict)
 }
+
+// evicted is an instance EvictIdle releases, and the placeholder that
+// stands for it in the live map until the release is written.
+type evicted struct {
+	in          *instance
+	placeholder *activation
+}
+
+// errReleasing is the outcome of a placeholder: acquire waits for it, then
+// activates the agent anew.
+var errReleasing = errors.New("agent is being released")
 
 // drop forgets an instance whose activation was lost to another node, so
 // that the next call activates it again (and learns where it lives).

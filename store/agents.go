@@ -31,7 +31,9 @@ type Agent struct {
 	State []byte
 	// Owner is the node the instance is live on, "" when it is live nowhere.
 	Owner string
-	// Fence increments on every activation; state writes carry it.
+	// Fence increments on every activation; state writes carry it. It
+	// starts at 1 when the row is created, which is again after a release
+	// that deleted it (see ReleaseAgent).
 	Fence     int64
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -158,7 +160,22 @@ type AgentStore interface {
 	// activation, and fails with ErrLeaseLost otherwise.
 	SaveAgentState(ctx context.Context, l AgentLease, state []byte, now time.Time) error
 	// ReleaseAgent ends the activation l, leaving the agent live nowhere;
-	// it does nothing when l is no longer current.
+	// it does nothing when l is no longer current. The caller writes
+	// nothing under l afterwards.
+	//
+	// When l is the row's first activation (fence 1) and the agent has
+	// stored nothing — no state, and no schedule, fiber, tracked workflow,
+	// Think submission, conversation message or outbox message — the row
+	// is deleted instead, so that a name that was only looked at (a GET
+	// answered 404, a WebSocket opened and closed) leaves nothing behind.
+	// The next activation creates the row again with fence 1. That is
+	// safe: a row at fence 1 has had one activation, l, and l is ending;
+	// so once the row is gone, every activation the agent ever had has
+	// ended (each deleted row had only one), and the new row's fence 1
+	// cannot be mistaken for an old activation's. A row that was ever
+	// re-activated (fence 2 or more) is kept, since an activation it
+	// superseded may still be running — on a node presumed dead, or in a
+	// process that reuses the node id — and only the fence stops it.
 	ReleaseAgent(ctx context.Context, l AgentLease, now time.Time) error
 
 	// CreateSchedule inserts s. When s has an IdempotencyKey that the agent

@@ -70,7 +70,7 @@ var (
 )
 
 type agentQueries struct {
-	activateAgent, ownerNode, getAgent, saveAgentState, releaseAgent string
+	activateAgent, ownerNode, getAgent, saveAgentState, releaseAgent, dropUnusedAgent string
 
 	insertSchedule, scheduleByID, scheduleByKey, getSchedule, listSchedules, deleteSchedule string
 	claimSchedules, nextSchedules, reschedule                                               string
@@ -98,6 +98,13 @@ func newAgentQueries(d *Dialect) agentQueries {
 		getAgent:       r(`SELECT ` + agentCols + ` FROM agent_instances WHERE class = ? AND name = ?`),
 		saveAgentState: r(`UPDATE agent_instances SET state = ?, updated_at = ? WHERE class = ? AND name = ? AND owner = ? AND fence = ?`),
 		releaseAgent:   r(`UPDATE agent_instances SET owner = NULL, updated_at = ? WHERE class = ? AND name = ? AND owner = ? AND fence = ?`),
+		// Deletes the row of an agent released by its first activation
+		// (fence 1) that has stored nothing: no state, and no row in any
+		// table keyed by the agent. (A workflow instance the agent
+		// started has a tracking row, which retention never deletes.)
+		dropUnusedAgent: r(`DELETE FROM agent_instances
+ WHERE class = ? AND name = ? AND owner = ? AND fence = ? AND fence = 1 AND state IS NULL` +
+			noAgentRows("agent_schedules", "agent_fibers", "agent_workflows", "think_submissions", "think_conversation", "think_outbox")),
 
 		insertSchedule: r(`INSERT INTO agent_schedules (` + scheduleCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
  ON CONFLICT DO NOTHING RETURNING ` + scheduleCols),
@@ -158,6 +165,16 @@ UPDATE agent_schedules SET owner = ?
    AND NOT EXISTS (SELECT 1 FROM agent_instances a WHERE a.class = f.class AND a.name = f.name AND ` + live("a.owner") + `)
  ORDER BY f.class, f.name LIMIT ?`),
 	}
+}
+
+// noAgentRows is a condition, for a statement on agent_instances, that the
+// agent has no row in any of tables.
+func noAgentRows(tables ...string) string {
+	var b strings.Builder
+	for _, t := range tables {
+		b.WriteString("\n   AND NOT EXISTS (SELECT 1 FROM " + t + " t WHERE t.class = agent_instances.class AND t.name = agent_instances.name)")
+	}
+	return b.String()
 }
 
 // maxConflictRetries bounds how often a write that changed nothing is tried
@@ -360,8 +377,19 @@ func (s *Store) SaveAgentState(ctx context.Context, l store.AgentLease, state []
 	return nil
 }
 
-// ReleaseAgent implements store.AgentStore.
+// ReleaseAgent implements store.AgentStore. Only a first activation's row
+// may be deleted (see store.AgentStore.ReleaseAgent for why), so the
+// release of any other is the UPDATE alone.
 func (s *Store) ReleaseAgent(ctx context.Context, l store.AgentLease, now time.Time) error {
+	if l.Fence == 1 {
+		dropped, err := s.exec(ctx, s.aq.dropUnusedAgent, l.Class, l.Name, l.Owner, l.Fence)
+		if err != nil {
+			return fmt.Errorf("release agent %s: %w", l.AgentKey, err)
+		}
+		if dropped > 0 {
+			return nil
+		}
+	}
 	if _, err := s.exec(ctx, s.aq.releaseAgent, now.UnixMicro(), l.Class, l.Name, l.Owner, l.Fence); err != nil {
 		return fmt.Errorf("release agent %s: %w", l.AgentKey, err)
 	}

@@ -174,9 +174,10 @@ var agentCases = []testCase{
 	{"ActivateAfterRelease", func(t *testing.T, s store.Store) {
 		liveNode(t, s, "node-1")
 		l := activate(t, s, counterA, "node-1", t0)
+		saveState(t, s, l, `1`, t0)
 		release(t, s, l, at(time.Second))
 		checkAgent(t, "after ReleaseAgent", getAgent(t, s, counterA), &store.Agent{AgentKey: counterA,
-			Owner: "", Fence: 1, CreatedAt: t0, UpdatedAt: at(time.Second)})
+			State: []byte(`1`), Owner: "", Fence: 1, CreatedAt: t0, UpdatedAt: at(time.Second)})
 		err := s.SaveAgentState(t.Context(), l, []byte(`1`), at(2*time.Second))
 		wantErrNaming(t, "SaveAgentState after ReleaseAgent", err, store.ErrLeaseLost, counterA.String())
 		if l2 := activate(t, s, counterA, "node-2", at(time.Minute)); l2.Fence != 2 {
@@ -263,6 +264,121 @@ var agentCases = []testCase{
 
 		err := s.SaveAgentState(t.Context(), store.AgentLease{AgentKey: counterB, Owner: "node-1", Fence: 1}, []byte(`1`), t0)
 		wantErrNaming(t, "SaveAgentState of an unknown agent", err, store.ErrLeaseLost, counterB.String())
+	}},
+	{"ReleaseDeletesUnusedAgent", func(t *testing.T, s store.Store) {
+		liveNode(t, s, "node-1")
+		liveNode(t, s, "node-2")
+		l := activate(t, s, counterA, "node-1", t0)
+		release(t, s, l, at(time.Second))
+		if _, err := s.GetAgent(t.Context(), counterA); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetAgent after releasing an agent that stored nothing: %v, want ErrNotFound", err)
+		}
+		// Activated again, anywhere, it starts anew at fence 1.
+		again := activate(t, s, counterA, "node-2", at(time.Minute))
+		checkAgent(t, "after activating it again", getAgent(t, s, counterA), &store.Agent{AgentKey: counterA,
+			Owner: "node-2", Fence: 1, CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute)})
+		err := s.SaveAgentState(t.Context(), l, []byte(`{"v":"old"}`), at(2*time.Minute))
+		wantErrNaming(t, "SaveAgentState with the deleted row's lease on another node", err, store.ErrLeaseLost, counterA.String())
+		saveState(t, s, again, `{"v":1}`, at(2*time.Minute))
+	}},
+	{"ReleaseKeepsAgentThatStoredSomething", func(t *testing.T, s store.Store) {
+		liveNode(t, s, "node-1")
+		// What each agent stores, in one table keyed by agents each.
+		stores := []struct {
+			name  string
+			store func(t *testing.T, key store.AgentKey, l store.AgentLease)
+		}{
+			{"State", func(t *testing.T, key store.AgentKey, l store.AgentLease) { saveState(t, s, l, `{}`, t0) }},
+			{"Schedule", func(t *testing.T, key store.AgentKey, _ store.AgentLease) {
+				createSchedule(t, s, newSchedule("sch-"+key.Name, key, at(time.Hour)))
+			}},
+			{"Fiber", func(t *testing.T, key store.AgentKey, _ store.AgentLease) {
+				createFiber(t, s, newFiber("f", key, "reindex", t0))
+			}},
+			{"TrackedWorkflow", func(t *testing.T, key store.AgentKey, _ store.AgentLease) {
+				track(t, s, "wf-"+key.Name, key, t0)
+			}},
+			{"Submission", func(t *testing.T, key store.AgentKey, _ store.AgentLease) {
+				createSubmission(t, s, newSubmission("s1", key, t0, msg("hi")))
+			}},
+			{"Conversation", func(t *testing.T, key store.AgentKey, _ store.AgentLease) {
+				createSubmission(t, s, newSubmission("s1", key, t0, msg("hi")))
+				runSubmission(t, s, key, "s1", "node-1", t0)
+				if n, err := s.DeleteSubmissions(t.Context(), key, []string{"s1"}); err != nil || n != 1 {
+					t.Fatalf("DeleteSubmissions = %d, %v; want 1", n, err)
+				}
+			}},
+			{"Outbox", func(t *testing.T, key store.AgentKey, _ store.AgentLease) {
+				createSubmission(t, s, notifySubmission("s1", key, "wf-waiting", t0))
+				wantStarted(t, s, key, "node-1", t0, "s1")
+				finishSubmission(t, s, key, "s1", "node-1", store.SubmissionCompleted, t0)
+				if n, err := s.DeleteSubmissions(t.Context(), key, []string{"s1"}); err != nil || n != 1 {
+					t.Fatalf("DeleteSubmissions = %d, %v; want 1", n, err)
+				}
+				if ms := getOutbox(t, s, key, "s1"); len(ms) != 1 {
+					t.Fatalf("%d outbox messages, want 1", len(ms))
+				}
+			}},
+		}
+		for _, st := range stores {
+			key := store.AgentKey{Class: "Counter", Name: "stores-" + st.name}
+			l := activate(t, s, key, "node-1", t0)
+			st.store(t, key, l)
+			release(t, s, l, at(time.Second))
+			a, err := s.GetAgent(t.Context(), key)
+			if err != nil {
+				t.Errorf("%s: GetAgent after the release: %v; want the row kept", st.name, err)
+				continue
+			}
+			if a.Owner != "" || a.Fence != 1 {
+				t.Errorf("%s: after the release: owner %q, fence %d; want no owner, fence 1", st.name, a.Owner, a.Fence)
+			}
+			if l2 := activate(t, s, key, "node-1", at(time.Minute)); l2.Fence != 2 {
+				t.Errorf("%s: the next activation has fence %d, want 2", st.name, l2.Fence)
+			}
+		}
+	}},
+	{"ReleaseIgnoresOtherAgentsRows", func(t *testing.T, s store.Store) {
+		liveNode(t, s, "node-1")
+		// Rows of an agent of the same class and of one of the same name.
+		for _, other := range []store.AgentKey{counterB, chatA} {
+			createSchedule(t, s, newSchedule("sch-"+other.Class+other.Name, other, at(time.Hour)))
+			createFiber(t, s, newFiber("f", other, "reindex", t0))
+			track(t, s, "wf-"+other.Class+other.Name, other, t0)
+			createSubmission(t, s, newSubmission("s1", other, t0, msg("hi")))
+			runSubmission(t, s, other, "s1", "node-1", t0)
+			createSubmission(t, s, notifySubmission("s2", other, "wf-waiting", t0))
+			wantStarted(t, s, other, "node-1", t0, "s2")
+			finishSubmission(t, s, other, "s2", "node-1", store.SubmissionCompleted, t0)
+			saveState(t, s, activate(t, s, other, "node-1", t0), `{}`, t0)
+		}
+		release(t, s, activate(t, s, counterA, "node-1", t0), at(time.Second))
+		if _, err := s.GetAgent(t.Context(), counterA); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetAgent(%s) after its release: %v, want ErrNotFound: other agents' rows are not its", counterA, err)
+		}
+	}},
+	{"ReleaseKeepsReactivatedAgent", func(t *testing.T, s store.Store) {
+		// A row that was activated more than once is kept, stored
+		// something or not: an activation it superseded may still run,
+		// and only the fence, which a new row would reset, stops it.
+		liveNode(t, s, "node-1")
+		liveNode(t, s, "node-2")
+		activate(t, s, counterA, "node-1", t0)
+		same := activate(t, s, counterA, "node-1", at(time.Second)) // by its own node
+		release(t, s, same, at(2*time.Second))
+		activate(t, s, counterB, "ghost", t0)                        // a node without a row
+		taken := activate(t, s, counterB, "node-2", at(time.Second)) // taken over
+		release(t, s, taken, at(2*time.Second))
+		for _, key := range []store.AgentKey{counterA, counterB} {
+			checkAgent(t, "after releasing the second activation", getAgent(t, s, key), &store.Agent{AgentKey: key,
+				Owner: "", Fence: 2, CreatedAt: t0, UpdatedAt: at(2 * time.Second)})
+			stale := store.AgentLease{AgentKey: key, Owner: "node-1", Fence: 1}
+			if key == counterB {
+				stale.Owner = "ghost"
+			}
+			err := s.SaveAgentState(t.Context(), stale, []byte(`{"v":"stale"}`), at(time.Minute))
+			wantErrNaming(t, "SaveAgentState by the superseded activation", err, store.ErrLeaseLost, key.String())
+		}
 	}},
 	{"ReleaseWithStaleLeaseIsNoOp", func(t *testing.T, s store.Store) {
 		liveNode(t, s, "node-1")
