@@ -291,25 +291,63 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 	malformed := func(err error) error { return &NoticeError{Kind: n.Kind, Instance: n.InstanceID, Err: err} }
 	now := rt.clock.Now()
 	track := func(u store.TrackingUpdate) (*store.AgentWorkflow, bool, error) {
-		if u.Rule == store.TrackFinish {
-			// The agent hears of an end once: a ReportComplete or
-			// ReportError before Run returned has told it already.
-			w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil, false, nil
-			}
-			if err != nil {
-				return nil, false, err
-			}
-			if w.Status == store.StatusComplete || w.Status == store.StatusErrored {
-				return w, false, nil
-			}
-		}
 		w, changed, err := rt.store.UpdateAgentWorkflow(ctx, in.key, n.InstanceID, u, now)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, false, nil // the agent deleted its tracking row: nothing to tell
 		}
 		return w, changed, err
+	}
+	// finish tells the agent that the instance completed or failed, then
+	// records it in the tracking row (u is a TrackFinish). In that order:
+	// a crash between the two leaves the row unfinished and the notice
+	// pending, so the node that takes the agent over tells it again; the
+	// other order would lose the news for good, the row saying the agent
+	// knows. A hook's state writes and the row cannot be one write, so the
+	// hook hears at least once, and more than once only after a crash or a
+	// failed write between its return and the row's. inst is the instance
+	// as read before (nil: read here).
+	finish := func(u store.TrackingUpdate, output json.RawMessage, inst *store.Instance) error {
+		w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // the agent deleted its tracking row: nothing to tell
+		}
+		if err != nil {
+			return err
+		}
+		switch w.Status {
+		case store.StatusComplete, store.StatusErrored:
+			return nil // a ReportComplete or ReportError before Run returned told it
+		case store.StatusTerminated, store.StatusPaused:
+			return nil // the rule leaves these alone, and tells nothing
+		}
+		if inst == nil {
+			if inst, err = rt.store.GetInstance(ctx, n.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		told := *w
+		told.Status, told.ErrorName, told.ErrorMessage = u.Status, u.ErrorName, u.ErrorMessage
+		told.UpdatedAt, told.CompletedAt = now, now
+		in.tellFinished(ctx, &told, output)
+		// The hook may have changed the workflow itself (paused,
+		// terminated, restarted it, or deleted its row): then the row is
+		// as that left it, and a restarted run's finish tells anew.
+		if after, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID); errors.Is(err, store.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		} else if after.Status != w.Status || !after.UpdatedAt.Equal(w.UpdatedAt) {
+			return nil
+		}
+		if inst != nil {
+			if again, err := rt.store.GetInstance(ctx, n.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			} else if err == nil && again.Restarts != inst.Restarts {
+				return nil
+			}
+		}
+		_, _, err = track(u)
+		return err
 	}
 	if method == store.WorkflowFinishedMethod {
 		inst, err := rt.store.GetInstance(ctx, n.InstanceID)
@@ -322,17 +360,14 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 		if !inst.Status.Finished() {
 			return nil // restarted since: a later finish tells
 		}
-		rule := store.TrackFinish
-		if inst.Status == store.StatusTerminated {
-			rule = store.TrackSync
-		}
-		w, changed, err := track(store.TrackingUpdate{Rule: rule, Status: inst.Status,
-			ErrorName: inst.ErrorName, ErrorMessage: inst.ErrorMessage})
-		if err != nil || w == nil || !changed {
+		u := store.TrackingUpdate{Rule: store.TrackFinish, Status: inst.Status,
+			ErrorName: inst.ErrorName, ErrorMessage: inst.ErrorMessage}
+		if inst.Status == store.StatusTerminated { // no hook hears of it
+			u.Rule = store.TrackSync
+			_, _, err := track(u)
 			return err
 		}
-		in.tellFinished(ctx, w, inst.Output)
-		return nil
+		return finish(u, inst.Output, inst)
 	}
 	switch n.Kind {
 	case noticeProgress:
@@ -344,22 +379,14 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 			h.OnWorkflowProgress(ctx, workflowInfo(w), n.Data)
 		}
 	case noticeComplete:
-		w, changed, err := track(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete})
-		if err != nil || w == nil || !changed {
-			return err
-		}
-		in.tellFinished(ctx, w, n.Data)
+		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete}, n.Data, nil)
 	case noticeError:
 		var msg string
 		if err := json.Unmarshal(n.Data, &msg); err != nil {
 			return malformed(fmt.Errorf("error message %s: %w", truncate(n.Data), err))
 		}
-		w, changed, err := track(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
-			ErrorName: "Error", ErrorMessage: msg})
-		if err != nil || w == nil || !changed {
-			return err
-		}
-		in.tellFinished(ctx, w, nil)
+		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
+			ErrorName: "Error", ErrorMessage: msg}, nil, nil)
 	case noticeEvent:
 		var ev WorkflowEvent
 		if err := json.Unmarshal(n.Data, &ev); err != nil {
@@ -394,17 +421,24 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 }
 
 // tellFinished calls the complete or error hook for a tracking row that
-// has just become complete or errored.
+// is becoming complete or errored. A hook that panics is reported to the
+// agent's error hook; the end is recorded all the same.
 func (in *instance) tellFinished(ctx context.Context, w *store.AgentWorkflow, output json.RawMessage) {
 	info := workflowInfo(w)
-	switch w.Status {
-	case store.StatusComplete:
-		if h, ok := in.obj.(WorkflowCompleteHook); ok {
-			h.OnWorkflowComplete(ctx, info, output)
+	err := in.guard(func() error {
+		switch w.Status {
+		case store.StatusComplete:
+			if h, ok := in.obj.(WorkflowCompleteHook); ok {
+				h.OnWorkflowComplete(ctx, info, output)
+			}
+		case store.StatusErrored:
+			if h, ok := in.obj.(WorkflowErrorHook); ok {
+				h.OnWorkflowError(ctx, info, &workflow.ErrorInfo{Name: w.ErrorName, Message: w.ErrorMessage})
+			}
 		}
-	case store.StatusErrored:
-		if h, ok := in.obj.(WorkflowErrorHook); ok {
-			h.OnWorkflowError(ctx, info, &workflow.ErrorInfo{Name: w.ErrorName, Message: w.ErrorMessage})
-		}
+		return nil
+	})
+	if err != nil {
+		in.reportError(ctx, fmt.Errorf("workflow %s: hook: %w", w.WorkflowID, err))
 	}
 }

@@ -427,13 +427,19 @@ type WorkflowProgressHook interface {
 }
 
 // WorkflowCompleteHook is told once that a workflow completed: by its
-// ReportComplete, or by Run returning.
+// ReportComplete, or by Run returning. The runtime records that the agent
+// was told only after the hook returns, so a process that dies in between
+// (or a failed store write there) leaves the news pending, and the node
+// that takes the agent over tells it again: the hook hears at least once,
+// and twice only after such a failure. Key what it does by wf.ID when a
+// second time must change nothing.
 type WorkflowCompleteHook interface {
 	OnWorkflowComplete(ctx context.Context, wf WorkflowInfo, output json.RawMessage)
 }
 
 // WorkflowErrorHook is told once that a workflow failed: by its
-// ReportError, or by an error escaping Run.
+// ReportError, or by an error escaping Run; at least once after a crash,
+// as WorkflowCompleteHook is.
 type WorkflowErrorHook interface {
 	OnWorkflowError(ctx context.Context, wf WorkflowInfo, err *workflow.ErrorInfo)
 }
