@@ -110,7 +110,9 @@ type Origin struct {
 // belongs to, or an error matching ErrNoOrigin. rt is this process's agent
 // runtime; in a service that hosts no agents, a runtime with no classes
 // (agent.NewRuntime on the service's engine, not started) will do: reports
-// go through the store to the agent's own service.
+// go through the store to the agent's own service, and calls (Call, and
+// think.Prompt) go to the agent's node when the runtime has the cluster's
+// Options.ClusterSecret.
 func OriginOf(rt *Runtime, step *workflow.Step) (*Origin, error) {
 	key := step.Origin()
 	if key == (store.AgentKey{}) {
@@ -129,8 +131,9 @@ func (o *Origin) Step() *workflow.Step { return o.step }
 func (o *Origin) Runtime() *Runtime { return o.rt }
 
 // Call calls a method of the agent, by name with arguments checked as
-// Ref.Call checks them, in a step called name. The agent's class must be
-// registered in this process's runtime.
+// Ref.Call checks them, in a step called name. Like Ref.Call it reaches the
+// agent on whichever node of the cluster it is live, so the class need not
+// be registered in this process.
 func (o *Origin) Call(name, method string, args ...any) (json.RawMessage, error) {
 	return workflow.Do(o.step, name, func(ctx context.Context, _ workflow.Attempt) (json.RawMessage, error) {
 		return o.rt.Ref(o.key.Class, o.key.Name).Call(ctx, method, args...)
