@@ -245,6 +245,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = withBody(r.WithContext(context.WithValue(r.Context(), restKey{}, rest)), body) // anew: the hook may have read it
 	if err := in.run(r.Context(), func() error { rh.OnRequest(r.Context(), w, r); return nil }); err != nil {
+		if ctxErr := r.Context().Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+			return // the client (or the node that forwarded it) left while it waited for the instance
+		}
 		in.reportError(r.Context(), err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 	}
