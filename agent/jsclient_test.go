@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
+	"agentflow/store"
 	"agentflow/store/sqlite"
 	"agentflow/workflow"
 )
@@ -58,47 +60,20 @@ func TestJavaScriptClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := counter.Register(rt); err != nil {
-		t.Fatal(err)
-	}
-	agent.MustRegister[readonlyCounter](rt, "ReadonlyCounter", agent.ClassOptions{Callable: []string{"increment"}})
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(rt.Handler(agent.HandlerOptions{}))
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := rt.Stop(sctx); err != nil {
-			t.Errorf("stop runtime: %v", err)
-		}
-		srv.Close()
-		if err := eng.Stop(sctx); err != nil {
-			t.Errorf("stop engine: %v", err)
-		}
-	})
+	// Two nodes of one cluster on the store: client B connects through
+	// the second, so two clients of one agent talk through two nodes.
+	url1, rt := startJSNode(t, st)
+	url2, _ := startJSNode(t, st)
 
 	runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, node, "e2e.mjs", srv.URL, "js-e2e")
+	cmd := exec.CommandContext(runCtx, node, "e2e.mjs", url1, "js-e2e", url2)
 	cmd.Dir = jsclientDir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err = cmd.Run()
-	t.Logf("node e2e.mjs %s (%s):\n%s", srv.URL, time.Since(start).Round(time.Millisecond), &out)
+	t.Logf("node e2e.mjs %s js-e2e %s (%s):\n%s", url1, url2, time.Since(start).Round(time.Millisecond), &out)
 	if err != nil {
 		t.Fatalf("node e2e.mjs failed: %v (its output is above)", err)
 	}
@@ -119,6 +94,53 @@ func TestJavaScriptClient(t *testing.T) {
 			t.Errorf("%s %s state after the script = %s, want %s", tc.class, tc.name, got, tc.want)
 		}
 	}
+}
+
+// startJSNode starts a node of the test's cluster on st: an engine, a
+// runtime with the classes e2e.mjs uses, and a loopback server it
+// advertises. It returns the server's URL and the runtime.
+func startJSNode(t *testing.T, st store.Store) (string, *agent.Runtime) {
+	t.Helper()
+	ctx := t.Context()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger,
+		AdvertiseURL: base + "/agents", ClusterSecret: "js-e2e-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := counter.Register(rt); err != nil {
+		t.Fatal(err)
+	}
+	agent.MustRegister[readonlyCounter](rt, "ReadonlyCounter", agent.ClassOptions{Callable: []string{"increment"}})
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: rt.Handler(agent.HandlerOptions{})}}
+	srv.Start()
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rt.Stop(sctx); err != nil {
+			t.Errorf("stop runtime: %v", err)
+		}
+		srv.Close()
+		if err := eng.Stop(sctx); err != nil {
+			t.Errorf("stop engine: %v", err)
+		}
+	})
+	return base, rt
 }
 
 // requireTool returns the path of a command the test needs. A missing one

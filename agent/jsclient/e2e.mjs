@@ -1,13 +1,16 @@
 // End-to-end test of agentflow's agents protocol with the public JavaScript
 // client (AgentClient from the npm package `agents`, pinned in package.json).
 //
-//	node e2e.mjs http://127.0.0.1:PORT [NAME]
+//	node e2e.mjs http://127.0.0.1:PORT [NAME [http://127.0.0.1:PORT2]]
 //
 // The server must serve the Counter example (examples/counter) and the
 // ReadonlyCounter class of agent/jsclient_test.go, which runs this script.
 // NAME (default "js-e2e") is the Counter instance used; the readonly
-// checks use NAME + "-ro". On success the script prints "PASS" and exits 0;
-// on the first failed check it prints "FAIL: <what>" and exits 1.
+// checks use NAME + "-ro". With a second URL, a node of the same cluster,
+// client B connects through it: A and B are then clients of one agent
+// through two nodes, and B also calls and streams through its node. On
+// success the script prints "PASS" and exits 0; on the first failed check
+// it prints "FAIL: <what>" and exits 1.
 
 import { AgentClient } from "agents/client";
 import WebSocket from "ws"; // Node 20 has no global WebSocket; partysocket takes this one
@@ -15,12 +18,13 @@ import WebSocket from "ws"; // Node 20 has no global WebSocket; partysocket take
 const TOTAL_TIMEOUT_MS = 20_000;
 const STEP_TIMEOUT_MS = 5_000;
 
-const [base, name = "js-e2e"] = process.argv.slice(2);
+const [base, name = "js-e2e", base2] = process.argv.slice(2);
 if (!base) {
-  console.error("usage: node e2e.mjs http://HOST:PORT [NAME]");
+  console.error("usage: node e2e.mjs http://HOST:PORT [NAME [http://HOST2:PORT2]]");
   process.exit(2);
 }
 const host = new URL(base).host;
+const hostB = base2 ? new URL(base2).host : host; // where client B connects
 
 let step = "start";
 const clients = [];
@@ -169,9 +173,9 @@ console.log('ok - countdown(3) streamed 3, 2, 1 and ended with "liftoff"');
 
 // 4. A second client; a state push from A reaches B and is not echoed to A.
 step = "connect B";
-const B = connect("B", "Counter", name);
+const B = connect("B", "Counter", name, { host: hostB });
 await ready(B, "counter", name, { count: 2 });
-console.log('ok - B connected and received {"count":2}');
+console.log(`ok - B connected through ${hostB} and received {"count":2}`);
 
 step = "A pushes state";
 {
@@ -184,6 +188,22 @@ step = "A pushes state";
   equal(A.client.state, { count: 10 }, "A's state after its push");
 }
 console.log('ok - A pushed {"count":10}; B received it, A got no echo');
+
+if (base2) {
+  // B's calls go through its node to the one the agent is live on; their
+  // state changes reach A on the other node.
+  step = "B calls through its node";
+  equal(await call(B, "increment", [0]), 10, "increment(0) through B's node");
+  await waitFor(() => fromServer(A).length > 0 && show(fromServer(A).at(-1)) === show({ count: 10 }), `A to receive the state B's call set`);
+  const chunks = [];
+  const res = await within(
+    B.client.call("countdown", [2], { stream: { onChunk: (c) => chunks.push(c) } }),
+    "the end of the countdown stream through B's node",
+  ).catch((e) => fail(`countdown(2) through B's node failed: ${e.message}`));
+  equal(chunks, [2, 1], "countdown chunks through B's node");
+  equal(res, "liftoff", "countdown result through B's node");
+  console.log("ok - B called and streamed through its node; A saw the state it set");
+}
 
 // 5. Methods clients may not call, or that do not exist.
 step = "reset (not callable)";
