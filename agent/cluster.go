@@ -297,6 +297,30 @@ func (c *cluster) retarget(ctx context.Context, key store.AgentKey, owner string
 	return c.place(ctx, nil, key)
 }
 
+// lost reports whether node n, which did not answer, is gone for good, so
+// that the agents it held are free: it ran on this host in a process that
+// has died (it is reaped now, rather than at the next heartbeat), or its
+// row has been removed (its lease lapsed and a node reaped it). The view
+// of the nodes is read again either way.
+func (c *cluster) lost(ctx context.Context, n store.Node) bool {
+	reaped, err := c.rt.engine.ReapIfGone(ctx, n)
+	if err != nil {
+		c.rt.log.Warn("reaping a node that did not answer failed", "dead_node", n.ID, "err", err)
+	}
+	if reaped {
+		_, _ = c.refresh(ctx)
+		return true
+	}
+	_, ok := c.view(ctx, true)[n.ID]
+	return !ok
+}
+
+// replace places key again, after the node it was sent to was lost.
+func (c *cluster) replace(ctx context.Context, key store.AgentKey) (placement, error) {
+	cls, _ := c.rt.class(key.Class)
+	return c.place(ctx, cls, key)
+}
+
 // unavailable builds the error for a node that did not answer.
 func unavailable(key store.AgentKey, n store.Node, err error) error {
 	return fmt.Errorf("agent %s is live on node %s at %s, which did not answer (%v): %w; retry: it is taken over once the node's lease lapses",
@@ -373,10 +397,20 @@ func (ce *callError) decode(node string) error {
 	return &RemoteError{Node: node, Message: ce.Message}
 }
 
-// call runs a named call on the node p names, following one 421.
+// call runs a named call on the node p names, following one 421, or
+// placing the agent again once if that node is gone (see lost).
 func (c *cluster) call(ctx context.Context, p placement, key store.AgentKey, method string, args []json.RawMessage, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
 	for try := 0; ; try++ {
 		res, err := c.callOnce(ctx, p.node, key, method, args, onChunk)
+		if errors.Is(err, ErrNodeUnavailable) && try == 0 && c.lost(ctx, p.node) {
+			if p, err = c.replace(ctx, key); err != nil {
+				return nil, err
+			}
+			if p.local {
+				return nil, errRunHere
+			}
+			continue
+		}
 		me, ok := errors.AsType[*misdirectedError](err)
 		if !ok || try > 0 {
 			return res, err
@@ -526,15 +560,26 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Pro
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // forward sends r (whose body, when not a WebSocket, is body) to the node
-// p names and copies the answer back, following one 421. It reports
-// whether it answered; when the node it was sent to named this node, it
-// answers nothing and the caller serves the request here.
+// p names and copies the answer back, following one 421, or placing the
+// agent again once if that node is gone (see lost). It reports whether it
+// answered; when the agent is to be served here, it answers nothing and
+// the caller serves the request.
 func (h *handler) forward(w http.ResponseWriter, r *http.Request, key store.AgentKey, kebab, rest string, body []byte, p placement) bool {
 	cl := h.rt.cluster
 	for try := 0; ; try++ {
 		owner, err := h.forwardOnce(w, r, key, kebab, rest, body, p.node)
 		if err == nil && owner == "" {
 			return true
+		}
+		if errors.Is(err, ErrNodeUnavailable) && try == 0 && cl.lost(r.Context(), p.node) {
+			if p, err = cl.replace(r.Context(), key); err != nil {
+				http.Error(w, err.Error(), statusOf(err))
+				return true
+			}
+			if p.local {
+				return false
+			}
+			continue
 		}
 		if err != nil {
 			status := http.StatusBadGateway
