@@ -88,11 +88,34 @@ type cluster struct {
 	nodes     map[string]store.Node // by id, as of the last refresh
 	refreshed time.Time
 	refreshMu sync.Mutex // one refresh at a time
+
+	// owners caches the node an agent was last found live on (see place),
+	// for ownerTTL.
+	ownersMu sync.Mutex
+	owners   map[store.AgentKey]cachedOwner
 }
+
+// cachedOwner is where place last found an agent live.
+type cachedOwner struct {
+	node string
+	at   time.Time
+}
+
+// ownerTTL is how long place trusts where it last found an agent live
+// before reading its row again, and maxOwners how many agents it keeps
+// that for. A stale entry costs a hop, not correctness: the node it names
+// serves the agent if it is still or again live there or free, answers
+// 421 naming the owner if it is live elsewhere, and a node that does not
+// answer is looked up again (see lost); every such miss drops the entry.
+const (
+	ownerTTL  = time.Second
+	maxOwners = 1 << 16
+)
 
 func newCluster(rt *Runtime, o Options) *cluster {
 	c := &cluster{rt: rt, address: strings.TrimSuffix(o.AdvertiseURL, "/"), secret: o.ClusterSecret,
-		sum: sha256.Sum256([]byte(o.ClusterSecret)), nodes: map[string]store.Node{}}
+		sum: sha256.Sum256([]byte(o.ClusterSecret)), nodes: map[string]store.Node{},
+		owners: map[store.AgentKey]cachedOwner{}}
 	c.client = o.ClusterClient
 	if c.client == nil {
 		c.client = &http.Client{Transport: &http.Transport{
@@ -139,6 +162,7 @@ func (c *cluster) loop(ctx context.Context) {
 		case <-t.Chan():
 		}
 		t.Reset(c.rt.opts.PollInterval)
+		c.pruneOwners()
 		nodes, err := c.refresh(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -234,6 +258,45 @@ func (c *cluster) hostsKebab(ctx context.Context, kebab string) (string, bool) {
 	return find(c.view(ctx, true))
 }
 
+// cachedOwnerOf returns the node key was last found live on, if that was
+// less than ownerTTL ago.
+func (c *cluster) cachedOwnerOf(key store.AgentKey) (string, bool) {
+	c.ownersMu.Lock()
+	o, ok := c.owners[key]
+	c.ownersMu.Unlock()
+	if !ok || time.Since(o.at) > ownerTTL {
+		return "", false
+	}
+	return o.node, true
+}
+
+// remember notes that key was found live on node.
+func (c *cluster) remember(key store.AgentKey, node string) {
+	c.ownersMu.Lock()
+	if len(c.owners) < maxOwners {
+		c.owners[key] = cachedOwner{node: node, at: time.Now()}
+	}
+	c.ownersMu.Unlock()
+}
+
+// forget drops what is cached of where key is live.
+func (c *cluster) forget(key store.AgentKey) {
+	c.ownersMu.Lock()
+	delete(c.owners, key)
+	c.ownersMu.Unlock()
+}
+
+// pruneOwners drops the cache's stale entries.
+func (c *cluster) pruneOwners() {
+	c.ownersMu.Lock()
+	defer c.ownersMu.Unlock()
+	for key, o := range c.owners {
+		if time.Since(o.at) > ownerTTL {
+			delete(c.owners, key)
+		}
+	}
+}
+
 // placement is where a request or call for an agent goes.
 type placement struct {
 	local bool       // serve it here
@@ -243,7 +306,7 @@ type placement struct {
 // place decides where key is served: here if it is live here, on its
 // owner if that is another live node with an address, here if this
 // process has the class, else on a node that hosts the class. c is the
-// class if this process has it.
+// class if this process has it. The owner found is cached for ownerTTL.
 func (c *cluster) place(ctx context.Context, cls *class, key store.AgentKey) (placement, error) {
 	if cls != nil && (!c.enabled() || c.rt.liveHere(key)) {
 		return placement{local: true}, nil
@@ -251,10 +314,16 @@ func (c *cluster) place(ctx context.Context, cls *class, key store.AgentKey) (pl
 	if !c.enabled() {
 		return placement{}, fmt.Errorf("agent class %q: %w", key.Class, ErrUnknownClass)
 	}
+	if id, ok := c.cachedOwnerOf(key); ok {
+		if n, ok := c.view(ctx, false)[id]; ok && n.Address != "" {
+			return placement{node: n}, nil
+		}
+	}
 	a, err := c.rt.store.GetAgent(ctx, key)
 	switch {
 	case err == nil && a.Owner != "" && a.Owner != c.rt.node:
 		if n, ok := c.view(ctx, false)[a.Owner]; ok && n.Address != "" {
+			c.remember(key, n.ID)
 			return placement{node: n}, nil
 		}
 		if n, ok := c.view(ctx, true)[a.Owner]; ok {
@@ -402,6 +471,10 @@ func (ce *callError) decode(node string) error {
 func (c *cluster) call(ctx context.Context, p placement, key store.AgentKey, method string, args []json.RawMessage, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
 	for try := 0; ; try++ {
 		res, err := c.callOnce(ctx, p.node, key, method, args, onChunk)
+		if _, moved := errors.AsType[*misdirectedError](err); moved || errors.Is(err, ErrNodeUnavailable) ||
+			errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrStopped) {
+			c.forget(key)
+		}
 		if errors.Is(err, ErrNodeUnavailable) && try == 0 && c.lost(ctx, p.node) {
 			if p, err = c.replace(ctx, key); err != nil {
 				return nil, err
@@ -571,6 +644,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, key store.Agen
 		if err == nil && owner == "" {
 			return true
 		}
+		cl.forget(key)
 		if errors.Is(err, ErrNodeUnavailable) && try == 0 && cl.lost(r.Context(), p.node) {
 			if p, err = cl.replace(r.Context(), key); err != nil {
 				http.Error(w, err.Error(), statusOf(err))

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
@@ -266,5 +267,58 @@ func TestClusterOwnerUnavailable(t *testing.T) {
 	n, err := agent.Call(ctx, b.rt, "carol", (*Tally).Increment, 1)
 	if err != nil || n != 2 {
 		t.Fatalf("after a is gone: Call through b = %d, %v; want 2 (taken over with its state)", n, err)
+	}
+}
+
+// A node that last found an agent on one node still finds it after it
+// moved to another: the node it remembers answers 421 naming the owner.
+func TestClusterFollowsAMovedAgent(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	a := newEnv(t, envOptions{rt: agent.Options{AdvertiseURL: base + "/agents", ClusterSecret: clusterSecret,
+		IdleTimeout: 20 * time.Millisecond}, setup: registerTally})
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.rt.Handler(agent.HandlerOptions{})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	b := newClusterNode(t, a.store, registerTally, agent.HandlerOptions{})
+	c := newClusterNode(t, a.store, registerTally, agent.HandlerOptions{})
+	ctx := t.Context()
+
+	if n, err := agent.Call(ctx, a.rt, "dave", (*Tally).Increment, 1); err != nil || n != 1 {
+		t.Fatalf("Call on a = %d, %v", n, err)
+	}
+	if n, err := agent.Call(ctx, b.rt, "dave", (*Tally).Increment, 1); err != nil || n != 2 {
+		t.Fatalf("Call through b = %d, %v", n, err)
+	}
+	// a lets it go; c takes it up.
+	for a.rt.Live() > 0 {
+		time.Sleep(25 * time.Millisecond)
+		a.rt.EvictIdle(ctx)
+	}
+	if n, err := agent.Call(ctx, c.rt, "dave", (*Tally).Increment, 1); err != nil || n != 3 {
+		t.Fatalf("Call on c = %d, %v", n, err)
+	}
+	if c.rt.Live() != 1 {
+		t.Fatalf("c has %d agents live, want 1", c.rt.Live())
+	}
+	// b last found it on a.
+	if n, err := agent.Call(ctx, b.rt, "dave", (*Tally).Increment, 1); err != nil || n != 4 {
+		t.Fatalf("Call through b after the move = %d, %v; want 4", n, err)
+	}
+	resp, err := http.Get(b.url + "/agents/tally/dave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(string(body), "count=4") {
+		t.Fatalf("GET through b after the move: %s %q", resp.Status, body)
+	}
+	if a.rt.Live() != 0 || b.rt.Live() != 0 || c.rt.Live() != 1 {
+		t.Fatalf("Live: a %d, b %d, c %d; want the agent on c alone", a.rt.Live(), b.rt.Live(), c.rt.Live())
 	}
 }
