@@ -537,7 +537,7 @@ func (c *cluster) callOnce(ctx context.Context, n store.Node, key store.AgentKey
 		return nil, err
 	}
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), maxCallBytes)
+	sc.Buffer(nil, maxCallBytes) // from 4 KiB, grown as lines need
 	for sc.Scan() {
 		var l callLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
@@ -737,7 +737,9 @@ func (h *handler) forwardOnce(w http.ResponseWriter, r *http.Request, key store.
 	}
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		m, rerr := resp.Body.Read(buf)
 		if m > 0 {
@@ -751,6 +753,9 @@ func (h *handler) forwardOnce(w http.ResponseWriter, r *http.Request, key store.
 		}
 	}
 }
+
+// copyBufs hold the buffers forwardOnce copies answers through.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // splice answers the client's WebSocket upgrade with the owner's 101 and
 // copies bytes both ways until either side closes.
