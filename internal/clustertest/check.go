@@ -90,9 +90,9 @@ const maxListed = 20
 func Check(recs []Record, ops []Op, finals map[string]State, flows map[string]Flow) *Report {
 	r := &Report{Ops: map[string]int{}, Samples: map[string][]string{}, Increments: map[string]int{}}
 	checkOps(r, ops)
-	writesByOp := checkActivations(r, recs)
+	writesByOp, acts := checkActivations(r, recs)
 	checkIncrements(r, ops, finals, writesByOp)
-	checkFlows(r, recs, ops, finals, flows, writesByOp)
+	checkFlows(r, recs, ops, finals, flows, writesByOp, acts)
 	return r
 }
 
@@ -142,8 +142,9 @@ type activation struct {
 
 // checkActivations checks that no agent was live on two nodes at once and
 // that the state writes carry the activations' fences in order. It
-// returns the writes by their op.
-func checkActivations(r *Report, recs []Record) map[string][]Record {
+// returns the writes by their op, and each agent's activations in the
+// order they completed.
+func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string][]*activation) {
 	kills := map[int]int64{} // pid → when the parent killed it
 	acts := map[string][]*activation{}
 	releases := map[string][]Record{} // by agent
@@ -239,7 +240,7 @@ func checkActivations(r *Report, recs []Record) map[string][]Record {
 			}
 		}
 	}
-	return writesByOp
+	return writesByOp, acts
 }
 
 // prevWith finds the activation before i with the lease (node, fence).
@@ -309,7 +310,8 @@ func checkIncrements(r *Report, ops []Op, finals map[string]State, writesByOp ma
 
 // checkFlows checks the workflows: every one launched completed, with its
 // agent told, and no step that returned ran again.
-func checkFlows(r *Report, recs []Record, ops []Op, finals map[string]State, flows map[string]Flow, writesByOp map[string][]Record) {
+func checkFlows(r *Report, recs []Record, ops []Op, finals map[string]State, flows map[string]Flow,
+	writesByOp map[string][]Record, acts map[string][]*activation) {
 	kills := map[int]int64{}
 	for _, rec := range recs {
 		if rec.Ev == EvKill {
@@ -347,13 +349,12 @@ func checkFlows(r *Report, recs []Record, ops []Op, finals map[string]State, flo
 		case n == 0:
 			bad("workflow %s of %s completed but its agent never heard (OnWorkflowComplete)", f.ID, f.Agent)
 		case n > 1:
-			// Told at least once: twice only when the process that told it
-			// first died before recording so.
+			// Told at least once: again only when the process that told it
+			// before died before recording so.
 			r.HeardTwice++
-			ws := writesByOp["done:"+f.ID]
-			if len(ws) < 2 || kills[ws[0].PID] < ws[0].T1 {
-				bad("workflow %s of %s: its agent heard of its completion %d times, though the process that told it first (pid %d) was not killed after",
-					f.ID, f.Agent, n, firstPID(ws))
+			if !retoldAfterKill(writesByOp["done:"+f.ID], n, kills, acts[f.Agent]) {
+				bad("workflow %s of %s: its agent heard of its completion %d times, though no process that told it was killed before recording so",
+					f.ID, f.Agent, n)
 			}
 		}
 	}
@@ -404,11 +405,31 @@ func checkFlows(r *Report, recs []Record, ops []Op, finals map[string]State, flo
 	}
 }
 
-func firstPID(ws []Record) int {
-	if len(ws) == 0 {
-		return 0
+// retoldAfterKill reports whether an agent told n times of one
+// workflow's completion, its audited state writes ws, was told again only
+// because a process that told it died before recording so: each audited
+// telling but the last was by a process killed after it, and a telling
+// whose write is not in the audit log (committed, but its process killed
+// before it could record it) came before the first audited one, in the
+// activation before it, which ended by a kill.
+func retoldAfterKill(ws []Record, n int, kills map[int]int64, as []*activation) bool {
+	for i := 0; i+1 < len(ws); i++ {
+		if kills[ws[i].PID] < ws[i].T1 {
+			return false
+		}
 	}
-	return ws[0].PID
+	if len(ws) >= n {
+		return true
+	}
+	if len(ws) == 0 {
+		return false
+	}
+	for i := len(as) - 1; i > 0; i-- {
+		if a := as[i]; a.Node == ws[0].Node && a.Fence == ws[0].Fence && a.T0 <= ws[0].T0 {
+			return as[i-1].endBy == "kill"
+		}
+	}
+	return false
 }
 
 func nanos(d int64) string {
