@@ -37,6 +37,13 @@ type instance struct {
 	fibMu  sync.Mutex
 	fibers map[string]*runningFiber
 
+	// telling is the workflow whose end the agent's hook is being told of
+	// (see deliver); touched, whether the agent changed that workflow's
+	// tracking meanwhile (restarted it, deleted its row).
+	tellMu  sync.Mutex
+	telling string
+	touched bool
+
 	// Under rt.mu.
 	refs      int // calls in progress, open connections, running fibers, schedule runs
 	idleSince time.Time
@@ -152,4 +159,30 @@ func (in *instance) closeConns(code int, reason string) {
 	for _, c := range in.connections() {
 		c.Close(code, reason)
 	}
+}
+
+// beginTelling notes that the agent's hook is being told that workflow id
+// ended; endTelling reports whether the agent changed that workflow's
+// tracking meanwhile (touch).
+func (in *instance) beginTelling(id string) {
+	in.tellMu.Lock()
+	in.telling, in.touched = id, false
+	in.tellMu.Unlock()
+}
+
+func (in *instance) endTelling() bool {
+	in.tellMu.Lock()
+	defer in.tellMu.Unlock()
+	t := in.touched
+	in.telling, in.touched = "", false
+	return t
+}
+
+// touch notes that the agent changed workflow id's tracking.
+func (in *instance) touch(id string) {
+	in.tellMu.Lock()
+	if in.telling == id {
+		in.touched = true
+	}
+	in.tellMu.Unlock()
 }

@@ -122,3 +122,66 @@ func TestFinishNoticeSurvivesDeathInHook(t *testing.T) {
 	}
 	_ = b
 }
+
+// Retrier restarts a workflow the first time it hears it completed.
+type Retrier struct {
+	agent.Agent[struct{ Heard int }]
+}
+
+func (r *Retrier) Start(ctx context.Context, _ int) (string, error) {
+	return r.RunWorkflow(ctx, "NAPPER", struct{}{})
+}
+
+func (r *Retrier) OnWorkflowComplete(ctx context.Context, wf agent.WorkflowInfo, _ json.RawMessage) {
+	s := r.State()
+	s.Heard++
+	if err := r.SetState(ctx, s); err != nil {
+		r.Logger().Error("set state", "err", err)
+	}
+	if s.Heard == 1 {
+		if err := r.RestartWorkflow(ctx, wf.ID); err != nil {
+			r.Logger().Error("restart", "err", err)
+		}
+	}
+}
+
+// A complete hook that restarts its workflow leaves the tracking row as
+// the restart set it, though the runtime records the end after the hook:
+// the restarted run's completion is told again.
+func TestCompleteHookRestartsWorkflow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{rt: agent.Options{PollInterval: 20 * time.Millisecond},
+		setup: func(rt *agent.Runtime) { agent.MustRegister[Retrier](rt, "Retrier", agent.ClassOptions{}) },
+		workflows: func(eng *workflow.Engine, rt *agent.Runtime) {
+			workflow.MustRegister(eng, "Napper", workflow.Func[struct{}, string](
+				func(ctx context.Context, _ workflow.Event[struct{}], step *workflow.Step) (string, error) {
+					return "ok", step.Sleep("nap", 100*time.Millisecond)
+				}))
+			if err := rt.Bind("NAPPER", agent.Binding{Workflow: "Napper"}); err != nil {
+				t.Fatal(err)
+			}
+		}})
+	ctx := t.Context()
+	id, err := agent.Call(ctx, e.rt, "r", (*Retrier).Start, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := store.AgentKey{Class: "Retrier", Name: "r"}
+	heard := func() int {
+		row, err := e.store.GetAgent(ctx, key)
+		if err != nil {
+			return 0
+		}
+		var s struct{ Heard int }
+		_ = json.Unmarshal(row.State, &s)
+		return s.Heard
+	}
+	eventually(t, 10*time.Second, "both runs' completions to be told", func() bool { return heard() == 2 })
+	eventually(t, 10*time.Second, "the tracking row to say complete", func() bool {
+		w, err := e.store.GetAgentWorkflow(ctx, key, id)
+		return err == nil && w.Status == store.StatusComplete
+	})
+	if inst, err := e.store.GetInstance(ctx, id); err != nil || inst.Restarts != 1 || inst.Status != store.StatusComplete {
+		t.Fatalf("instance = %+v, %v; want complete after one restart", inst, err)
+	}
+}

@@ -307,9 +307,8 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 	// other order would lose the news for good, the row saying the agent
 	// knows. A hook's state writes and the row cannot be one write, so the
 	// hook hears at least once, and more than once only after a crash or a
-	// failed write between its return and the row's. inst is the instance
-	// as read before (nil: read here).
-	finish := func(u store.TrackingUpdate, output json.RawMessage, inst *store.Instance) error {
+	// failed write between its return and the row's.
+	finish := func(u store.TrackingUpdate, output json.RawMessage) error {
 		w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // the agent deleted its tracking row: nothing to tell
@@ -323,31 +322,16 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 		case store.StatusTerminated, store.StatusPaused:
 			return nil // the rule leaves these alone, and tells nothing
 		}
-		if inst == nil {
-			if inst, err = rt.store.GetInstance(ctx, n.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-		}
 		told := *w
 		told.Status, told.ErrorName, told.ErrorMessage = u.Status, u.ErrorName, u.ErrorMessage
 		told.UpdatedAt, told.CompletedAt = now, now
+		in.beginTelling(n.InstanceID)
 		in.tellFinished(ctx, &told, output)
-		// The hook may have changed the workflow itself (paused,
-		// terminated, restarted it, or deleted its row): then the row is
-		// as that left it, and a restarted run's finish tells anew.
-		if after, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID); errors.Is(err, store.ErrNotFound) {
+		if in.endTelling() {
+			// The hook changed the workflow itself (restarted it, deleted
+			// its row): the row is as that left it, and a restarted run's
+			// finish tells anew.
 			return nil
-		} else if err != nil {
-			return err
-		} else if after.Status != w.Status || !after.UpdatedAt.Equal(w.UpdatedAt) {
-			return nil
-		}
-		if inst != nil {
-			if again, err := rt.store.GetInstance(ctx, n.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			} else if err == nil && again.Restarts != inst.Restarts {
-				return nil
-			}
 		}
 		_, _, err = track(u)
 		return err
@@ -370,7 +354,7 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 			_, _, err := track(u)
 			return err
 		}
-		return finish(u, inst.Output, inst)
+		return finish(u, inst.Output)
 	}
 	switch n.Kind {
 	case noticeProgress:
@@ -382,14 +366,14 @@ func (in *instance) deliver(ctx context.Context, method string, n notice) error 
 			h.OnWorkflowProgress(ctx, workflowInfo(w), n.Data)
 		}
 	case noticeComplete:
-		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete}, n.Data, nil)
+		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete}, n.Data)
 	case noticeError:
 		var msg string
 		if err := json.Unmarshal(n.Data, &msg); err != nil {
 			return malformed(fmt.Errorf("error message %s: %w", truncate(n.Data), err))
 		}
 		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
-			ErrorName: "Error", ErrorMessage: msg}, nil, nil)
+			ErrorName: "Error", ErrorMessage: msg}, nil)
 	case noticeEvent:
 		var ev WorkflowEvent
 		if err := json.Unmarshal(n.Data, &ev); err != nil {

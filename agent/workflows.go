@@ -324,7 +324,10 @@ func (in *instance) sync(ctx context.Context, id string, st workflow.InstanceSta
 	if st.Error != nil {
 		u.ErrorName, u.ErrorMessage = st.Error.Name, st.Error.Message
 	}
-	_, _, err := in.rt.store.UpdateAgentWorkflow(ctx, in.key, id, u, in.rt.clock.Now())
+	_, changed, err := in.rt.store.UpdateAgentWorkflow(ctx, in.key, id, u, in.rt.clock.Now())
+	if changed {
+		in.touch(id)
+	}
 	return err
 }
 
@@ -340,6 +343,7 @@ func (in *instance) control(ctx context.Context, id, what string, op func(*workf
 	if err := op(inst); err != nil {
 		return fmt.Errorf("%s workflow %s: %w", what, id, err)
 	}
+	in.touch(id)
 	st, err := inst.Status(ctx)
 	if err != nil {
 		return err
@@ -415,6 +419,7 @@ func (a *Agent[S]) RestartWorkflow(ctx context.Context, id string) error {
 // DeleteWorkflow removes a workflow's tracking row and reports whether it
 // existed. The instance itself is left to the engine's retention.
 func (a *Agent[S]) DeleteWorkflow(ctx context.Context, id string) (bool, error) {
+	a.in.touch(id)
 	return a.in.rt.store.DeleteAgentWorkflow(ctx, a.in.key, id)
 }
 
