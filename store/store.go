@@ -192,13 +192,25 @@ type Node struct {
 	AgentClasses []string
 }
 
-// Store is the storage the workflow engine and agents need. Implementations
-// must be safe for concurrent use.
+// Store is the storage the workflow engine and agents run on: one
+// implementation of every part (store/sqlite, store/postgres), and one
+// conformance suite (store/storetest). Each package that uses a store
+// names the parts it needs. Implementations must be safe for concurrent
+// use.
 type Store interface {
+	InstanceStore
+	NodeStore
 	AgentStore
 	AgentWorkflowStore
 	ThinkStore
 
+	// Close releases the store's resources.
+	Close() error
+}
+
+// InstanceStore keeps workflow instances: their rows, steps and events,
+// the claims that run them, and their control.
+type InstanceStore interface {
 	// CreateInstances inserts all instances or none. An existing id fails
 	// the whole batch with an error matching ErrDuplicateID that names it.
 	// Instances with an Owner are inserted claimed (fence 1); the others
@@ -259,7 +271,11 @@ type Store interface {
 	// DeleteFinished removes up to limit instances that finished before
 	// before, with their steps and events, and returns how many it removed.
 	DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error)
+}
 
+// NodeStore keeps the nodes of a cluster: their leases, and where other
+// nodes reach them.
+type NodeStore interface {
 	// Heartbeat inserts or refreshes the node row.
 	Heartbeat(ctx context.Context, n Node) error
 	// ListNodes returns every registered node.
@@ -275,9 +291,6 @@ type Store interface {
 	// that has no row: a claim that a node committed just after it was
 	// removed as dead.
 	ReleaseOrphans(ctx context.Context, now time.Time) (released int, err error)
-
-	// Close releases the store's resources.
-	Close() error
 }
 
 // Errors returned by stores. Match them with errors.Is.
