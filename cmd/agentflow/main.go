@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"agentflow/internal/bench"
 	"agentflow/internal/crashtest"
 )
 
@@ -35,6 +36,11 @@ func main() {
 	// process it kills; that child must take over before anything else.
 	if crashtest.IsChild() {
 		crashtest.RunChild()
+		return
+	}
+	// `--scenario agent-conns` measures a server it runs as this binary.
+	if bench.IsChild() {
+		bench.RunChild()
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -36,8 +36,12 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns"}
 )
+
+// maxMessageBytes is the agent runtime's default MaxMessageBytes, which
+// agent-conns' messages stay under so that each is handled.
+const maxMessageBytes = 1 << 20
 
 // DefaultPostgresDSN is used when neither --dsn nor the environment names one.
 const DefaultPostgresDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -103,6 +107,13 @@ type Config struct {
 	PromptWorkflows int
 	PromptAgents    int
 
+	// agent-conns: Conns idle WebSocket connections to a server in a child
+	// process, spread over ConnAgents agents, each after sending one
+	// message of MessageBytes.
+	Conns        int
+	ConnAgents   int
+	MessageBytes int
+
 	// Timeout bounds each scenario.
 	Timeout time.Duration
 
@@ -138,6 +149,9 @@ func DefaultConfig() Config {
 		ThinkAgents:       20,
 		PromptWorkflows:   200,
 		PromptAgents:      20,
+		Conns:             10_000,
+		ConnAgents:        1_000,
+		MessageBytes:      256 << 10,
 		Timeout:           10 * time.Minute,
 	}
 }
@@ -190,6 +204,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.ThinkAgents, "think-agents", cfg.ThinkAgents, "think-turn: Think agents the turns are spread across, running concurrently")
 	fs.IntVar(&cfg.PromptWorkflows, "prompt-workflows", cfg.PromptWorkflows, "prompt-step: workflows run, each doing one think.Prompt")
 	fs.IntVar(&cfg.PromptAgents, "prompt-agents", cfg.PromptAgents, "prompt-step: Think agents starting the workflows, running concurrently")
+	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "agent-conns: idle WebSocket connections held open")
+	fs.IntVar(&cfg.ConnAgents, "conn-agents", cfg.ConnAgents, "agent-conns: agents the connections are spread across")
+	fs.IntVar(&cfg.MessageBytes, "message-bytes", cfg.MessageBytes, "agent-conns: size of the one message each connection sends (at most the runtime's MaxMessageBytes, 1 MiB)")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
@@ -284,10 +301,14 @@ func (c *Config) validate() error {
 		{"--workflow-agents", c.WorkflowAgents}, {"--workflows-per-agent", c.WorkflowsPerAgent},
 		{"--think-submissions", c.ThinkSubmissions}, {"--think-agents", c.ThinkAgents},
 		{"--prompt-workflows", c.PromptWorkflows}, {"--prompt-agents", c.PromptAgents},
+		{"--conns", c.Conns}, {"--conn-agents", c.ConnAgents}, {"--message-bytes", c.MessageBytes},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %d", p.name, p.v)
 		}
+	}
+	if c.MessageBytes > maxMessageBytes {
+		return fmt.Errorf("--message-bytes must be at most the runtime's MaxMessageBytes, %d, not %d", maxMessageBytes, c.MessageBytes)
 	}
 	if c.MaxConcurrent < 0 {
 		return fmt.Errorf("--max-concurrent must not be negative, not %d", c.MaxConcurrent)
@@ -334,6 +355,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.thinkTurn(ctx)
 	case "prompt-step":
 		rs, err = r.promptStep(ctx)
+	case "agent-conns":
+		rs, err = r.agentConns(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q: must be one of %s", cfg.Scenario, strings.Join(scenarios, ", "))
 	}

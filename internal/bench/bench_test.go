@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +14,15 @@ import (
 )
 
 // TestMain hands the process to the crashtest child when the recovery
-// scenario starts this test binary as one.
+// scenario starts this test binary as one, and to the bench child when
+// agent-conns does.
 func TestMain(m *testing.M) {
 	if crashtest.IsChild() {
 		crashtest.RunChild()
+		return
+	}
+	if IsChild() {
+		RunChild()
 		return
 	}
 	os.Exit(m.Run())
@@ -105,6 +111,8 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{[]string{"--scenario", "think-turn", "--think-submissions", "0"}, []string{"--think-submissions"}},
 		{[]string{"--scenario", "prompt-step", "--prompt-agents", "0"}, []string{"--prompt-agents"}},
 		{[]string{"--scenario", "agent-activate", "--idle-timeout", "0s"}, []string{"--idle-timeout"}},
+		{[]string{"--scenario", "agent-conns", "--conns", "0"}, []string{"--conns"}},
+		{[]string{"--scenario", "agent-conns", "--message-bytes", "2000000"}, []string{"--message-bytes", "MaxMessageBytes"}},
 		{[]string{}, []string{"--scenario is required"}},
 		{[]string{"--scenario", "steps", "--synchronous", "OFF"}, []string{`"OFF"`, "FULL", "NORMAL"}},
 		{[]string{"--scenario", "steps", "--workflows", "0"}, []string{"--workflows"}},
@@ -142,6 +150,7 @@ func tiny(t *testing.T, backend, scenario string) Config {
 	c.WorkflowAgents, c.WorkflowsPerAgent = 5, 20
 	c.ThinkSubmissions, c.ThinkAgents = 40, 4
 	c.PromptWorkflows, c.PromptAgents = 20, 4
+	c.Conns, c.ConnAgents, c.MessageBytes = 200, 20, 64<<10
 	c.Timeout = 2 * time.Minute
 	return c
 }
@@ -331,6 +340,23 @@ func checkAgentScenarios(t *testing.T, backend string, tweak func(*Config)) {
 		v := run(t, "prompt-step")
 		if v["prompt_p50_ms"] <= 0 || v["prompt_p99_ms"] < v["prompt_p50_ms"] || v["prompts_per_s"] <= 0 {
 			t.Errorf("prompt-step figures %v", v)
+		}
+	})
+	t.Run("agent-conns", func(t *testing.T) {
+		v := run(t, "agent-conns")
+		// Each connection sent 64 KiB: a server that kept a buffer of
+		// it would show that much per connection.
+		if g := v["goroutines_per_conn"]; g < 0.95 || g > 1.05 {
+			t.Errorf("goroutines_per_conn = %v, want 1", g)
+		}
+		if h := v["heap_bytes_per_conn"]; h <= 0 || h > 32<<10 {
+			t.Errorf("heap_bytes_per_conn = %v, want some, under 32 KiB", h)
+		}
+		if g := v["goroutines_after_close"]; g != 0 {
+			t.Errorf("goroutines_after_close = %v, want 0", g)
+		}
+		if runtime.GOOS == "linux" && v["rss_bytes_baseline"] <= 0 {
+			t.Errorf("no resident set figures: %v", v)
 		}
 	})
 }
