@@ -54,6 +54,10 @@ const (
 // clients increment counters and start workflows through random nodes
 // over WebSocket, HTTP and named calls. Then it checks the audit log, the
 // agents' state and the workflows (see the package documentation).
+//
+// By hand: AGENTFLOW_CHAOS_SECONDS sets the chaos's length, and
+// AGENTFLOW_CHAOS_AUDIT a file to keep the audit log in (a failed run
+// keeps it in the temporary directory anyway).
 func TestChaos(t *testing.T) {
 	dsn, schema := pgtest.Schema(t) // skips without AGENTFLOW_TEST_POSTGRES
 	ctx := t.Context()
@@ -77,6 +81,10 @@ func TestChaos(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	if p := os.Getenv("AGENTFLOW_CHAOS_AUDIT"); p != "" { // to study a run that passed
+		audit = p
+		_ = os.Remove(p)
+	}
 	began := time.Now()
 
 	cl := &cluster{t: t, st: st}
