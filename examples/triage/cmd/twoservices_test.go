@@ -6,8 +6,6 @@
 package cmd_test
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -15,67 +13,17 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"agentflow/examples/assistant"
+	"agentflow/examples/internal/proctest"
 	"agentflow/examples/triage"
-	"agentflow/internal/pgtest"
 	"agentflow/store"
-	"agentflow/store/postgres"
-	"agentflow/store/sqlite"
 )
-
-// build builds both binaries into a temporary directory, with the race
-// detector when this test has it.
-func build(t *testing.T) (agents, workflows string) {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go command to build the binaries with: %v", err)
-	}
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "agentflow/examples/triage/cmd/triage-agents", "agentflow/examples/triage/cmd/triage-workflows")
-	began := time.Now()
-	if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built both binaries in %s", time.Since(began).Round(time.Millisecond))
-	return filepath.Join(dir, "triage-agents"), filepath.Join(dir, "triage-workflows")
-}
-
-// proc is a running binary.
-type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	mu   sync.Mutex
-	out  bytes.Buffer
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
 
 // environ is this process's environment without the variables the
 // binaries read (the model's, the cluster secret), plus env.
@@ -89,102 +37,6 @@ func environ(env ...string) []string {
 		}
 	}
 	return append(out, env...)
-}
-
-// start starts a binary with env added to the environment. It is killed
-// when the test ends if it still runs; a data race it reported fails the
-// test.
-func start(t *testing.T, bin string, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, name: filepath.Base(bin), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = environ(env...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if out := p.output(); strings.Contains(out, "WARNING: DATA RACE") {
-			t.Errorf("data race in %s:\n%s", p.name, out)
-		} else if t.Failed() {
-			t.Logf("output of %s:\n%s", p.name, out)
-		}
-	})
-	return p
-}
-
-// waitFor waits until the output matches re and returns the match.
-func (p *proc) waitFor(re string, d time.Duration) []string {
-	p.t.Helper()
-	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(d)
-	for {
-		if m := rx.FindStringSubmatch(p.output()); m != nil {
-			return m
-		}
-		select {
-		case <-p.done:
-			p.t.Fatalf("%s exited (%v) before printing %q:\n%s", p.name, p.cmd.ProcessState, re, p.output())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s printed no %q within %s:\n%s", p.name, re, d, p.output())
-		}
-	}
-}
-
-// stop sends SIGTERM and checks that the process stops cleanly.
-func (p *proc) stop() {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		p.t.Fatalf("SIGTERM %s: %v", p.name, err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.t.Fatalf("%s did not stop within 15 s of SIGTERM:\n%s", p.name, p.output())
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(p.output(), p.name+": stopped") {
-		p.t.Errorf("%s exited %d after SIGTERM, want 0 after printing that it stopped:\n%s", p.name, code, p.output())
-	}
-}
-
-// backend is how a test's processes share a store.
-type backend struct {
-	args []string // the store flags of both binaries
-	open func(ctx context.Context) (store.Store, error)
-}
-
-func sqliteBackend(t *testing.T) backend {
-	path := filepath.Join(t.TempDir(), "triage.db")
-	return backend{
-		args: []string{"--db", path},
-		open: func(ctx context.Context) (store.Store, error) { return sqlite.Open(ctx, path, sqlite.Options{}) },
-	}
-}
-
-func postgresBackend(t *testing.T) backend {
-	if os.Getenv(pgtest.EnvVar) == "" && os.Getenv("CI") != "" {
-		t.Fatalf("%s is unset, and CI is set: the PostgreSQL tests must run in CI", pgtest.EnvVar)
-	}
-	dsn, schema := pgtest.Schema(t)
-	return backend{
-		args: []string{"--postgres", dsn, "--schema", schema},
-		open: func(ctx context.Context) (store.Store, error) {
-			return postgres.Open(ctx, dsn, postgres.Options{Schema: schema, MaxConns: 4})
-		},
-	}
 }
 
 func newSecret(t *testing.T) string {
@@ -269,21 +121,22 @@ var (
 // complete.
 func TestTwoServices(t *testing.T) {
 	t.Parallel()
-	agentsBin, workflowsBin := build(t)
+	bins := proctest.Build(t, "agentflow/examples/triage/cmd/triage-agents", "agentflow/examples/triage/cmd/triage-workflows")
+	agentsBin, workflowsBin := bins[0], bins[1]
 
-	story := func(t *testing.T, b backend) {
+	story := func(t *testing.T, b proctest.Backend) {
 		began := time.Now()
 		secret := newSecret(t)
 		// The secret reaches one process by its flag, the other by the
 		// environment.
-		workflows := start(t, workflowsBin, nil, append([]string{"--cluster-secret", secret}, b.args...)...)
-		workflows.waitFor(`triage-workflows: engine \S+ of service "triage-workflows"`, 30*time.Second)
-		startAgents := func() (*proc, client, string) {
-			p := start(t, agentsBin, []string{"AGENTFLOW_CLUSTER_SECRET=" + secret},
-				append([]string{"--addr", "127.0.0.1:0"}, b.args...)...)
-			addr := p.waitFor(addrRE, 30*time.Second)[1]
-			node := p.waitFor(`triage-agents: engine (\S+) on .*; other nodes reach its agents at http://`+regexp.QuoteMeta(addr)+`/agents\n`, time.Second)[1]
-			p.waitFor(`TriageAgent uses the scripted triage model`, time.Second)
+		workflows := proctest.Start(t, workflowsBin, environ(), append([]string{"--cluster-secret", secret}, b.Args...)...)
+		workflows.WaitFor(`triage-workflows: engine \S+ of service "triage-workflows"`, 30*time.Second)
+		startAgents := func() (*proctest.Proc, client, string) {
+			p := proctest.Start(t, agentsBin, environ("AGENTFLOW_CLUSTER_SECRET="+secret),
+				append([]string{"--addr", "127.0.0.1:0"}, b.Args...)...)
+			addr := p.WaitFor(addrRE, 30*time.Second)[1]
+			node := p.WaitFor(`triage-agents: engine (\S+) on .*; other nodes reach its agents at http://`+regexp.QuoteMeta(addr)+`/agents\n`, time.Second)[1]
+			p.WaitFor(`TriageAgent uses the scripted triage model`, time.Second)
 			return p, client{t: t, base: "http://" + addr + "/agents/triage-agent/repo"}, node
 		}
 		agents, c, node1 := startAgents()
@@ -312,21 +165,21 @@ func TestTwoServices(t *testing.T) {
 			t.Errorf("tracked workflows = %+v, want %s of service %s running for issue 42", v.Workflows, id, triage.WorkflowService)
 		}
 		for _, s := range []string{"triage-issue:submit", "triage-issue:wait", "agent:progress"} {
-			workflows.waitFor(`TriageWorkflow `+idRE+`: step "`+s+`" done`, 5*time.Second)
+			workflows.WaitFor(`TriageWorkflow `+idRE+`: step "`+s+`" done`, 5*time.Second)
 		}
-		sub := agents.waitFor(`TriageAgent repo: turn (sub_\w+) started: "Triage issue #42"`, 5*time.Second)[1]
-		agents.waitFor(`TriageAgent repo: draft for issue #42 from TriageWorkflow `+idRE+`: "`+regexp.QuoteMeta(wantTitle)+`" \[labels: bug, crash\]`, 5*time.Second)
-		if strings.Contains(workflows.output(), "turn ") {
-			t.Errorf("a turn ran in triage-workflows:\n%s", workflows.output())
+		sub := agents.WaitFor(`TriageAgent repo: turn (sub_\w+) started: "Triage issue #42"`, 5*time.Second)[1]
+		agents.WaitFor(`TriageAgent repo: draft for issue #42 from TriageWorkflow `+idRE+`: "`+regexp.QuoteMeta(wantTitle)+`" \[labels: bug, crash\]`, 5*time.Second)
+		if strings.Contains(workflows.Output(), "turn ") {
+			t.Errorf("a turn ran in triage-workflows:\n%s", workflows.Output())
 		}
-		if strings.Contains(agents.output(), `step "`) {
-			t.Errorf("a workflow step ran in triage-agents:\n%s", agents.output())
+		if strings.Contains(agents.Output(), `step "`) {
+			t.Errorf("a workflow step ran in triage-agents:\n%s", agents.Output())
 		}
 
 		// The agent service restarts while the workflow waits for the
 		// approval: the workflow's next call finds the agent on the node
 		// it is live on now.
-		agents.stop()
+		agents.Stop()
 		agents, c, node2 := startAgents()
 		if node2 == node1 {
 			t.Fatalf("the restarted triage-agents is node %s again", node1)
@@ -348,14 +201,14 @@ func TestTwoServices(t *testing.T) {
 			t.Errorf("state = %+v, want labels %v on issue 42 and no draft left", v.State, wantLabels)
 		}
 		for _, s := range []string{"approval", "apply-labels"} {
-			workflows.waitFor(`TriageWorkflow `+idRE+`: step "`+s+`" done`, 5*time.Second)
+			workflows.WaitFor(`TriageWorkflow `+idRE+`: step "`+s+`" done`, 5*time.Second)
 		}
-		workflows.waitFor(`TriageWorkflow `+idRE+`: complete: issue #42, draft "`+regexp.QuoteMeta(wantTitle)+`", labels applied: \[bug crash\] \(told TriageAgent repo\)`, 5*time.Second)
-		agents.waitFor(`TriageAgent repo: labels applied to issue #42: bug, crash`, 5*time.Second)
-		agents.waitFor(`TriageAgent repo: TriageWorkflow `+idRE+` \(service triage-workflows\) complete: issue #42 labelled bug, crash`, 5*time.Second)
+		workflows.WaitFor(`TriageWorkflow `+idRE+`: complete: issue #42, draft "`+regexp.QuoteMeta(wantTitle)+`", labels applied: \[bug crash\] \(told TriageAgent repo\)`, 5*time.Second)
+		agents.WaitFor(`TriageAgent repo: labels applied to issue #42: bug, crash`, 5*time.Second)
+		agents.WaitFor(`TriageAgent repo: TriageWorkflow `+idRE+` \(service triage-workflows\) complete: issue #42 labelled bug, crash`, 5*time.Second)
 
 		// The shared store agrees.
-		st, err := b.open(t.Context())
+		st, err := b.Open(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -375,28 +228,27 @@ func TestTwoServices(t *testing.T) {
 			t.Errorf("submission %s = %+v, %v; want the prompt step's, completed, telling %s", sub, s, err, id)
 		}
 		t.Logf("issue to labels, with both processes' starts: %s", time.Since(began).Round(time.Millisecond))
-		agents.stop()
-		workflows.stop()
+		agents.Stop()
+		workflows.Stop()
 	}
 
 	t.Run("sqlite", func(t *testing.T) {
 		t.Parallel()
-		story(t, sqliteBackend(t))
+		story(t, proctest.SQLite(t, "triage.db"))
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		story(t, postgresBackend(t))
+		story(t, proctest.Postgres(t))
 	})
 	// Without the cluster secret neither process starts: its workflows
 	// could not reach their agents.
 	t.Run("no cluster secret", func(t *testing.T) {
 		t.Parallel()
-		b := sqliteBackend(t)
+		b := proctest.SQLite(t, "triage.db")
 		for _, bin := range []string{workflowsBin, agentsBin} {
-			p := start(t, bin, nil, b.args...)
-			<-p.done
-			if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.output(), "--cluster-secret (or AGENTFLOW_CLUSTER_SECRET) is required") {
-				t.Errorf("%s without a secret exited %d, want 1 saying the secret is required:\n%s", p.name, code, p.output())
+			p := proctest.Start(t, bin, environ(), b.Args...)
+			if code := p.Wait(); code != 1 || !strings.Contains(p.Output(), "--cluster-secret (or AGENTFLOW_CLUSTER_SECRET) is required") {
+				t.Errorf("%s without a secret exited %d, want 1 saying the secret is required:\n%s", p.Name, code, p.Output())
 			}
 		}
 	})

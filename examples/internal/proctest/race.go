@@ -1,5 +1,5 @@
 //go:build race
 
-package cmd_test
+package proctest
 
 const raceEnabled = true
