@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,8 +91,9 @@ func TestChaos(t *testing.T) {
 
 	cl := &cluster{t: t, st: st}
 	for i := range nodes {
-		cl.procs = append(cl.procs, startProc(t, Config{DSN: dsn, Schema: schema, Port: freePort(t), Audit: audit,
-			Lease: 2 * time.Second, PollInterval: 200 * time.Millisecond}, i))
+		p := startProc(t, Config{DSN: dsn, Schema: schema, Port: freePort(t), Audit: audit,
+			Lease: 2 * time.Second, PollInterval: 200 * time.Millisecond}, i)
+		cl.procs, cl.all = append(cl.procs, p), append(cl.all, p)
 	}
 	t.Logf("3 nodes ready in %v", time.Since(began).Round(time.Millisecond))
 
@@ -143,6 +146,13 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos %v (restarts after kill: %v), settling %v, total %v\n%s",
 		chaos.Round(time.Millisecond), roundAll(restarts), settle.Round(time.Millisecond),
 		time.Since(began).Round(time.Millisecond), rep)
+	if w := cl.warnings(); len(w) > 0 {
+		var b strings.Builder
+		for _, k := range slices.Sorted(maps.Keys(w)) {
+			fmt.Fprintf(&b, "\n  %5d %s", w[k], k)
+		}
+		t.Logf("the processes logged:%s", b.String())
+	}
 	for _, p := range rep.Problems {
 		t.Error(p)
 	}
@@ -290,7 +300,35 @@ type cluster struct {
 	t     *testing.T
 	st    store.Store
 	mu    sync.Mutex
-	procs []*proc
+	procs []*proc // the nodes now
+	all   []*proc // every process started
+}
+
+// warnings counts the messages the processes logged at warning level or
+// above, by level and message.
+func (c *cluster) warnings() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for _, p := range c.all {
+		for line := range strings.SplitSeq(p.output(), "\n") {
+			_, rest, ok := strings.Cut(line, " level=")
+			if !ok {
+				continue
+			}
+			level, rest, _ := strings.Cut(rest, " ")
+			msg := rest
+			if m, ok := strings.CutPrefix(rest, "msg="); ok {
+				if q, err := strconv.QuotedPrefix(m); err == nil {
+					msg, _ = strconv.Unquote(q)
+				} else {
+					msg, _, _ = strings.Cut(m, " ")
+				}
+			}
+			out[level+" "+msg]++
+		}
+	}
+	return out
 }
 
 func (c *cluster) pick(rng *rand.Rand) *proc {
@@ -326,6 +364,7 @@ func (c *cluster) restart(i int, audit string) time.Duration {
 	}
 	c.mu.Lock()
 	c.procs[i] = p
+	c.all = append(c.all, p)
 	c.mu.Unlock()
 	return took
 }
