@@ -1,7 +1,8 @@
 // Package service is what the examples' two-service binaries (the flights
 // example's and the triage example's, under examples/*/cmd) share: the
-// flags that pick their shared store and join their cluster, a line
-// printer and the shutdown.
+// signal handling, the flags that pick their shared store and join their
+// cluster, a line printer, and the order in which an agent service or a
+// workflow service starts, serves and stops.
 package service
 
 import (
@@ -12,13 +13,43 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
+	"agentflow/agent"
+	"agentflow/internal/httpserver"
 	"agentflow/store"
 	"agentflow/store/postgres"
 	"agentflow/store/sqlite"
+	"agentflow/workflow"
 )
+
+// Main runs a command: run, with a context that SIGINT or SIGTERM
+// cancels. If run fails, Main prints its error after the command's name
+// and exits 1.
+func Main(name string, run func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Parse parses args with fs and refuses arguments after the flags.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
 
 // StoreFlags are --db, --postgres and --schema.
 type StoreFlags struct {
@@ -99,6 +130,15 @@ func (f *ClusterFlags) AdvertiseURL(ln net.Listener) string {
 	return "http://" + ln.Addr().String() + "/agents"
 }
 
+// Listen listens on addr, the --addr flag's value.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w (choose another address with --addr)", err)
+	}
+	return ln, nil
+}
+
 // Logger logs warnings (with verbose, debug messages) to w.
 func Logger(w io.Writer, verbose bool) *slog.Logger {
 	level := slog.LevelWarn
@@ -134,6 +174,17 @@ func (p *Printer) Write(b []byte) (int, error) {
 	return p.w.Write(b)
 }
 
+// StepHooks are engine hooks that print each workflow step once it is
+// done.
+func (p *Printer) StepHooks() workflow.Hooks {
+	return workflow.Hooks{
+		AfterStep: func(_ context.Context, s workflow.StepRef) error {
+			p.Printf("%s %s: step %q done", s.Workflow, s.InstanceID, s.Name)
+			return nil
+		},
+	}
+}
+
 // Stop calls each stop in turn with ten seconds to finish, though ctx (the
 // command's, cancelled by the signal) is done, and joins their errors.
 func Stop(ctx context.Context, stops ...func(context.Context) error) error {
@@ -144,4 +195,63 @@ func Stop(ctx context.Context, stops ...func(context.Context) error) error {
 		errs = append(errs, stop(sctx))
 	}
 	return errors.Join(errs...)
+}
+
+// ServeAgents runs an agent service: it starts eng, then rt, then an HTTP
+// server of rt's agents on ln, calls started (which says what it serves),
+// and runs until ctx is done or the server fails. Then it stops the
+// server, the runtime and the engine, in that order, printing name's
+// "stopping" and, once all stopped cleanly, "stopped". The server's
+// errors go to logger.
+func ServeAgents(ctx context.Context, name string, p *Printer, logger *slog.Logger, eng *workflow.Engine, rt *agent.Runtime, ln net.Listener, started func()) error {
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	if err := rt.Start(ctx); err != nil {
+		_ = Stop(ctx, eng.Stop)
+		return err
+	}
+	srv, err := httpserver.New(httpserver.Options{Handler: rt.Handler(agent.HandlerOptions{}),
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)})
+	if err != nil {
+		_ = Stop(ctx, rt.Stop, eng.Stop)
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	started()
+
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		err = fmt.Errorf("server: %w", err)
+	}
+	p.Printf("%s: stopping", name)
+	stopErr := Stop(ctx, srv.Shutdown, rt.Stop, eng.Stop)
+	if errors.Is(stopErr, http.ErrServerClosed) {
+		stopErr = nil
+	}
+	if err = errors.Join(err, stopErr); err != nil {
+		return err
+	}
+	p.Printf("%s: stopped", name)
+	return nil
+}
+
+// RunWorkflows runs a workflow service: it starts eng, calls started
+// (which says what it runs), and runs until ctx is done. Then it stops
+// the engine and calls each of after in turn, printing name's "stopping"
+// and, once all stopped cleanly, "stopped".
+func RunWorkflows(ctx context.Context, name string, p *Printer, eng *workflow.Engine, started func(), after ...func(context.Context) error) error {
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	started()
+	<-ctx.Done()
+	p.Printf("%s: stopping", name)
+	if err := Stop(ctx, append([]func(context.Context) error{eng.Stop}, after...)...); err != nil {
+		return err
+	}
+	p.Printf("%s: stopped", name)
+	return nil
 }

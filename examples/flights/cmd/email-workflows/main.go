@@ -9,11 +9,8 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"agentflow/examples/flights/email"
 	"agentflow/examples/internal/service"
@@ -21,12 +18,9 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "email-workflows: %v\n", err)
-		os.Exit(1)
-	}
+	service.Main("email-workflows", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	})
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -34,11 +28,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	storeFlags := service.AddStoreFlags(fs, "flights.db")
 	verbose := fs.Bool("v", false, "log debug messages")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	logger := service.Logger(stderr, *verbose)
 	p := service.NewPrinter(stdout)
@@ -48,27 +39,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Service: email.Service, Hooks: workflow.Hooks{
-		AfterStep: func(_ context.Context, s workflow.StepRef) error {
-			p.Printf("%s %s: step %q done", s.Workflow, s.InstanceID, s.Name)
-			return nil
-		},
-	}})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Service: email.Service, Hooks: p.StepHooks()})
 	if err != nil {
 		return err
 	}
 	if err := email.Register(eng, email.Printer{W: p}); err != nil {
 		return err
 	}
-	if err := eng.Start(ctx); err != nil {
-		return err
-	}
-	p.Printf("email-workflows: engine %s of service %q on %s", eng.NodeID(), email.Service, where)
-	<-ctx.Done()
-	p.Printf("email-workflows: stopping")
-	if err := service.Stop(ctx, eng.Stop); err != nil {
-		return err
-	}
-	p.Printf("email-workflows: stopped")
-	return nil
+	return service.RunWorkflows(ctx, "email-workflows", p, eng, func() {
+		p.Printf("email-workflows: engine %s of service %q on %s", eng.NodeID(), email.Service, where)
+	})
 }

@@ -15,32 +15,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"agentflow/agent"
 	"agentflow/examples/flights"
 	"agentflow/examples/internal/service"
-	"agentflow/internal/httpserver"
 	"agentflow/workflow"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "flights-agents: %v\n", err)
-		os.Exit(1)
-	}
+	service.Main("flights-agents", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	})
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,11 +40,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	delay := fs.Duration("delay", 300*time.Second, "how long after a request the flight workflow starts")
 	checkIn := fs.Duration("check-in-wait", 20*time.Minute, "how long the flight workflow sleeps before checking in")
 	verbose := fs.Bool("v", false, "log debug messages")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	logger := service.Logger(stderr, *verbose)
 	p := service.NewPrinter(stdout)
@@ -65,12 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: workflow.Hooks{
-		AfterStep: func(_ context.Context, s workflow.StepRef) error {
-			p.Printf("%s %s: step %q done", s.Workflow, s.InstanceID, s.Name)
-			return nil
-		},
-	}})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: p.StepHooks()})
 	if err != nil {
 		return err
 	}
@@ -83,43 +64,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := service.Listen(*addr)
 	if err != nil {
-		return fmt.Errorf("%w (choose another address with --addr)", err)
+		return err
 	}
 	defer ln.Close()
 
-	if err := eng.Start(ctx); err != nil {
-		return err
-	}
-	if err := rt.Start(ctx); err != nil {
-		_ = service.Stop(ctx, eng.Stop)
-		return err
-	}
-	srv, err := httpserver.New(httpserver.Options{Handler: rt.Handler(agent.HandlerOptions{}),
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)})
-	if err != nil {
-		_ = service.Stop(ctx, rt.Stop, eng.Stop)
-		return err
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	p.Printf("flights-agents: engine %s on %s", eng.NodeID(), where)
-	p.Printf("flights-agents: serving http://%s/agents/%s/<name> (POST with a user-id header; GET <name>/state)", ln.Addr(), agent.Kebab(flights.AgentClass))
-
-	select {
-	case <-ctx.Done():
-	case err = <-served:
-		err = fmt.Errorf("server: %w", err)
-	}
-	p.Printf("flights-agents: stopping")
-	stopErr := service.Stop(ctx, srv.Shutdown, rt.Stop, eng.Stop)
-	if errors.Is(stopErr, http.ErrServerClosed) {
-		stopErr = nil
-	}
-	if err = errors.Join(err, stopErr); err != nil {
-		return err
-	}
-	p.Printf("flights-agents: stopped")
-	return nil
+	return service.ServeAgents(ctx, "flights-agents", p, logger, eng, rt, ln, func() {
+		p.Printf("flights-agents: engine %s on %s", eng.NodeID(), where)
+		p.Printf("flights-agents: serving http://%s/agents/%s/<name> (POST with a user-id header; GET <name>/state)", ln.Addr(), agent.Kebab(flights.AgentClass))
+	})
 }

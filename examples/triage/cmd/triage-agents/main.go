@@ -23,34 +23,24 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"agentflow/agent"
 	"agentflow/examples/assistant"
 	"agentflow/examples/internal/service"
 	"agentflow/examples/triage"
-	"agentflow/internal/httpserver"
 	"agentflow/model/scripted"
 	"agentflow/think"
 	"agentflow/workflow"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "triage-agents: %v\n", err)
-		os.Exit(1)
-	}
+	service.Main("triage-agents", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	})
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -60,11 +50,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	clusterFlags := service.AddClusterFlags(fs, true)
 	addr := fs.String("addr", "127.0.0.1:8789", "address the agents are served on")
 	verbose := fs.Bool("v", false, "log debug messages")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	secret, err := clusterFlags.Secret(getenv)
 	if err != nil {
@@ -80,9 +67,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := service.Logger(stderr, *verbose)
 	p := service.NewPrinter(stdout)
 
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := service.Listen(*addr)
 	if err != nil {
-		return fmt.Errorf("%w (choose another address with --addr)", err)
+		return err
 	}
 	defer ln.Close()
 	st, where, err := storeFlags.Open(ctx)
@@ -105,39 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	if err := eng.Start(ctx); err != nil {
-		return err
-	}
-	if err := rt.Start(ctx); err != nil {
-		_ = service.Stop(ctx, eng.Stop)
-		return err
-	}
-	srv, err := httpserver.New(httpserver.Options{Handler: rt.Handler(agent.HandlerOptions{}),
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)})
-	if err != nil {
-		_ = service.Stop(ctx, rt.Stop, eng.Stop)
-		return err
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	p.Printf("triage-agents: engine %s on %s; other nodes reach its agents at %s", eng.NodeID(), where, advertise)
-	p.Printf("triage-agents: %s uses the %s; %s runs in service %q", triage.AgentClass, modelDesc, triage.Binding, triage.WorkflowService)
-	p.Printf("triage-agents: serving http://%s/agents/%s/<name> (POST issues/<n>; POST workflows/<id>/approve or reject; GET state)",
-		ln.Addr(), agent.Kebab(triage.AgentClass))
-
-	select {
-	case <-ctx.Done():
-	case err = <-served:
-		err = fmt.Errorf("server: %w", err)
-	}
-	p.Printf("triage-agents: stopping")
-	stopErr := service.Stop(ctx, srv.Shutdown, rt.Stop, eng.Stop)
-	if errors.Is(stopErr, http.ErrServerClosed) {
-		stopErr = nil
-	}
-	if err = errors.Join(err, stopErr); err != nil {
-		return err
-	}
-	p.Printf("triage-agents: stopped")
-	return nil
+	return service.ServeAgents(ctx, "triage-agents", p, logger, eng, rt, ln, func() {
+		p.Printf("triage-agents: engine %s on %s; other nodes reach its agents at %s", eng.NodeID(), where, advertise)
+		p.Printf("triage-agents: %s uses the %s; %s runs in service %q", triage.AgentClass, modelDesc, triage.Binding, triage.WorkflowService)
+		p.Printf("triage-agents: serving http://%s/agents/%s/<name> (POST issues/<n>; POST workflows/<id>/approve or reject; GET state)",
+			ln.Addr(), agent.Kebab(triage.AgentClass))
+	})
 }

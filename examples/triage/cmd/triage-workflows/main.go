@@ -17,9 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 
 	"agentflow/agent"
 	"agentflow/examples/internal/service"
@@ -29,12 +27,9 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "triage-workflows: %v\n", err)
-		os.Exit(1)
-	}
+	service.Main("triage-workflows", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	})
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -43,11 +38,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	storeFlags := service.AddStoreFlags(fs, "triage.db")
 	clusterFlags := service.AddClusterFlags(fs, false)
 	verbose := fs.Bool("v", false, "log debug messages")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	secret, err := clusterFlags.Secret(getenv)
 	if err != nil {
@@ -61,12 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer st.Close()
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Service: triage.WorkflowService, Hooks: workflow.Hooks{
-		AfterStep: func(_ context.Context, s workflow.StepRef) error {
-			p.Printf("%s %s: step %q done", s.Workflow, s.InstanceID, s.Name)
-			return nil
-		},
-	}})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Service: triage.WorkflowService, Hooks: p.StepHooks()})
 	if err != nil {
 		return err
 	}
@@ -85,19 +72,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	eng.OnFinished(func(id string, origin store.AgentKey) {
 		ends.Go(func() { printEnd(ctx, p, st, id, origin) })
 	})
-	if err := eng.Start(ctx); err != nil {
-		return err
-	}
-	p.Printf("triage-workflows: engine %s of service %q on %s", eng.NodeID(), triage.WorkflowService, where)
-	<-ctx.Done()
-	p.Printf("triage-workflows: stopping")
-	err = service.Stop(ctx, eng.Stop)
-	ends.Wait()
-	if err != nil {
-		return err
-	}
-	p.Printf("triage-workflows: stopped")
-	return nil
+	return service.RunWorkflows(ctx, "triage-workflows", p, eng, func() {
+		p.Printf("triage-workflows: engine %s of service %q on %s", eng.NodeID(), triage.WorkflowService, where)
+	}, func(context.Context) error {
+		ends.Wait() // the ends being printed, once the engine has stopped
+		return nil
+	})
 }
 
 // printEnd prints how instance id ended.
