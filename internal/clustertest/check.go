@@ -46,6 +46,9 @@ type Report struct {
 	// Takeovers are activations whose predecessor ended by a kill, on
 	// another process.
 	Takeovers int
+	// LiveReaps are nodes another node removed while their process was
+	// alive (a lapsed lease).
+	LiveReaps []string
 	Writes    int
 	// Workflows is how many exist; StepReruns how many step functions ran
 	// again after a crash cut them off before their checkpoint.
@@ -70,6 +73,9 @@ func (r *Report) String() string {
 		r.Increments[OutAck], r.Increments[OutUnknown], r.Increments[OutRefused], r.Increments[OutConflict]+r.Increments[OutError])
 	fmt.Fprintf(&b, "503 answers: %d; kills: %d; activations: %d (take-overs after a kill: %d); state writes: %d\n",
 		r.Status503, r.Kills, r.Activations, r.Takeovers, r.Writes)
+	if len(r.LiveReaps) > 0 {
+		fmt.Fprintf(&b, "nodes removed while alive (lapsed leases): %s\n", strings.Join(r.LiveReaps, ", "))
+	}
 	fmt.Fprintf(&b, "workflows: %d, step executions %d (%d re-runs of steps cut off), completions heard %d (twice: %d)\n",
 		r.Workflows, r.StepExecs, r.StepReruns, r.Heard, r.HeardTwice)
 	for _, k := range slices.Sorted(maps.Keys(r.Ops)) {
@@ -145,7 +151,9 @@ type activation struct {
 // returns the writes by their op, and each agent's activations in the
 // order they completed.
 func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string][]*activation) {
-	kills := map[int]int64{} // pid → when the parent killed it
+	kills := map[int]int64{}     // pid → when the parent killed it
+	pids := map[string]int{}     // node → its process
+	reaped := map[string]int64{} // node → when another node removed it
 	acts := map[string][]*activation{}
 	releases := map[string][]Record{} // by agent
 	writes := map[string][]Record{}   // by agent
@@ -155,6 +163,14 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 		case EvKill:
 			kills[rec.PID] = rec.T0
 			r.Kills++
+		case EvStart:
+			pids[rec.Node] = rec.PID
+		case EvReap:
+			if rec.By != rec.Node {
+				if _, ok := reaped[rec.Node]; !ok {
+					reaped[rec.Node] = rec.T0
+				}
+			}
 		case EvActivate:
 			acts[rec.Agent] = append(acts[rec.Agent], &activation{Record: rec})
 			r.Activations++
@@ -164,6 +180,18 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 			writes[rec.Agent] = append(writes[rec.Agent], rec)
 			writesByOp[rec.Op] = append(writesByOp[rec.Op], rec)
 			r.Writes++
+		}
+	}
+	// A node removed by another while its process lived had let its
+	// lease lapse (or was taken for dead by mistake). That is no safety
+	// problem, since its writes are fenced off from then on, which the
+	// checks below prove; it is reported.
+	for _, node := range slices.Sorted(maps.Keys(reaped)) {
+		at := reaped[node]
+		if pid, ok := pids[node]; ok {
+			if k, killed := kills[pid]; !killed || k > at {
+				r.LiveReaps = append(r.LiveReaps, fmt.Sprintf("node %s (pid %d)", node, pid))
+			}
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(acts)) {
@@ -180,6 +208,9 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 			}
 			if k, ok := kills[a.PID]; ok && k >= a.T0 && (a.end == 0 || k < a.end) {
 				a.end, a.endBy = k, "kill"
+			}
+			if k, ok := reaped[a.Node]; ok && k >= a.T0 && (a.end == 0 || k < a.end) {
+				a.end, a.endBy = k, "node's removal"
 			}
 		}
 		// Writes belong to the activation of their lease.
@@ -222,6 +253,10 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 			a.writes++
 			if a.end != 0 && w.T0 > a.end {
 				r.problem("agent %s: write seq %d (%s) by node %s fence %d began after its activation ended by its %s", name, w.Seq, w.Op, w.Node, w.Fence, a.endBy)
+			}
+			if i+1 < len(as) && w.T0 >= as[i+1].T1 {
+				r.problem("agent %s: write seq %d (%s) by node %s under fence %d began after the agent was activated on node %s with fence %d",
+					name, w.Seq, w.Op, w.Node, w.Fence, as[i+1].Node, as[i+1].Fence)
 			}
 			if w.Seq == lastSeq {
 				r.problem("agent %s: two writes with seq %d (the second %s by node %s fence %d): two were built on one state", name, w.Seq, w.Op, w.Node, w.Fence)

@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,6 +54,27 @@ func TestCheckFindsViolations(t *testing.T) {
 	retold.finals["a1"] = State{Count: 2, Seq: 3, Done: map[string]int{"w1": 2}}
 	if rep := Check(retold.recs, retold.ops, retold.finals, retold.flows); len(rep.Problems) > 0 || rep.HeardTwice != 1 {
 		t.Fatalf("told again after a kill: problems %q, heard twice %d (want none, 1)", rep.Problems, rep.HeardTwice)
+	}
+	// pid 1's lease lapses instead of its being killed: pid 2 removes its
+	// node and takes the agent over. Reported, and no problem.
+	lapse := func() *history {
+		h := good()
+		h.recs[4] = Record{Ev: EvReap, PID: 2, Node: "n1", By: "n2", T0: 50, T1: 51}
+		h.recs = append([]Record{{Ev: EvStart, PID: 1, Node: "n1", T0: 1}, {Ev: EvStart, PID: 2, Node: "n2", T0: 2}}, h.recs...)
+		return h
+	}
+	if h := lapse(); true {
+		rep := Check(h.recs, h.ops, h.finals, h.flows)
+		if len(rep.Problems) > 0 || len(rep.LiveReaps) != 1 {
+			t.Fatalf("a lapsed lease: problems %q, live reaps %q (want none, n1)", rep.Problems, rep.LiveReaps)
+		}
+		// Its process then writes under its old fence: the store must
+		// have refused that.
+		h.recs = append(h.recs, Record{Ev: EvWrite, PID: 1, Node: "n1", Agent: "a1", Fence: 1, Seq: 4, Op: "late", T0: 62, T1: 63})
+		rep = Check(h.recs, h.ops, h.finals, h.flows)
+		if !slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "began after the agent was activated on node n2") }) {
+			t.Fatalf("a write under a fence taken over: problems %q", rep.Problems)
+		}
 	}
 	for _, tc := range []struct {
 		name   string

@@ -251,6 +251,7 @@ func runChild(cfg Config) error {
 		return err
 	}
 	st.node = eng.NodeID()
+	audit.mustAppend(Record{Ev: EvStart, Node: st.node})
 	base := fmt.Sprintf("http://127.0.0.1:%d", cfg.Port)
 	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: log, PollInterval: cfg.PollInterval,
 		AdvertiseURL: base + "/agents", ClusterSecret: secret})
@@ -350,6 +351,8 @@ const (
 	EvExec     = "exec"     // a workflow step's function ran: Instance, Step, Attempt
 	EvReturned = "returned" // a workflow's Do returned: Instance, Step
 	EvKill     = "kill"     // the parent is about to kill PID (node Node): T0
+	EvStart    = "start"    // a child's engine is node Node: T0
+	EvReap     = "reap"     // node By removed node Node (its own when it stops): T0..T1
 )
 
 // Record is one line of the audit log.
@@ -365,9 +368,11 @@ type Record struct {
 	Instance string `json:"instance,omitempty"`
 	Step     string `json:"step,omitempty"`
 	Attempt  int    `json:"attempt,omitempty"`
-	T0       int64  `json:"t0"` // Unix nanoseconds
-	T1       int64  `json:"t1,omitempty"`
-	Err      string `json:"err,omitempty"`
+	// By is the node that reaped Node.
+	By  string `json:"by,omitempty"`
+	T0  int64  `json:"t0"` // Unix nanoseconds
+	T1  int64  `json:"t1,omitempty"`
+	Err string `json:"err,omitempty"`
 }
 
 // auditLog appends records to the audit file, each with one write(2) on
@@ -475,6 +480,15 @@ func (s *auditStore) SaveAgentState(ctx context.Context, l store.AgentLease, sta
 		s.audit.mustAppend(Record{Ev: EvWrite, Node: l.Owner, Agent: l.Name, Fence: l.Fence, Seq: st.Seq, Op: st.Op, T0: t0, T1: time.Now().UnixNano()})
 	}
 	return err
+}
+
+func (s *auditStore) RemoveNode(ctx context.Context, id string, now time.Time) (int, error) {
+	t0 := time.Now().UnixNano()
+	n, err := s.Store.RemoveNode(ctx, id, now)
+	if err == nil {
+		s.audit.mustAppend(Record{Ev: EvReap, Node: id, By: s.node, T0: t0, T1: time.Now().UnixNano()})
+	}
+	return n, err
 }
 
 func (s *auditStore) ReleaseAgent(ctx context.Context, l store.AgentLease, now time.Time) error {
