@@ -414,6 +414,9 @@ func (s *Store) CreateSchedule(ctx context.Context, sc *store.Schedule) (*store.
 			return nil, false, fmt.Errorf("%s: %w", op, err)
 		}
 		if len(got) == 1 {
+			if sc.Owner == "" && !sc.NextRunAt.After(sc.CreatedAt) {
+				s.wake(store.Wake{Kind: store.WakeSchedules, Key: sc.Class})
+			}
 			return got[0], true, nil
 		}
 		// Nothing was inserted: the key or the id exists.

@@ -213,7 +213,7 @@ func (s *Store) CreateTrackedInstance(ctx context.Context, in *store.Instance, w
 	}
 	args := []any{wf.Class, wf.Name, wf.WorkflowID, wf.Binding, workflow, service, string(status), metadataArg(wf.Metadata),
 		nullString(wf.ErrorName), nullString(wf.ErrorMessage), created.UnixMicro(), updated.UnixMicro(), micros(wf.CompletedAt)}
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		c := TxConn(tx)
 		if err := s.insertInstance(ctx, c, in); err != nil {
 			return err
@@ -223,6 +223,10 @@ func (s *Store) CreateTrackedInstance(ctx context.Context, in *store.Instance, w
 		}
 		return nil
 	})
+	if err == nil {
+		s.wakeQueued(in)
+	}
+	return err
 }
 
 // GetAgentWorkflow implements store.AgentWorkflowStore.

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"agentflow/internal/wakebus"
 	"agentflow/store"
 )
 
@@ -98,6 +99,7 @@ type Store struct {
 	aq     agentQueries         // see agents.go
 	wq     agentWorkflowQueries // see agentworkflows.go
 	tq     thinkQueries         // see think.go
+	wakes  *wakebus.Bus         // nil: no wakes; see wakes.go
 }
 
 // Config assembles a Store.
@@ -108,13 +110,15 @@ type Config struct {
 	Read *sql.DB
 	// Close releases the databases after the writer is closed.
 	Close func() error
+	// Wakes, when set, is told what each committed write made due.
+	Wakes *wakebus.Bus
 }
 
 // New returns a Store over already migrated databases.
 func New(c Config) *Store {
 	return &Store{d: c.Dialect, w: c.Writer, read: c.Read, closer: c.Close,
 		q: newQueries(c.Dialect), aq: newAgentQueries(c.Dialect), wq: newAgentWorkflowQueries(c.Dialect),
-		tq: newThinkQueries(c.Dialect)}
+		tq: newThinkQueries(c.Dialect), wakes: c.Wakes}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -205,7 +209,7 @@ func newQueries(d *Dialect) queries {
 		finish:       r(finishUpdate),
 		insertNotice: r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 		finishNotice: finishNotice(d),
-		lockInstance: r(`SELECT status, owner, waiting_event FROM workflow_instances WHERE id = ?` + d.ForUpdate),
+		lockInstance: r(`SELECT status, owner, waiting_event, service FROM workflow_instances WHERE id = ?` + d.ForUpdate),
 		insertEvent:  r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
 		wakeForEvent: r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
 		pauseRequest: r(`UPDATE workflow_instances SET status = 'waitingForPause', updated_at = ? WHERE id = ?`),
@@ -453,7 +457,7 @@ func queryRow(ctx context.Context, c Conn, q string, args []any, dest ...any) er
 func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) error {
 	// One instance is one INSERT, which inserts nothing when the id exists;
 	// a batch needs the transaction to insert none when one id exists.
-	return s.write(ctx, len(insts) == 1, func(ctx context.Context, c Conn) error {
+	err := s.write(ctx, len(insts) == 1, func(ctx context.Context, c Conn) error {
 		for _, in := range insts {
 			if err := s.insertInstance(ctx, c, in); err != nil {
 				return err
@@ -461,6 +465,10 @@ func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) er
 		}
 		return nil
 	})
+	if err == nil {
+		s.wakeQueued(insts...)
+	}
+	return err
 }
 
 // insertInstance inserts one instance, claimed with fence 1 when it has an
@@ -717,7 +725,9 @@ func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now 
 		return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
 	}
 	one := s.q.finishNotice != ""
-	return s.write(ctx, one, func(ctx context.Context, c Conn) error {
+	var wake store.Wake // the origin's notice, if one was queued
+	err = s.write(ctx, one, func(ctx context.Context, c Conn) error {
+		wake = store.Wake{}
 		args := []any{string(o.Status), blob(o.Output), nullString(o.ErrorName),
 			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence}
 		q := s.q.finish
@@ -732,6 +742,9 @@ func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now 
 		if err != nil {
 			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
 		}
+		if originClass.Valid {
+			wake = store.Wake{Kind: store.WakeSchedules, Key: originClass.String}
+		}
 		if one || !originClass.Valid {
 			return nil
 		}
@@ -742,12 +755,17 @@ func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now 
 		}
 		return nil
 	})
+	if err == nil && wake.Key != "" {
+		s.wake(wake)
+	}
+	return err
 }
 
 type lockedInstance struct {
 	status       store.Status
 	owner        string
 	waitingEvent string
+	service      string
 }
 
 // lock reads and (where the dialect can) locks an instance row for the rest
@@ -758,7 +776,7 @@ func (s *Store) lock(ctx context.Context, tx *sql.Tx, id, op string) (lockedInst
 		status        string
 		owner, waitEv sql.NullString
 	)
-	err := QueryRow(ctx, tx, s.q.lockInstance, id).Scan(&status, &owner, &waitEv)
+	err := QueryRow(ctx, tx, s.q.lockInstance, id).Scan(&status, &owner, &waitEv, &li.service)
 	if errors.Is(err, sql.ErrNoRows) {
 		return li, &store.InstanceError{ID: id, Op: op, Err: store.ErrNotFound}
 	}
@@ -771,7 +789,9 @@ func (s *Store) lock(ctx context.Context, tx *sql.Tx, id, op string) (lockedInst
 
 // SendEvent implements store.Store.
 func (s *Store) SendEvent(ctx context.Context, e store.Event) error {
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	var woke *store.Wake // the instance's service, if the event woke it
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		woke = nil
 		li, err := s.lock(ctx, tx, e.InstanceID, "send event to")
 		if err != nil {
 			return err
@@ -786,9 +806,14 @@ func (s *Store) SendEvent(ctx context.Context, e store.Event) error {
 			if _, err := Exec(ctx, tx, s.q.wakeForEvent, e.CreatedAt.UnixMicro(), e.InstanceID); err != nil {
 				return fmt.Errorf("wake instance %q: %w", e.InstanceID, err)
 			}
+			woke = &store.Wake{Kind: store.WakeInstances, Key: li.service}
 		}
 		return nil
 	})
+	if err == nil && woke != nil {
+		s.wake(*woke)
+	}
+	return err
 }
 
 // Pause implements store.Store.
@@ -823,7 +848,9 @@ func (s *Store) Pause(ctx context.Context, id string, now time.Time) (store.Stat
 
 // Resume implements store.Store.
 func (s *Store) Resume(ctx context.Context, id string, now time.Time) error {
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	var woke *store.Wake // the instance's service, if it is due now
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		woke = nil
 		li, err := s.lock(ctx, tx, id, "resume")
 		if err != nil {
 			return err
@@ -861,8 +888,15 @@ func (s *Store) Resume(ctx context.Context, id string, now time.Time) error {
 		if _, err := Exec(ctx, tx, s.q.shiftSteps, n-pausedAt, id, pausedAt); err != nil {
 			return fmt.Errorf("resume instance %q: shift timers: %w", id, err)
 		}
+		if wake.Valid && wake.Int64 <= n {
+			woke = &store.Wake{Kind: store.WakeInstances, Key: li.service}
+		}
 		return nil
 	})
+	if err == nil && woke != nil {
+		s.wake(*woke)
+	}
+	return err
 }
 
 // Terminate implements store.Store.
@@ -885,10 +919,13 @@ func (s *Store) Terminate(ctx context.Context, id string, now time.Time) error {
 
 // Restart implements store.Store.
 func (s *Store) Restart(ctx context.Context, id string, now time.Time) error {
-	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := s.lock(ctx, tx, id, "restart"); err != nil {
+	var service string
+	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		li, err := s.lock(ctx, tx, id, "restart")
+		if err != nil {
 			return err
 		}
+		service = li.service
 		n := now.UnixMicro()
 		for _, q := range []string{s.q.deleteSteps, s.q.deleteConsumed} {
 			if _, err := Exec(ctx, tx, q, id); err != nil {
@@ -900,6 +937,10 @@ func (s *Store) Restart(ctx context.Context, id string, now time.Time) error {
 		}
 		return nil
 	})
+	if err == nil {
+		s.wake(store.Wake{Kind: store.WakeInstances, Key: service})
+	}
+	return err
 }
 
 // DeleteFinished implements store.Store.

@@ -88,12 +88,13 @@ DELETE FROM think_outbox WHERE id IN (SELECT id FROM picked)`),
 	}
 	if d.WritableCTEs {
 		// Arguments: finishSubmissionSQL's, then payload, next_attempt_at,
-		// created_at. It returns how many submissions it finished.
+		// created_at. It returns how many submissions it finished and how
+		// many outbox messages it wrote.
 		q.finishNotify = r(`WITH f AS (` + finishSubmissionSQL + `
  RETURNING class, name, id, notify_instance, notify_event),
 o AS (INSERT INTO think_outbox (` + outboxInsertCols + `)
- SELECT class, name, id, notify_instance, notify_event, ?, 0, ?, ? FROM f WHERE notify_instance IS NOT NULL)
-SELECT COUNT(*) FROM f`)
+ SELECT class, name, id, notify_instance, notify_event, ?, 0, ?, ? FROM f WHERE notify_instance IS NOT NULL RETURNING 1)
+SELECT (SELECT COUNT(*) FROM f), (SELECT COUNT(*) FROM o)`)
 	}
 	return q
 }
@@ -151,17 +152,17 @@ func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, ow
 	n := now.UnixMicro()
 	args := []any{string(status), nullString(errMsg), blob(output), n,
 		usage.InputTokens, usage.OutputTokens, key.Class, key.Name, id, owner}
-	var changed int64
+	var changed, queued int64 // submissions finished, outbox messages written
 	if s.tq.finishNotify != "" {
 		err = s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
-			changed = 0
+			changed, queued = 0, 0
 			rows, err := c.Query(ctx, s.tq.finishNotify, append(args, payload, n, n)...)
 			if err != nil {
 				return err
 			}
 			defer rows.Close()
 			if rows.Next() {
-				if err := rows.Scan(&changed); err != nil {
+				if err := rows.Scan(&changed, &queued); err != nil {
 					return err
 				}
 			}
@@ -174,15 +175,19 @@ func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, ow
 		err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			c := TxConn(tx)
 			var err error
+			queued = 0
 			if changed, err = c.Exec(ctx, s.tq.finishSubmission, args...); err != nil || changed == 0 {
 				return err
 			}
-			_, err = c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id)
+			queued, err = c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id)
 			return err
 		})
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
+	}
+	if queued > 0 {
+		s.wake(store.Wake{Kind: store.WakeOutbox})
 	}
 	if changed == 0 {
 		return fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
@@ -213,9 +218,12 @@ func (s *Store) finishPending(ctx context.Context, op string, key store.AgentKey
 		return "", fmt.Errorf("%s: %w", op, err)
 	}
 	n := now.UnixMicro()
-	var prior store.SubmissionStatus
+	var (
+		prior  store.SubmissionStatus
+		queued int64 // outbox messages written
+	)
 	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		prior = ""
+		prior, queued = "", 0
 		var cur string
 		err := QueryRow(ctx, tx, s.tq.lockSubmission, key.Class, key.Name, id).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -232,13 +240,16 @@ func (s *Store) finishPending(ctx context.Context, op string, key store.AgentKey
 		if _, err := c.Exec(ctx, s.tq.finishPending, string(status), nullString(errMsg), n, key.Class, key.Name, id); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		if _, err := c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id); err != nil {
+		if queued, err = c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id); err != nil {
 			return fmt.Errorf("%s: write its outbox message: %w", op, err)
 		}
 		return nil
 	})
 	if err != nil {
 		return "", err
+	}
+	if queued > 0 {
+		s.wake(store.Wake{Kind: store.WakeOutbox})
 	}
 	return prior, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"agentflow/internal/sqlstore"
+	"agentflow/internal/wakebus"
 	"agentflow/store"
 )
 
@@ -37,16 +38,31 @@ type Options struct {
 	// GroupConns is how many groups of one-statement writes may be at the
 	// server at once, each on a connection of the pool; default 2.
 	GroupConns int
+	// DisableWakes turns off LISTEN/NOTIFY (see Store.Subscribe), for a
+	// server reached through a pooler that cannot keep a LISTEN session
+	// (PgBouncer in transaction mode): the store then holds no connection
+	// of its own outside the pool, and the other processes on the database
+	// notice this one's work at their next poll.
+	DisableWakes bool
 }
 
 // maxGroup caps the writes committed in one group.
 const maxGroup = 256
 
 // Store is the PostgreSQL store. Its methods are those of store.Store, the
-// interface the engine and the agent runtime run on.
+// interface the engine and the agent runtime run on, and Subscribe.
 type Store struct {
 	store.Store // the SQL implementation shared with store/sqlite
+	wakes       *wakebus.Bus
 }
+
+var _ store.Waker = (*Store)(nil)
+
+// Subscribe implements store.Waker: fn hears the wakes of the writes made
+// through any handle on the same schema, in this process or another,
+// through LISTEN/NOTIFY (see wakes.go). With Options.DisableWakes it hears
+// only this handle's.
+func (s *Store) Subscribe(fn func(store.Wake)) (cancel func()) { return s.wakes.Subscribe(fn) }
 
 var dialect = &sqlstore.Dialect{
 	Name:          "postgres",
@@ -111,11 +127,26 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	var schema string
+	if err := db.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: current schema: %w", err)
+	}
+	bus := wakebus.New(schema)
+	closeDB := db.Close
+	if !opts.DisableWakes {
+		l := startWakes(ctx, bus, db, cfg)
+		closeDB = func() error {
+			l.close()
+			return db.Close()
+		}
+	}
 	st := sqlstore.New(sqlstore.Config{
 		Dialect: dialect,
 		Writer:  newPipeline(db, opts.GroupConns, maxGroup),
 		Read:    db,
-		Close:   db.Close,
+		Close:   closeDB,
+		Wakes:   bus,
 	})
-	return &Store{Store: st}, nil
+	return &Store{Store: st, wakes: bus}, nil
 }

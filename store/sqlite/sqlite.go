@@ -23,6 +23,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"agentflow/internal/sqlstore"
+	"agentflow/internal/wakebus"
 	"agentflow/store"
 )
 
@@ -56,14 +57,27 @@ type Options struct {
 	// it out of the commits, where SQLite would otherwise run it every
 	// 1,000 pages and stall the whole group behind it.
 	CheckpointInterval time.Duration
+	// DisableWakes turns off the wake sockets (see Store.Subscribe): other
+	// processes on the file then notice this one's work at their next poll.
+	DisableWakes bool
 }
 
 // Store is the SQLite store. Its methods are those of store.Store, the
-// interface the engine and the agent runtime run on, and Path.
+// interface the engine and the agent runtime run on, Subscribe and Path.
 type Store struct {
 	store.Store // the SQL implementation shared with store/postgres
 	path        string
+	wakes       *wakebus.Bus
 }
+
+var _ store.Waker = (*Store)(nil)
+
+// Subscribe implements store.Waker: fn hears the wakes of the writes made
+// through any handle on the file, in this process or another of this host,
+// through datagram sockets beside the file (see wakes_unix.go). With
+// Options.DisableWakes, or where there are no Unix sockets, it hears only
+// this handle's.
+func (s *Store) Subscribe(fn func(store.Wake)) (cancel func()) { return s.wakes.Subscribe(fn) }
 
 var dialect = &sqlstore.Dialect{Name: "sqlite", Serialized: true, JSON: sqlstore.JSONSQLite}
 
@@ -153,12 +167,23 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	cdb.SetMaxOpenConns(1)
 	cp := startCheckpointer(cdb, opts.CheckpointInterval)
 
+	bus := wakebus.New("sqlite")
+	var socks *sockets
+	if !opts.DisableWakes {
+		// Where no socket can be made (a directory the process may not
+		// write), the store works as before wakes: other processes poll.
+		socks, _ = startWakes(bus, abs)
+	}
 	gc := sqlstore.NewGroupCommitter(wdb, opts.MaxBatch)
 	st := sqlstore.New(sqlstore.Config{
 		Dialect: dialect,
 		Writer:  gc,
 		Read:    rdb,
+		Wakes:   bus,
 		Close: func() error {
+			if socks != nil {
+				socks.close()
+			}
 			cp.close()
 			rerr := rdb.Close()
 			werr := wdb.Close()
@@ -168,7 +193,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return werr
 		},
 	})
-	return &Store{Store: st, path: abs}, nil
+	return &Store{Store: st, path: abs, wakes: bus}, nil
 }
 
 // Path returns the database file's absolute path.
