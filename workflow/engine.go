@@ -42,8 +42,8 @@ type Options struct {
 	Lease time.Duration
 	// TimerHorizon is how far ahead wake-up times are loaded into memory;
 	// default 5 s. PollInterval is how often the store is asked for them,
-	// which is also how soon work made by other processes is noticed;
-	// default 1 s.
+	// which is also how soon work made by other processes is noticed when
+	// the store does not signal it (store.Waker); default 1 s.
 	TimerHorizon time.Duration
 	PollInterval time.Duration
 	// Retention is how long finished instances are kept; default 30 days.
@@ -82,6 +82,7 @@ type Engine struct {
 	// other nodes may take its instances over, so it starts no more steps.
 	leaseUntil atomic.Int64
 	renew      chan struct{} // asks nodeLoop to heartbeat now
+	unsubWakes func()        // ends the store's wakes' subscription, if any
 
 	finishedMu sync.RWMutex
 	finished   []func(instanceID string, origin store.AgentKey) // see OnFinished
@@ -191,8 +192,25 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.goLoop(e.sched.q.Run)
 	e.goLoop(e.retentionLoop)
 	e.running.Store(true)
+	e.subscribeWakes()
 	e.sched.poke()
 	return nil
+}
+
+// subscribeWakes has the scheduler claim at once when the store signals
+// that instances of this engine's service are due, e.g. queued by another
+// process; without such a store (or such a signal, which may be lost) the
+// poll every PollInterval finds them.
+func (e *Engine) subscribeWakes() {
+	w, ok := e.store.(store.Waker)
+	if !ok {
+		return
+	}
+	e.unsubWakes = w.Subscribe(func(wk store.Wake) {
+		if wk.Kind == store.WakeAll || wk.Kind == store.WakeInstances && wk.Key == e.service {
+			e.sched.poke()
+		}
+	})
 }
 
 func (e *Engine) goLoop(f func(ctx context.Context)) {
@@ -215,6 +233,9 @@ func (e *Engine) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+	}
+	if e.unsubWakes != nil {
+		e.unsubWakes()
 	}
 	e.cancel()
 	e.loops.Wait()
