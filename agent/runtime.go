@@ -263,7 +263,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	if stopped {
 		return ErrStopped
 	}
-	loops := []func(context.Context){rt.sched.Run, rt.evictLoop, rt.recoverLoop}
+	loops := []func(context.Context){rt.sched.Run, rt.evictLoop, rt.recoverLoop, rt.wakeLoop()}
 	if rt.cluster.enabled() {
 		// Advertised before Start returns, so that other nodes can send
 		// requests here from the first one on.
