@@ -51,7 +51,8 @@ func newOutbox(rt *agent.Runtime) *outbox {
 	o := &outbox{rt: rt}
 	st := rt.Store()
 	o.q = wakeq.New(wakeq.Options{
-		Clock: rt.Clock(),
+		Clock:        rt.Clock(),
+		PollInterval: rt.PollInterval(),
 		Load: func(ctx context.Context, until time.Time) ([]time.Time, error) {
 			return st.NextOutboxTimes(ctx, until, 10_000)
 		},
@@ -64,6 +65,16 @@ func newOutbox(rt *agent.Runtime) *outbox {
 func (o *outbox) run(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { o.prune(ctx); close(done) }()
+	// A message written by another process (its agent's runner) is
+	// claimed when the store signals it, without waiting for the poll.
+	if w, ok := o.rt.Store().(store.Waker); ok {
+		cancel := w.Subscribe(func(wk store.Wake) {
+			if wk.Kind == store.WakeOutbox || wk.Kind == store.WakeAll {
+				o.q.Poke()
+			}
+		})
+		defer cancel()
+	}
 	o.q.Poke()
 	o.q.Run(ctx)
 	<-done
