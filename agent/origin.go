@@ -287,123 +287,169 @@ func (rt *Runtime) malformed(s *store.Schedule, ne *NoticeError) error {
 	return ne
 }
 
-// deliver applies a notice to the agent. A notice whose data does not
-// decode is a *NoticeError, never half applied.
+// deliver applies a notice to the agent: the store's finish notice, which
+// has no kind, or one of noticeKinds. A notice whose data does not decode
+// is a *NoticeError, never half applied.
 func (in *instance) deliver(ctx context.Context, method string, n notice) error {
-	rt := in.rt
-	malformed := func(err error) error { return &NoticeError{Kind: n.Kind, Instance: n.InstanceID, Err: err} }
-	now := rt.clock.Now()
-	track := func(u store.TrackingUpdate) (*store.AgentWorkflow, bool, error) {
-		w, changed, err := rt.store.UpdateAgentWorkflow(ctx, in.key, n.InstanceID, u, now)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, false, nil // the agent deleted its tracking row: nothing to tell
-		}
-		return w, changed, err
-	}
-	// finish tells the agent that the instance completed or failed, then
-	// records it in the tracking row (u is a TrackFinish). In that order:
-	// a crash between the two leaves the row unfinished and the notice
-	// pending, so the node that takes the agent over tells it again; the
-	// other order would lose the news for good, the row saying the agent
-	// knows. A hook's state writes and the row cannot be one write, so the
-	// hook hears at least once, and more than once only after a crash or a
-	// failed write between its return and the row's.
-	finish := func(u store.TrackingUpdate, output json.RawMessage) error {
-		w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // the agent deleted its tracking row: nothing to tell
-		}
-		if err != nil {
-			return err
-		}
-		switch w.Status {
-		case store.StatusComplete, store.StatusErrored:
-			return nil // a ReportComplete or ReportError before Run returned told it
-		case store.StatusTerminated, store.StatusPaused:
-			return nil // the rule leaves these alone, and tells nothing
-		}
-		told := *w
-		told.Status, told.ErrorName, told.ErrorMessage = u.Status, u.ErrorName, u.ErrorMessage
-		told.UpdatedAt, told.CompletedAt = now, now
-		in.beginTelling(n.InstanceID)
-		in.tellFinished(ctx, &told, output)
-		if in.endTelling() {
-			// The hook changed the workflow itself (restarted it, deleted
-			// its row): the row is as that left it, and a restarted run's
-			// finish tells anew.
-			return nil
-		}
-		_, _, err = track(u)
-		return err
-	}
+	d := &delivery{ctx: ctx, in: in, n: n, now: in.rt.clock.Now()}
 	if method == store.WorkflowFinishedMethod {
-		inst, err := rt.store.GetInstance(ctx, n.InstanceID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // removed by retention before the agent heard
-		}
-		if err != nil {
-			return err
-		}
-		if !inst.Status.Finished() {
-			return nil // restarted since: a later finish tells
-		}
-		u := store.TrackingUpdate{Rule: store.TrackFinish, Status: inst.Status,
-			ErrorName: inst.ErrorName, ErrorMessage: inst.ErrorMessage}
-		if inst.Status == store.StatusTerminated { // no hook hears of it
-			u.Rule = store.TrackSync
-			_, _, err := track(u)
-			return err
-		}
-		return finish(u, inst.Output)
+		return d.finished()
 	}
-	switch n.Kind {
-	case noticeProgress:
-		w, _, err := track(store.TrackingUpdate{Rule: store.TrackProgress})
-		if err != nil || w == nil {
-			return err
-		}
-		if h, ok := in.obj.(WorkflowProgressHook); ok {
-			h.OnWorkflowProgress(ctx, workflowInfo(w), n.Data)
-		}
-	case noticeComplete:
-		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete}, n.Data)
-	case noticeError:
-		var msg string
-		if err := json.Unmarshal(n.Data, &msg); err != nil {
-			return malformed(fmt.Errorf("error message %s: %w", truncate(n.Data), err))
-		}
-		return finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
-			ErrorName: "Error", ErrorMessage: msg}, nil)
-	case noticeEvent:
-		var ev WorkflowEvent
-		if err := json.Unmarshal(n.Data, &ev); err != nil {
-			return malformed(fmt.Errorf("event %s: %w", truncate(n.Data), err))
-		}
-		w, err := rt.store.GetAgentWorkflow(ctx, in.key, n.InstanceID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if h, ok := in.obj.(WorkflowEventHook); ok {
-			h.OnWorkflowEvent(ctx, workflowInfo(w), ev)
-		}
-	case noticeSetState:
-		return in.obj.setStateJSON(ctx, n.Data)
-	case noticeMergeState:
-		return in.obj.mergeStateJSON(ctx, n.Data)
-	case noticeResetState:
-		return in.obj.resetState(ctx)
-	case noticeBroadcast:
-		var msg string
-		if err := json.Unmarshal(n.Data, &msg); err != nil {
-			return malformed(fmt.Errorf("broadcast %s: %w", truncate(n.Data), err))
-		}
-		in.broadcast([]byte(msg))
-	default:
+	apply, ok := noticeKinds[n.Kind]
+	if !ok {
 		return fmt.Errorf("notice of unknown kind %q from workflow %s", n.Kind, n.InstanceID)
 	}
+	return apply(d)
+}
+
+// noticeKinds applies each kind of notice a workflow sends through its
+// Origin. A handler checks that the data decodes before it changes
+// anything.
+var noticeKinds = map[string]func(d *delivery) error{
+	noticeProgress: (*delivery).progress,
+	noticeComplete: func(d *delivery) error {
+		return d.finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusComplete}, d.n.Data)
+	},
+	noticeError:      (*delivery).failed,
+	noticeEvent:      (*delivery).event,
+	noticeSetState:   func(d *delivery) error { return d.in.obj.setStateJSON(d.ctx, d.n.Data) },
+	noticeMergeState: func(d *delivery) error { return d.in.obj.mergeStateJSON(d.ctx, d.n.Data) },
+	noticeResetState: func(d *delivery) error { return d.in.obj.resetState(d.ctx) },
+	noticeBroadcast:  (*delivery).broadcast,
+}
+
+// delivery is one notice being applied to its agent.
+type delivery struct {
+	ctx context.Context
+	in  *instance
+	n   notice
+	now time.Time
+}
+
+// malformed reports data of the notice that does not decode.
+func (d *delivery) malformed(err error) error {
+	return &NoticeError{Kind: d.n.Kind, Instance: d.n.InstanceID, Err: err}
+}
+
+// track updates the instance's tracking row; a nil row with no error when
+// the agent deleted it, leaving nothing to tell.
+func (d *delivery) track(u store.TrackingUpdate) (*store.AgentWorkflow, bool, error) {
+	w, changed, err := d.in.rt.store.UpdateAgentWorkflow(d.ctx, d.in.key, d.n.InstanceID, u, d.now)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	return w, changed, err
+}
+
+// finished is the store's finish notice: Run returned, or the instance
+// was terminated.
+func (d *delivery) finished() error {
+	inst, err := d.in.rt.store.GetInstance(d.ctx, d.n.InstanceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // removed by retention before the agent heard
+	}
+	if err != nil {
+		return err
+	}
+	if !inst.Status.Finished() {
+		return nil // restarted since: a later finish tells
+	}
+	u := store.TrackingUpdate{Rule: store.TrackFinish, Status: inst.Status,
+		ErrorName: inst.ErrorName, ErrorMessage: inst.ErrorMessage}
+	if inst.Status == store.StatusTerminated { // no hook hears of it
+		u.Rule = store.TrackSync
+		_, _, err := d.track(u)
+		return err
+	}
+	return d.finish(u, inst.Output)
+}
+
+// finish tells the agent that the instance completed or failed, then
+// records it in the tracking row (u is a TrackFinish). In that order: a
+// crash between the two leaves the row unfinished and the notice pending,
+// so the node that takes the agent over tells it again; the other order
+// would lose the news for good, the row saying the agent knows. A hook's
+// state writes and the row cannot be one write, so the hook hears at least
+// once, and more than once only after a crash or a failed write between
+// its return and the row's.
+func (d *delivery) finish(u store.TrackingUpdate, output json.RawMessage) error {
+	in := d.in
+	w, err := in.rt.store.GetAgentWorkflow(d.ctx, in.key, d.n.InstanceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // the agent deleted its tracking row: nothing to tell
+	}
+	if err != nil {
+		return err
+	}
+	switch w.Status {
+	case store.StatusComplete, store.StatusErrored:
+		return nil // a ReportComplete or ReportError before Run returned told it
+	case store.StatusTerminated, store.StatusPaused:
+		return nil // the rule leaves these alone, and tells nothing
+	}
+	told := *w
+	told.Status, told.ErrorName, told.ErrorMessage = u.Status, u.ErrorName, u.ErrorMessage
+	told.UpdatedAt, told.CompletedAt = d.now, d.now
+	in.beginTelling(d.n.InstanceID)
+	in.tellFinished(d.ctx, &told, output)
+	if in.endTelling() {
+		// The hook changed the workflow itself (restarted it, deleted its
+		// row): the row is as that left it, and a restarted run's finish
+		// tells anew.
+		return nil
+	}
+	_, _, err = d.track(u)
+	return err
+}
+
+// progress is ReportProgress.
+func (d *delivery) progress() error {
+	w, _, err := d.track(store.TrackingUpdate{Rule: store.TrackProgress})
+	if err != nil || w == nil {
+		return err
+	}
+	if h, ok := d.in.obj.(WorkflowProgressHook); ok {
+		h.OnWorkflowProgress(d.ctx, workflowInfo(w), d.n.Data)
+	}
+	return nil
+}
+
+// failed is ReportError.
+func (d *delivery) failed() error {
+	var msg string
+	if err := json.Unmarshal(d.n.Data, &msg); err != nil {
+		return d.malformed(fmt.Errorf("error message %s: %w", truncate(d.n.Data), err))
+	}
+	return d.finish(store.TrackingUpdate{Rule: store.TrackFinish, Status: store.StatusErrored,
+		ErrorName: "Error", ErrorMessage: msg}, nil)
+}
+
+// event is SendEvent.
+func (d *delivery) event() error {
+	var ev WorkflowEvent
+	if err := json.Unmarshal(d.n.Data, &ev); err != nil {
+		return d.malformed(fmt.Errorf("event %s: %w", truncate(d.n.Data), err))
+	}
+	w, err := d.in.rt.store.GetAgentWorkflow(d.ctx, d.in.key, d.n.InstanceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if h, ok := d.in.obj.(WorkflowEventHook); ok {
+		h.OnWorkflowEvent(d.ctx, workflowInfo(w), ev)
+	}
+	return nil
+}
+
+// broadcast is Broadcast.
+func (d *delivery) broadcast() error {
+	var msg string
+	if err := json.Unmarshal(d.n.Data, &msg); err != nil {
+		return d.malformed(fmt.Errorf("broadcast %s: %w", truncate(d.n.Data), err))
+	}
+	d.in.broadcast([]byte(msg))
 	return nil
 }
 
