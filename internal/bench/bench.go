@@ -36,7 +36,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service"}
 )
 
 // maxMessageBytes is the agent runtime's default MaxMessageBytes, which
@@ -114,6 +114,14 @@ type Config struct {
 	ConnAgents   int
 	MessageBytes int
 
+	// cross-service: rounds of an agent starting a workflow of a service
+	// run by another store handle and hearing of its completion.
+	CrossServiceRounds int
+
+	// NoWakes opens the stores with their wakes (store.Waker) off, so that
+	// work made by another handle waits for a poll, as before wakes.
+	NoWakes bool
+
 	// Timeout bounds each scenario.
 	Timeout time.Duration
 
@@ -153,6 +161,8 @@ func DefaultConfig() Config {
 		ConnAgents:        1_000,
 		MessageBytes:      256 << 10,
 		Timeout:           10 * time.Minute,
+
+		CrossServiceRounds: 200,
 	}
 }
 
@@ -207,6 +217,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "agent-conns: idle WebSocket connections held open")
 	fs.IntVar(&cfg.ConnAgents, "conn-agents", cfg.ConnAgents, "agent-conns: agents the connections are spread across")
 	fs.IntVar(&cfg.MessageBytes, "message-bytes", cfg.MessageBytes, "agent-conns: size of the one message each connection sends (at most the runtime's MaxMessageBytes, 1 MiB)")
+	fs.IntVar(&cfg.CrossServiceRounds, "cross-service-rounds", cfg.CrossServiceRounds, "cross-service: rounds, one at a time")
+	fs.BoolVar(&cfg.NoWakes, "no-wakes", false, "open the stores with wakes off: other processes' work waits for a poll")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
@@ -301,6 +313,7 @@ func (c *Config) validate() error {
 		{"--workflow-agents", c.WorkflowAgents}, {"--workflows-per-agent", c.WorkflowsPerAgent},
 		{"--think-submissions", c.ThinkSubmissions}, {"--think-agents", c.ThinkAgents},
 		{"--prompt-workflows", c.PromptWorkflows}, {"--prompt-agents", c.PromptAgents},
+		{"--cross-service-rounds", c.CrossServiceRounds},
 		{"--conns", c.Conns}, {"--conn-agents", c.ConnAgents}, {"--message-bytes", c.MessageBytes},
 	} {
 		if p.v <= 0 {
@@ -355,6 +368,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.thinkTurn(ctx)
 	case "prompt-step":
 		rs, err = r.promptStep(ctx)
+	case "cross-service":
+		rs, err = r.crossService(ctx)
 	case "agent-conns":
 		rs, err = r.agentConns(ctx)
 	default:

@@ -60,7 +60,7 @@ func (r *runner) openSQLite(ctx context.Context) (*env, error) {
 		}
 		return removeSQLiteFiles(path)
 	}
-	st, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: sqlite.Synchronous(r.cfg.Synchronous)})
+	st, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: sqlite.Synchronous(r.cfg.Synchronous), DisableWakes: r.cfg.NoWakes})
 	if err != nil {
 		_ = removeFiles()
 		return nil, err
@@ -86,7 +86,7 @@ func (r *runner) openSQLite(ctx context.Context) (*env, error) {
 
 func (r *runner) openPostgres(ctx context.Context) (*env, error) {
 	schema := "agentflow_bench_" + randomSuffix()
-	st, err := postgres.Open(ctx, r.cfg.DSN, postgres.Options{Schema: schema})
+	st, err := postgres.Open(ctx, r.cfg.DSN, postgres.Options{Schema: schema, DisableWakes: r.cfg.NoWakes})
 	if err != nil {
 		return nil, err
 	}
