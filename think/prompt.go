@@ -369,6 +369,41 @@ func promptOf(s *store.Submission) *promptSpec {
 	return &p
 }
 
+// promptTurn is a prompt turn (think.Prompt): it answers through the
+// final-answer tool, whose arguments are the answer's schema, and tool use
+// is forced, the final-answer tool's when it is the only one or on the last
+// step.
+type promptTurn struct {
+	spec  *promptSpec
+	final string // the final-answer tool's name
+}
+
+func (p promptTurn) offer(offered []model.Tool) []model.Tool {
+	return append(offered, model.Tool{Name: p.final, Parameters: p.spec.Schema,
+		Description: "Give your final answer. Call this exactly once, when you are done; its arguments are the answer."})
+}
+
+func (p promptTurn) choice(tc *TurnConfig, step int, offered []model.Tool) model.ToolChoice {
+	if len(offered) == 1 || step == tc.MaxSteps-1 {
+		return model.ToolChoice{Mode: model.ToolChoiceTool, Name: p.final}
+	}
+	return model.ToolChoice{Mode: model.ToolChoiceRequired}
+}
+
+func (p promptTurn) isFinal(name string) bool { return name == p.final }
+
+func (p promptTurn) output(text string, answer json.RawMessage, ended bool) json.RawMessage {
+	finish := "max_steps"
+	switch {
+	case answer != nil:
+		finish = "answered"
+	case ended:
+		finish = "no_answer" // the model ended the turn without answering
+	}
+	out, _ := json.Marshal(promptOutput{Answer: answer, Text: text, Finish: finish, NoAnswer: answer == nil})
+	return out
+}
+
 // finalToolName is the final-answer tool's name for a turn: the reserved
 // name, or with _1, _2… when a tool of the turn has it.
 func finalToolName(tools []Tool) string {

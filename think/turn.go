@@ -155,30 +155,16 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 			offered = append(offered, model.Tool{Name: t.Name, Description: t.Description, Parameters: t.wire})
 		}
 	}
-	// A prompt turn (think.Prompt) answers through the final-answer tool,
-	// whose arguments are the answer's schema; tool use is forced.
-	spec := promptOf(s)
-	final := ""
-	if spec != nil {
-		final = finalToolName(tc.Tools)
-		offered = append(offered, model.Tool{Name: final, Parameters: spec.Schema,
-			Description: "Give your final answer. Call this exactly once, when you are done; its arguments are the answer."})
-	}
+	mode := turnModeOf(s, tc.Tools)
+	offered = mode.offer(offered)
 	var (
 		text   string
 		answer json.RawMessage
-		finish = "max_steps"
+		ended  bool // before MaxSteps ran out
 	)
 	for step := 0; step < tc.MaxSteps; step++ {
-		choice := tc.ToolChoice
-		if spec != nil {
-			choice = model.ToolChoice{Mode: model.ToolChoiceRequired}
-			if len(offered) == 1 || step == tc.MaxSteps-1 {
-				choice = model.ToolChoice{Mode: model.ToolChoiceTool, Name: final}
-			}
-		}
 		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
-			ToolChoice: choice, Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
+			ToolChoice: mode.choice(&tc, step, offered), Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
 		resp, err := model.Collect(ctx, cfg.opts.Model, req, func(ev model.Event) {
 			a.emit(streamFrame(s.ID, step, ev))
 		})
@@ -192,7 +178,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 		// the arguments of the last one.
 		var calls []model.ToolCall
 		for _, c := range resp.ToolCalls {
-			if final != "" && c.Name == final {
+			if mode.isFinal(c.Name) {
 				answer = c.Arguments
 				continue
 			}
@@ -213,7 +199,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 			c.Arguments = json.RawMessage("{}")
 			result := model.Message{Role: model.RoleTool, ToolCallID: c.ID, ToolName: c.Name, IsError: true,
 				Content: "the call's arguments were not a JSON object (" + bad.Reason + "); it was not executed"}
-			if final != "" && c.Name == final {
+			if mode.isFinal(c.Name) {
 				unsaved = append(unsaved, model.Message{Role: model.RoleAssistant, ToolCalls: []model.ToolCall{c}}, result)
 				continue
 			}
@@ -233,24 +219,58 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 			}
 		}
 		history = append(append(history, added...), unsaved...)
-		if answer != nil {
-			finish = "answered"
-			break
-		}
-		if len(calls) == 0 && len(resp.Invalid) == 0 { // the model ended the turn
-			finish = "answered"
-			if spec != nil {
-				finish = "no_answer"
-			}
+		if answer != nil || (len(calls) == 0 && len(resp.Invalid) == 0) { // answered, or the model ended the turn
+			ended = true
 			break
 		}
 	}
-	if spec != nil {
-		out, _ := json.Marshal(promptOutput{Answer: answer, Text: text, Finish: finish, NoAnswer: answer == nil})
-		return out, usage, nil
+	return mode.output(text, answer, ended), usage, nil
+}
+
+// turnMode is what sets a kind of turn apart; turn's tool loop is the same
+// for every kind. A plain turn (plainTurn) ends when the model stops
+// calling tools; a prompt turn (promptTurn, think.Prompt) answers through a
+// final-answer tool.
+type turnMode interface {
+	// offer returns the tools to offer the model: the turn's own, offered,
+	// and the mode's.
+	offer(offered []model.Tool) []model.Tool
+	// choice is the tool choice of step (from 0) when offered are offered.
+	choice(tc *TurnConfig, step int, offered []model.Tool) model.ToolChoice
+	// isFinal reports whether a call is the final answer: never executed
+	// nor stored, its arguments are the answer.
+	isFinal(name string) bool
+	// output is the submission's output, from the last step's text, the
+	// answer if any, and whether the turn ended before MaxSteps ran out.
+	output(text string, answer json.RawMessage, ended bool) json.RawMessage
+}
+
+// turnModeOf returns the mode of the submission's turn, whose tools are
+// tools.
+func turnModeOf(s *store.Submission, tools []Tool) turnMode {
+	if spec := promptOf(s); spec != nil {
+		return promptTurn{spec: spec, final: finalToolName(tools)}
+	}
+	return plainTurn{}
+}
+
+// plainTurn is a turn of SubmitMessages: the configured tools and tool
+// choice, and the model's text as the output.
+type plainTurn struct{}
+
+func (plainTurn) offer(offered []model.Tool) []model.Tool { return offered }
+
+func (plainTurn) choice(tc *TurnConfig, _ int, _ []model.Tool) model.ToolChoice { return tc.ToolChoice }
+
+func (plainTurn) isFinal(string) bool { return false }
+
+func (plainTurn) output(text string, _ json.RawMessage, ended bool) json.RawMessage {
+	finish := "max_steps"
+	if ended {
+		finish = "answered"
 	}
 	out, _ := json.Marshal(map[string]string{"text": text, "finish": finish})
-	return out, usage, nil
+	return out
 }
 
 // runTool runs one tool call and returns its result message.
