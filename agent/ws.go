@@ -191,7 +191,10 @@ func (c *Conn) writeQueued() {
 // not kept for the life of the connection.
 func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) {
 	rt := h.rt
-	ws, err := websocket.Accept(smallBuffers{w}, r, h.acceptOptions())
+	if hijackable(w) {
+		w = smallBuffers{w}
+	}
+	ws, err := websocket.Accept(w, r, h.acceptOptions())
 	if err != nil {
 		return // Accept has answered the request
 	}
@@ -267,6 +270,22 @@ func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, connBufferSize)), nil
+}
+
+// hijackable reports whether w, or a writer it wraps, can be hijacked, as
+// websocket.Accept checks before it answers; without it Accept refuses the
+// upgrade as not implemented.
+func hijackable(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
 }
 
 // serve reads the connection until it ends, then calls OnClose and lets go

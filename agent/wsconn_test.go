@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
@@ -435,5 +437,26 @@ func TestFramesSentWithHandshake(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Behind a ResponseWriter that cannot be hijacked (middleware that does
+// not pass Hijack on), an upgrade is refused as not implemented before
+// anything is written, as websocket.Accept does by itself.
+func TestUpgradeWithoutHijacker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{setup: func(rt *agent.Runtime) { counter.Register(rt) }})
+	h := e.rt.Handler(agent.HandlerOptions{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(struct{ http.ResponseWriter }{w}, r) // hides Hijack
+	}))
+	t.Cleanup(srv.Close)
+	_, resp, err := websocket.Dial(t.Context(), wsURL(srv.URL, "/agents/counter/c"), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusNotImplemented {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial through a writer without Hijack: status %d, %v; want 501", status, err)
 	}
 }
