@@ -153,6 +153,19 @@ func TestTwoServices(t *testing.T) {
 				t.Errorf("instance %s = %+v, %v; want complete, started by MyAgent trip", id, in, err)
 			}
 		}
+		// How long the email workflow waited for the other process, by
+		// the store's times (one host, one clock): from its creation by
+		// the agents' process to its first checkpoint by the emails'
+		// process, and from its finish there to the agent's learning of it.
+		// Both were about a poll interval (1 s) before the stores' wakes.
+		if in, err := st.GetInstance(t.Context(), "email-"+f.ID); err == nil {
+			steps, serr := st.ListSteps(t.Context(), in.ID)
+			tr, terr := st.GetAgentWorkflow(t.Context(), store.AgentKey{Class: flights.AgentClass, Name: "trip"}, in.ID)
+			if serr == nil && terr == nil && len(steps) > 0 {
+				t.Logf("email workflow: first step done %s after it was queued; its completion reached the agent %s after it finished",
+					steps[0].UpdatedAt.Sub(in.CreatedAt).Round(100*time.Microsecond), tr.CompletedAt.Sub(in.FinishedAt).Round(100*time.Microsecond))
+			}
+		}
 		t.Logf("request to email and tracking: %s", time.Since(began).Round(time.Millisecond))
 		agents.Stop()
 		emails.Stop()
