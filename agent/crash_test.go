@@ -155,7 +155,7 @@ func testFiberRecovery(t *testing.T, st store.Store, cfg childConfig) {
 		return true
 	})
 
-	ch.kill()
+	ch.Kill()
 	killed := time.Now()
 	for _, k := range keys {
 		f := fiber(k)
@@ -214,7 +214,7 @@ func testFiberRecovery(t *testing.T, st store.Store, cfg childConfig) {
 	runs := stepRuns(recs, recovering.Name)
 	checkStepKeys(t, runs, steps)
 	for i := range steps {
-		child, here, other := runs[i].split(ch.pid(), me)
+		child, here, other := runs[i].split(ch.PID(), me)
 		switch {
 		case other != 0:
 			t.Errorf("step %d ran %d time(s) in some other process", i, other)
@@ -226,7 +226,7 @@ func testFiberRecovery(t *testing.T, st store.Store, cfg childConfig) {
 			t.Errorf("step %d (after the stash %d) ran %d time(s) in the child and %d here; want once here", i, s, child, here)
 		}
 	}
-	c, h, _ := runs[s+1].split(ch.pid(), me)
+	c, h, _ := runs[s+1].split(ch.PID(), me)
 	t.Logf("%s: step %d, in flight at the kill, ran %d time(s) in the child and %d here", cfg.Backend, s+1, c, h)
 	f := fiber(recovering)
 	if f.Owner != "" || f.FinishedAt.IsZero() || stashed(t, f) != steps-1 {
@@ -243,7 +243,7 @@ func testFiberRecovery(t *testing.T, st store.Store, cfg childConfig) {
 	runs = stepRuns(recs, plain.Name)
 	checkStepKeys(t, runs, steps)
 	for i := range steps {
-		child, here, other := runs[i].split(ch.pid(), me)
+		child, here, other := runs[i].split(ch.PID(), me)
 		if here+other != 0 || i <= sp && child != 1 || i == sp+1 && child > 1 || i > sp+1 && child != 0 {
 			t.Errorf("step %d of the fiber without a hook (stash %d) ran %d time(s) in the child, %d here, %d elsewhere", i, sp, child, here, other)
 		}

@@ -6,16 +6,17 @@ package agent_test
 // a second process running an engine and a runtime on the store the test
 // names, which the test calls over HTTP and kills with SIGKILL.
 //
-// The child is this test binary run again with envChild set; TestMain hands
-// it to runChild before any test runs. It opens the store, starts an engine
+// The child is this test binary run again with envChild set
+// (internal/childproc); TestMain hands it to serveChild before any test
+// runs. It opens the store, starts an engine
 // and a runtime with the classes of registerProcClasses, serves rt.Handler
 // under /agents/ and the control endpoints /call and /spin on a loopback
 // port, prints its ready line (node id and address) and runs until it is
 // killed, or stops gracefully on SIGTERM.
 //
-// Both processes record what they do in an audit file outside the store:
-// one JSON line per event, appended with a single write, so that a line
-// written before a kill -9 is there afterwards.
+// Both processes record what they do in an audit file outside the store
+// (childproc.Append), so that a line written before a kill -9 is there
+// afterwards.
 
 import (
 	"bytes"
@@ -28,15 +29,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/childproc"
 	"agentflow/internal/pgtest"
 	"agentflow/internal/teststore"
 	"agentflow/store"
@@ -47,16 +46,7 @@ import (
 // childConfig as JSON.
 const envChild = "AGENTFLOW_AGENT_TEST_CHILD"
 
-// readyLine starts the line a child prints once it serves: "<readyLine>
-// <node id> <address>".
-const readyLine = "agent-test-child: ready"
-
-func TestMain(m *testing.M) {
-	if cfg, ok := os.LookupEnv(envChild); ok {
-		runChild(cfg) // never returns
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m, envChild, serveChild) }
 
 // childConfig is what a child runs with.
 type childConfig struct {
@@ -117,46 +107,14 @@ type auditRec struct {
 // appendAudit appends r to the audit file at path with one write.
 func appendAudit(path string, r auditRec) error {
 	r.PID, r.At = os.Getpid(), time.Now()
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return childproc.Append(path, r)
 }
 
 // readAudit returns the audit file's records. A line still being written
 // (by a process that is alive) is left out.
 func readAudit(t *testing.T, path string) []auditRec {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read audit file: %v", err)
-	}
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[:i]
-	} else {
-		b = nil
-	}
-	var out []auditRec
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if line == "" {
-			continue
-		}
-		var r auditRec
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("audit line %q: %v", line, err)
-		}
-		out = append(out, r)
-	}
-	return out
+	return childproc.ReadAudit[auditRec](t, path)
 }
 
 // callRequest is the body of a child's /call and /spin.
@@ -189,16 +147,6 @@ func resultOf(res json.RawMessage, err error) callResult {
 		r.OwnerNode, r.OwnerPID = owned.Node.ID, owned.Node.PID
 	}
 	return r
-}
-
-// runChild runs this process as a child configured by raw (a childConfig
-// as JSON) and ends it.
-func runChild(raw string) {
-	if err := serveChild(raw); err != nil {
-		fmt.Fprintf(os.Stderr, "agent test child %d: %v\n", os.Getpid(), err)
-		os.Exit(3)
-	}
-	os.Exit(0)
 }
 
 func serveChild(raw string) error {
@@ -288,7 +236,7 @@ func serveChild(raw string) error {
 	}
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
-	fmt.Printf("%s %s %s\n", readyLine, eng.NodeID(), ln.Addr())
+	childproc.Ready(eng.NodeID(), ln.Addr())
 
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -299,51 +247,10 @@ func serveChild(raw string) error {
 
 // child is a child process, seen from the test.
 type child struct {
+	*childproc.Child
 	t    *testing.T
-	cmd  *exec.Cmd
 	node string // its engine's node id
 	addr string // host:port it serves on
-	done chan struct{}
-	// hold, when set, keeps the child from being reaped until it is
-	// closed (reap): killed, it stays a zombie meanwhile.
-	hold chan struct{}
-
-	mu     sync.Mutex
-	out    bytes.Buffer
-	lines  bytes.Buffer // stdout not yet split into lines
-	ready  chan string  // the ready line
-	sawRdy bool
-}
-
-// childOutput collects a child's output and watches for its ready line.
-type childOutput child
-
-func (w *childOutput) Write(p []byte) (int, error) {
-	c := (*child)(w)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.out.Write(p)
-	c.lines.Write(p)
-	for {
-		line, err := c.lines.ReadString('\n')
-		if err != nil { // a partial line: keep it
-			rest := []byte(line)
-			c.lines.Reset()
-			c.lines.Write(rest)
-			break
-		}
-		if strings.HasPrefix(line, readyLine) && !c.sawRdy {
-			c.sawRdy = true
-			c.ready <- strings.TrimSpace(strings.TrimPrefix(line, readyLine))
-		}
-	}
-	return len(p), nil
-}
-
-func (c *child) output() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.String()
 }
 
 // startChild starts a child with cfg and waits until it serves. The child
@@ -351,111 +258,23 @@ func (c *child) output() string {
 // dies); a data race it reported fails the test.
 func startChild(t *testing.T, cfg childConfig) *child {
 	t.Helper()
-	return startChildHolding(t, cfg, false)
+	return startChildWith(t, cfg, childproc.Options{})
 }
 
 // startHeldChild is startChild for a child that is not reaped when it
-// dies, until reap: killed, it stays a zombie, as a process killed from a
-// shell does until the shell waits for it. While it is held, a child that
-// exits before it is ready is noticed only by the 30 s timeout.
+// dies, until Reap (childproc.Options.Hold): killed, it stays a zombie.
 func startHeldChild(t *testing.T, cfg childConfig) *child {
 	t.Helper()
-	return startChildHolding(t, cfg, true)
+	return startChildWith(t, cfg, childproc.Options{Hold: true})
 }
 
-func startChildHolding(t *testing.T, cfg childConfig, hold bool) *child {
+func startChildWith(t *testing.T, cfg childConfig, opts childproc.Options) *child {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &child{t: t, done: make(chan struct{}), ready: make(chan string, 1)}
-	if hold {
-		c.hold = make(chan struct{})
-	}
-	c.cmd = exec.Command(exe, "-test.run=^$")
-	c.cmd.Env = append(os.Environ(), envChild+"="+string(b))
-	c.cmd.Stdout = (*childOutput)(c)
-	c.cmd.Stderr = (*childOutput)(c)
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	// Wait reaps the child as soon as it dies, unless it is held.
-	go func() {
-		if c.hold != nil {
-			<-c.hold
-		}
-		_ = c.cmd.Wait()
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		c.kill()
-		c.reap()
-		out := c.output()
-		if strings.Contains(out, "WARNING: DATA RACE") {
-			t.Errorf("data race in child %d:\n%s", c.pid(), out)
-		} else if t.Failed() {
-			t.Logf("output of child %d (%s):\n%s", c.pid(), c.node, out)
-		}
-	})
-	select {
-	case line := <-c.ready:
-		if _, err := fmt.Sscan(line, &c.node, &c.addr); err != nil {
-			t.Fatalf("child's ready line %q: %v", line, err)
-		}
-	case <-c.done:
-		t.Fatalf("child exited before it was ready: %v\n%s", c.cmd.ProcessState, c.output())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("child not ready after 30 s:\n%s", c.output())
+	c := &child{Child: childproc.Start(t, envChild, cfg, opts), t: t}
+	if _, err := fmt.Sscan(c.Ready, &c.node, &c.addr); err != nil {
+		t.Fatalf("child's ready line %q: %v", c.Ready, err)
 	}
 	return c
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// kill kills the child with SIGKILL and waits until it is reaped; a held
-// child it leaves a zombie, returning once it has died.
-func (c *child) kill() {
-	_ = c.cmd.Process.Kill()
-	if c.hold == nil {
-		<-c.done
-		return
-	}
-	for !isZombie(c.pid()) {
-		select {
-		case <-c.done: // reaped already
-			return
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
-
-// reap lets a held child be reaped and waits until it is.
-func (c *child) reap() {
-	if c.hold != nil {
-		select {
-		case <-c.hold:
-		default:
-			close(c.hold)
-		}
-	}
-	<-c.done
-}
-
-// isZombie reports whether process pid has died but not been reaped.
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state is the field after the parenthesized command name.
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && bytes.HasPrefix(b[i+1:], []byte(" Z"))
 }
 
 func (c *child) post(path string, req callRequest) *http.Response {

@@ -111,7 +111,7 @@ func TestSingleActivationAcrossProcesses(t *testing.T) {
 		t.Helper()
 		n, err := increment(rt)
 		owned, ok := errors.AsType[*store.AgentOwnedError](err)
-		if !errors.Is(err, agent.ErrAgentElsewhere) || !ok || owned.Node.ID != b.node || owned.Node.PID != b.pid() || owned.Key != key {
+		if !errors.Is(err, agent.ErrAgentElsewhere) || !ok || owned.Node.ID != b.node || owned.Node.PID != b.PID() || owned.Key != key {
 			t.Fatalf("%s: A's Go call = %d, %v; want ErrAgentElsewhere with an AgentOwnedError naming B's node %s", stage, n, err, b.node)
 		}
 		if code, body := httpGet(t, srv.URL+"/agents/counter/x"); code != http.StatusConflict || !strings.Contains(body, b.node) {
@@ -167,7 +167,7 @@ func TestSingleActivationAcrossProcesses(t *testing.T) {
 	spins := func() (last int, n int, errs []string) {
 		for _, r := range readAudit(t, audit) {
 			switch {
-			case r.PID != b.pid():
+			case r.PID != b.PID():
 			case r.Ev == "call":
 				last, n = r.I, n+1
 			case r.Ev == "callerr":
@@ -185,7 +185,7 @@ func TestSingleActivationAcrossProcesses(t *testing.T) {
 	// as its engine reaps B's node, and goes on from B's last committed
 	// count: the last one B recorded, or one more if B died between a
 	// commit and recording it.
-	b.kill()
+	b.Kill()
 	killedB := time.Now()
 	lastB, nB, errsB := spins()
 	if len(errsB) > 0 {
@@ -232,7 +232,7 @@ func TestSingleActivationAcrossProcesses(t *testing.T) {
 	want := []struct {
 		pid, count int
 		after      time.Time
-	}{{os.Getpid(), 0, time.Time{}}, {b.pid(), 3, stoppedA}, {os.Getpid(), got - 1, killedB}}
+	}{{os.Getpid(), 0, time.Time{}}, {b.PID(), 3, stoppedA}, {os.Getpid(), got - 1, killedB}}
 	if len(acts) != len(want) {
 		t.Fatalf("%d activations %+v; want 3: A, B, A", len(acts), acts)
 	}

@@ -59,7 +59,7 @@ func TestRestartAfterKillServesAtOnce(t *testing.T) {
 			if res := a.call("Counter", "k", "increment", 7); res.Err != "" || string(res.Result) != "7" {
 				t.Fatalf("increment in the first process = %s, %q; want 7", res.Result, res.Err)
 			}
-			a.kill() // returns once it has died; it stays a zombie
+			a.Kill() // returns once it has died; it stays a zombie
 			killed := time.Now()
 
 			b := startChild(t, cfg)

@@ -3,31 +3,27 @@
 package think_test
 
 // Recovery of submissions after a real kill -9 (DESIGN §4.2): a child process
-// (this test binary run again) runs Think agents on a store file or schema;
+// (this test binary run again, internal/childproc) runs Think agents on a store file or schema;
 // the test submits through it, waits until the ledger shows the kill point
 // it wants, kills it with SIGKILL and recovers in a fresh runtime in this
 // process on the same store.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/childproc"
 	"agentflow/internal/pgtest"
 	"agentflow/internal/teststore"
 	"agentflow/model"
@@ -42,8 +38,6 @@ import (
 // envChild makes the test binary a child; it holds the childConfig as JSON.
 const envChild = "AGENTFLOW_THINK_TEST_CHILD"
 
-const readyLine = "think-test-child: ready"
-
 // midTurnError is the error a submission cut off mid-turn ends with
 // (think's errMidTurn).
 const midTurnError = "the turn was cut off by a crash after its messages entered the conversation"
@@ -54,16 +48,7 @@ const (
 	stuckPrefix = "stuck" // ApplySubmission of such a submission id never returns
 )
 
-func TestMain(m *testing.M) {
-	if raw, ok := os.LookupEnv(envChild); ok {
-		if err := serveChild(raw); err != nil {
-			fmt.Fprintf(os.Stderr, "think test child %d: %v\n", os.Getpid(), err)
-			os.Exit(3)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m, envChild, serveChild) }
 
 type childConfig struct {
 	Backend    string // "sqlite" or "postgres"
@@ -178,105 +163,25 @@ func serveChild(raw string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s %s %s\n", readyLine, eng.NodeID(), ln.Addr())
+	childproc.Ready(eng.NodeID(), ln.Addr())
 	return http.Serve(ln, mux) // until killed
 }
 
 // child is a running child process, seen from the test.
 type child struct {
+	*childproc.Child
 	t    *testing.T
-	cmd  *exec.Cmd
 	node string
 	addr string
-	done chan struct{}
-
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (c *child) output() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.String()
 }
 
 func startChild(t *testing.T, cfg childConfig) *child {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &child{t: t, done: make(chan struct{})}
-	c.cmd = exec.Command(exe, "-test.run=^$")
-	c.cmd.Env = append(os.Environ(), envChild+"="+string(b))
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := c.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	ready := make(chan string, 1)
-	var pipes sync.WaitGroup
-	collect := func(r io.Reader, watch bool) {
-		defer pipes.Done()
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			line := sc.Text()
-			c.mu.Lock()
-			c.out.WriteString(line + "\n")
-			c.mu.Unlock()
-			if watch && strings.HasPrefix(line, readyLine) {
-				select {
-				case ready <- strings.TrimSpace(strings.TrimPrefix(line, readyLine)):
-				default:
-				}
-			}
-		}
-	}
-	pipes.Add(2)
-	go collect(stdout, true)
-	go collect(stderr, false)
-	// Reap the child as soon as it dies: a zombie would still look alive
-	// to the engine's check for dead processes on this host.
-	go func() {
-		pipes.Wait()
-		_ = c.cmd.Wait()
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		c.kill()
-		if out := c.output(); strings.Contains(out, "WARNING: DATA RACE") {
-			t.Errorf("data race in the child:\n%s", out)
-		} else if t.Failed() {
-			t.Logf("child output:\n%s", out)
-		}
-	})
-	select {
-	case line := <-ready:
-		if _, err := fmt.Sscan(line, &c.node, &c.addr); err != nil {
-			t.Fatalf("child's ready line %q: %v", line, err)
-		}
-	case <-c.done:
-		t.Fatalf("child exited before it was ready:\n%s", c.output())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("child not ready after 30 s:\n%s", c.output())
+	c := &child{Child: childproc.Start(t, envChild, cfg, childproc.Options{}), t: t}
+	if _, err := fmt.Sscan(c.Ready, &c.node, &c.addr); err != nil {
+		t.Fatalf("child's ready line %q: %v", c.Ready, err)
 	}
 	return c
-}
-
-func (c *child) kill() {
-	_ = c.cmd.Process.Kill()
-	<-c.done
 }
 
 func (c *child) submit(name, id, text string) {
@@ -358,7 +263,7 @@ func testSubmissionRecovery(t *testing.T, st store.Store, cfg childConfig) {
 	// either a moment to go anywhere else, then check nothing moved.
 	time.Sleep(100 * time.Millisecond)
 
-	ch.kill()
+	ch.Kill()
 	killed := time.Now()
 	for _, w := range []struct {
 		key     store.AgentKey

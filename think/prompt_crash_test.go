@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/childproc"
 	"agentflow/internal/pgtest"
 	"agentflow/model"
 	"agentflow/model/scripted"
@@ -131,7 +132,7 @@ func servePromptChild(cfg childConfig) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s %s %s\n", readyLine, eng.NodeID(), ln.Addr())
+	childproc.Ready(eng.NodeID(), ln.Addr())
 	return http.Serve(ln, mux) // until killed
 }
 
@@ -227,7 +228,7 @@ func testPromptKill(t *testing.T, st store.Store, cfg childConfig) {
 	if !atKillPoint() {
 		t.Fatalf("the child moved past the kill point %s", mode)
 	}
-	ch.kill()
+	ch.Kill()
 	killed := time.Now()
 	if !atKillPoint() {
 		t.Fatalf("the state changed after the kill")
