@@ -36,7 +36,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster"}
 )
 
 // maxMessageBytes is the agent runtime's default MaxMessageBytes, which
@@ -122,6 +122,12 @@ type Config struct {
 	// work made by another handle waits for a poll, as before wakes.
 	NoWakes bool
 
+	// cluster: ClusterCalls round trips measured on each path (directly
+	// and forwarded), for WebSocket RPC, HTTP and calls by name; Lease is
+	// the nodes' workflow.Options.Lease (0: the engine's default, 10 s).
+	ClusterCalls int
+	Lease        time.Duration
+
 	// Timeout bounds each scenario.
 	Timeout time.Duration
 
@@ -160,6 +166,7 @@ func DefaultConfig() Config {
 		Conns:             10_000,
 		ConnAgents:        1_000,
 		MessageBytes:      256 << 10,
+		ClusterCalls:      2_000,
 		Timeout:           10 * time.Minute,
 
 		CrossServiceRounds: 200,
@@ -219,6 +226,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.MessageBytes, "message-bytes", cfg.MessageBytes, "agent-conns: size of the one message each connection sends (at most the runtime's MaxMessageBytes, 1 MiB)")
 	fs.IntVar(&cfg.CrossServiceRounds, "cross-service-rounds", cfg.CrossServiceRounds, "cross-service: rounds, one at a time")
 	fs.BoolVar(&cfg.NoWakes, "no-wakes", false, "open the stores with wakes off: other processes' work waits for a poll")
+	fs.IntVar(&cfg.ClusterCalls, "cluster-calls", cfg.ClusterCalls, "cluster: round trips measured on each path, directly and through the other node")
+	fs.DurationVar(&cfg.Lease, "lease", cfg.Lease, "cluster: the nodes' lease (workflow.Options.Lease; 0: the engine's default, 10s)")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
@@ -315,6 +324,7 @@ func (c *Config) validate() error {
 		{"--prompt-workflows", c.PromptWorkflows}, {"--prompt-agents", c.PromptAgents},
 		{"--cross-service-rounds", c.CrossServiceRounds},
 		{"--conns", c.Conns}, {"--conn-agents", c.ConnAgents}, {"--message-bytes", c.MessageBytes},
+		{"--cluster-calls", c.ClusterCalls},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %d", p.name, p.v)
@@ -322,6 +332,9 @@ func (c *Config) validate() error {
 	}
 	if c.MessageBytes > maxMessageBytes {
 		return fmt.Errorf("--message-bytes must be at most the runtime's MaxMessageBytes, %d, not %d", maxMessageBytes, c.MessageBytes)
+	}
+	if c.Lease < 0 {
+		return fmt.Errorf("--lease must not be negative, not %s", c.Lease)
 	}
 	if c.MaxConcurrent < 0 {
 		return fmt.Errorf("--max-concurrent must not be negative, not %d", c.MaxConcurrent)
@@ -372,6 +385,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.crossService(ctx)
 	case "agent-conns":
 		rs, err = r.agentConns(ctx)
+	case "cluster":
+		rs, err = r.cluster(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q: must be one of %s", cfg.Scenario, strings.Join(scenarios, ", "))
 	}

@@ -39,6 +39,9 @@ type childConfig struct {
 	Synchronous string `json:"synchronous"`
 	// Agents is how many sink agents to activate before serving.
 	Agents int `json:"agents"`
+	// Node, when set, makes the child a node of the cluster scenario
+	// instead (see runClusterNode).
+	Node *nodeChildConfig `json:"node,omitempty"`
 }
 
 // The line a child prints on its standard output once it serves.
@@ -67,7 +70,13 @@ func RunChild() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		cancel()
 	}()
-	if err := runConnsServer(ctx, cc, os.Stdout, os.Stderr); err != nil {
+	run := runConnsServer
+	if cc.Node != nil {
+		run = func(ctx context.Context, cc childConfig, stdout, stderr io.Writer) error {
+			return runClusterNode(ctx, *cc.Node, stdout, stderr)
+		}
+	}
+	if err := run(ctx, cc, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "bench child %d: %v\n", os.Getpid(), err)
 		os.Exit(3)
 	}
