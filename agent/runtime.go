@@ -90,7 +90,8 @@ type Retry struct {
 type Runtime struct {
 	opts   Options
 	engine *workflow.Engine
-	store  store.Store
+	store  runtimeStore
+	shared store.Store // the whole store, for bases such as think.Agent
 	clock  clockwork.Clock
 	log    *slog.Logger
 	node   string
@@ -103,7 +104,7 @@ type Runtime struct {
 	bindings map[string]Binding
 	finders  []Finder // replaced, never changed in place
 	notices  map[string]NoticeHandler
-	calls    map[string]CallHandler // HandleCall's, by method
+	calls    map[string]CallHandler           // HandleCall's, by method
 	extra    map[string]func(context.Context) // AddLoop's, by name
 	exts     map[string]any                   // Extension's, by name
 
@@ -170,6 +171,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		opts:     opts,
 		engine:   e,
 		store:    e.Store(),
+		shared:   e.Store(),
 		clock:    e.Clock(),
 		log:      opts.Logger.With("node", e.NodeID()),
 		node:     e.NodeID(),
@@ -186,7 +188,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 	// Background work runs under rt.ctx, which carries the probe so that
 	// code below it (a scripted model, a task's retries) can park. A test
 	// harness's store may supply the probe (see seam.go).
-	rt.probe = agentseam.ProbeFor(rt.store, rt.classNames)
+	rt.probe = agentseam.ProbeFor(rt.shared, rt.classNames)
 	rt.ctx, rt.cancel = context.WithCancel(agentseam.WithProbe(context.Background(), rt.probe))
 	if opts.AdvertiseURL != "" {
 		u, err := url.Parse(opts.AdvertiseURL)
@@ -348,7 +350,15 @@ func (rt *Runtime) Live() int {
 func (rt *Runtime) NodeID() string { return rt.node }
 
 // Store returns the store the runtime's agents live in.
-func (rt *Runtime) Store() store.Store { return rt.store }
+func (rt *Runtime) Store() store.Store { return rt.shared }
+
+// runtimeStore is the part of the store the runtime runs on.
+type runtimeStore interface {
+	store.AgentStore
+	store.AgentWorkflowStore
+	store.NodeStore
+	GetInstance(ctx context.Context, id string) (*store.Instance, error)
+}
 
 // Logger returns the runtime's logger, for extensions' loops (AddLoop).
 func (rt *Runtime) Logger() *slog.Logger { return rt.log }

@@ -52,9 +52,16 @@ type Options struct {
 	Hooks     Hooks
 }
 
+// engineStore is the part of the store the engine runs on.
+type engineStore interface {
+	store.InstanceStore
+	store.NodeStore
+}
+
 // Engine runs workflow instances from a store.
 type Engine struct {
-	store   store.Store
+	store   engineStore
+	shared  store.Store // the whole store, for the agent runtime that shares it
 	clock   clockwork.Clock
 	log     *slog.Logger
 	service string
@@ -120,6 +127,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		store:   opts.Store,
+		shared:  opts.Store,
 		clock:   opts.Clock,
 		log:     opts.Logger.With("node", opts.NodeID),
 		service: opts.Service,
@@ -148,7 +156,7 @@ func (e *Engine) Executing() int { return len(e.slots) }
 func (e *Engine) Wake() { e.sched.add(e.clock.Now()) }
 
 // Store returns the engine's store.
-func (e *Engine) Store() store.Store { return e.store }
+func (e *Engine) Store() store.Store { return e.shared }
 
 // Clock returns the engine's clock.
 func (e *Engine) Clock() clockwork.Clock { return e.clock }

@@ -59,7 +59,7 @@ type ProbeSource interface {
 
 // ProbeFor returns the probe for a runtime over st: st's, when st is a
 // ProbeSource that gives one, else a new one.
-func ProbeFor(st store.Store, classes func() []string) *Probe {
+func ProbeFor(st any, classes func() []string) *Probe {
 	if src, ok := st.(ProbeSource); ok {
 		if p := src.AgentProbe(classes); p != nil {
 			return p
