@@ -151,9 +151,9 @@ type activation struct {
 // returns the writes by their op, and each agent's activations in the
 // order they completed.
 func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string][]*activation) {
-	kills := map[int]int64{}     // pid → when the parent killed it
-	pids := map[string]int{}     // node → its process
-	reaped := map[string]int64{} // node → when another node removed it
+	kills := map[int]int64{}      // pid → when the parent killed it
+	pids := map[string]int{}      // node → its process
+	reaped := map[string]Record{} // node → the first removal by another node
 	acts := map[string][]*activation{}
 	releases := map[string][]Record{} // by agent
 	writes := map[string][]Record{}   // by agent
@@ -168,7 +168,7 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 		case EvReap:
 			if rec.By != rec.Node {
 				if _, ok := reaped[rec.Node]; !ok {
-					reaped[rec.Node] = rec.T0
+					reaped[rec.Node] = rec
 				}
 			}
 		case EvActivate:
@@ -187,10 +187,14 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 	// problem, since its writes are fenced off from then on, which the
 	// checks below prove; it is reported.
 	for _, node := range slices.Sorted(maps.Keys(reaped)) {
-		at := reaped[node]
+		rec := reaped[node]
 		if pid, ok := pids[node]; ok {
-			if k, killed := kills[pid]; !killed || k > at {
-				r.LiveReaps = append(r.LiveReaps, fmt.Sprintf("node %s (pid %d)", node, pid))
+			if k, killed := kills[pid]; !killed || k > rec.T0 {
+				why := "its lease had run out"
+				if rec.Until > rec.T0 {
+					why = fmt.Sprintf("with %v of its lease left", nanos(rec.Until-rec.T0))
+				}
+				r.LiveReaps = append(r.LiveReaps, fmt.Sprintf("node %s (pid %d) by %s, %s", node, pid, rec.By, why))
 			}
 		}
 	}
@@ -209,8 +213,8 @@ func checkActivations(r *Report, recs []Record) (map[string][]Record, map[string
 			if k, ok := kills[a.PID]; ok && k >= a.T0 && (a.end == 0 || k < a.end) {
 				a.end, a.endBy = k, "kill"
 			}
-			if k, ok := reaped[a.Node]; ok && k >= a.T0 && (a.end == 0 || k < a.end) {
-				a.end, a.endBy = k, "node's removal"
+			if rm, ok := reaped[a.Node]; ok && rm.T0 >= a.T0 && (a.end == 0 || rm.T0 < a.end) {
+				a.end, a.endBy = rm.T0, "node's removal"
 			}
 		}
 		// Writes belong to the activation of their lease.

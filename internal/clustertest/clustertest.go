@@ -368,11 +368,13 @@ type Record struct {
 	Instance string `json:"instance,omitempty"`
 	Step     string `json:"step,omitempty"`
 	Attempt  int    `json:"attempt,omitempty"`
-	// By is the node that reaped Node.
-	By  string `json:"by,omitempty"`
-	T0  int64  `json:"t0"` // Unix nanoseconds
-	T1  int64  `json:"t1,omitempty"`
-	Err string `json:"err,omitempty"`
+	// By is the node that removed Node, and Until when Node's lease ran
+	// out as its row said just before (0: no row).
+	By    string `json:"by,omitempty"`
+	Until int64  `json:"until,omitempty"`
+	T0    int64  `json:"t0"` // Unix nanoseconds
+	T1    int64  `json:"t1,omitempty"`
+	Err   string `json:"err,omitempty"`
 }
 
 // auditLog appends records to the audit file, each with one write(2) on
@@ -483,10 +485,23 @@ func (s *auditStore) SaveAgentState(ctx context.Context, l store.AgentLease, sta
 }
 
 func (s *auditStore) RemoveNode(ctx context.Context, id string, now time.Time) (int, error) {
+	// The row's lease as it is just before (renewed since the remover read
+	// it, at worst): whether the node was removed for a lapsed lease or
+	// for its process being gone.
+	var until int64
+	if id != s.node {
+		if nodes, err := s.Store.ListNodes(ctx); err == nil {
+			for _, n := range nodes {
+				if n.ID == id {
+					until = n.ExpiresAt.UnixNano()
+				}
+			}
+		}
+	}
 	t0 := time.Now().UnixNano()
 	n, err := s.Store.RemoveNode(ctx, id, now)
 	if err == nil {
-		s.audit.mustAppend(Record{Ev: EvReap, Node: id, By: s.node, T0: t0, T1: time.Now().UnixNano()})
+		s.audit.mustAppend(Record{Ev: EvReap, Node: id, By: s.node, Until: until, T0: t0, T1: time.Now().UnixNano()})
 	}
 	return n, err
 }
