@@ -246,7 +246,14 @@ func runChild(cfg Config) error {
 	}
 	defer pg.Close()
 	st := &auditStore{Store: pg, audit: audit}
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: log, Lease: cfg.Lease, PollInterval: cfg.PollInterval})
+	var engStore store.Store = st
+	if w, ok := any(pg).(store.Waker); ok { // wake-ups across processes, as in production
+		engStore = struct {
+			*auditStore
+			store.Waker
+		}{st, w}
+	}
+	eng, err := workflow.NewEngine(workflow.Options{Store: engStore, Logger: log, Lease: cfg.Lease, PollInterval: cfg.PollInterval})
 	if err != nil {
 		return err
 	}
