@@ -39,8 +39,9 @@ type Wake struct {
 type Waker interface {
 	// Subscribe calls fn with every wake signalled by a write through any
 	// handle on the store, this one included, until cancel is called. fn
-	// runs on the store's own goroutines, possibly concurrently, and must
-	// not block or call the store: it should only note that work is due
-	// (wakeq.Queue.Poke).
+	// runs on the goroutine of this handle's write that published the wake
+	// (after its commit) or on the store's own goroutines, possibly
+	// concurrently, and must not block or call the store: it should only
+	// note that work is due (wakeq.Queue.Poke).
 	Subscribe(fn func(Wake)) (cancel func())
 }
