@@ -95,23 +95,34 @@ func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 // listening.
 func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 	defer close(l.done)
-	delay := 50 * time.Millisecond
+	const (
+		minDelay = 50 * time.Millisecond
+		maxDelay = 5 * time.Second
+		// healthy is how long a connection must have lasted for the
+		// backoff to start again from minDelay: a server that drops every
+		// connection at once must not make each drop wake everyone.
+		healthy = 10 * time.Second
+	)
+	delay := minDelay
+	wait := func() {
+		// Jittered exponential backoff.
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		}
+		delay = min(2*delay, maxDelay)
+	}
 	for ctx.Err() == nil {
 		if conn == nil {
 			var err error
 			if conn, err = l.connect(ctx); err != nil {
-				// Jittered exponential backoff, up to 5 s.
-				select {
-				case <-ctx.Done():
-				case <-time.After(delay/2 + rand.N(delay/2+1)):
-				}
-				delay = min(2*delay, 5*time.Second)
+				wait()
 				continue
 			}
-			delay = 50 * time.Millisecond
 			// Wakes sent while no connection listened are lost.
 			l.bus.Deliver(store.Wake{Kind: store.WakeAll})
 		}
+		since := time.Now()
 		for {
 			n, err := conn.WaitForNotification(ctx)
 			if err != nil {
@@ -121,9 +132,12 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 		}
 		_ = conn.Close(context.Background())
 		conn = nil
-	}
-	if conn != nil {
-		_ = conn.Close(context.Background())
+		if time.Since(since) >= healthy {
+			delay = minDelay
+		}
+		if ctx.Err() == nil {
+			wait()
+		}
 	}
 }
 
