@@ -50,7 +50,12 @@ import (
 // (seed 001: a prompt step in a workflow, then a human approval), uses the
 // same model, or its own scripted one; --once triages issue 42, prints the
 // draft, approves it with SendWorkflowEvent and prints the labels applied.
-func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	defer func() {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			err = nil // stopped (Ctrl-C) while starting or running the examples
+		}
+	}()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dbPath := fs.String("db", "agentflow-dev.db", "SQLite database file (created if missing)")
@@ -449,28 +454,28 @@ func watchFlight(ctx context.Context, p *printer, rt *agent.Runtime, name string
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		page, err := agent.With(ctx, rt, name, func(ctx context.Context, a *flights.MyAgent) (agent.WorkflowPage, error) {
-			return a.GetWorkflows(ctx, agent.WorkflowQuery{Limit: 10})
-		})
+		// The tracking rows are read from the store: in a cluster the agent
+		// may be live in another dev process.
+		rows, err := rt.Store().ListAgentWorkflows(ctx, store.AgentKey{Class: flights.AgentClass, Name: name}, store.WorkflowFilter{Limit: 10})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("flights example: tracked workflows of %s: %w", name, err)
 		}
-		for _, w := range page.Workflows {
-			if w.CreatedAt.Before(since) || seen[w.ID] == w.Status {
+		for _, w := range rows {
+			if w.CreatedAt.Before(since) || seen[w.WorkflowID] == w.Status {
 				continue
 			}
-			seen[w.ID] = w.Status
+			seen[w.WorkflowID] = w.Status
 			where := ""
 			if w.Service != "" {
 				where = " (service " + w.Service + ")"
 			}
-			p.printf("%-8s %s  tracks %s %s%s: %s", flights.AgentClass, name, w.Binding, w.ID, where, w.Status)
+			p.printf("%-8s %s  tracks %s %s%s: %s", flights.AgentClass, name, w.Binding, w.WorkflowID, where, w.Status)
 			switch {
 			case w.Status == store.StatusErrored || w.Status == store.StatusTerminated:
-				return fmt.Errorf("flights example: workflow %s ended %s: %s", w.ID, w.Status, w.ErrorMessage)
+				return fmt.Errorf("flights example: workflow %s ended %s: %s", w.WorkflowID, w.Status, w.ErrorMessage)
 			case w.Binding == flights.EmailBinding && w.Status == store.StatusComplete:
 				return nil
 			}
