@@ -104,9 +104,10 @@ func (r *runner) agentActivate(ctx context.Context) (_ []Result, err error) {
 		return nil, err
 	}
 	evicted := time.Since(start) - activated
-	// Every agent's row is released: no owner.
-	if err := rig.e.waitCount(ctx, 10*time.Millisecond, cfg.Agents+warm,
-		`SELECT COUNT(*) FROM agent_instances WHERE owner IS NULL`); err != nil {
+	// Every agent is released: no row has an owner (an agent that stored
+	// nothing, as these, leaves no row at all).
+	if err := rig.e.waitCount(ctx, 10*time.Millisecond, 1,
+		`SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END FROM agent_instances WHERE owner IS NOT NULL`); err != nil {
 		return nil, err
 	}
 	settleGoroutines(base.goroutines)
