@@ -9,13 +9,17 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
 	"agentflow/store"
+	"agentflow/store/sqlite"
+	"agentflow/workflow"
 )
 
 // Tally is a counter that also answers plain HTTP with its count.
@@ -320,5 +324,74 @@ func TestClusterFollowsAMovedAgent(t *testing.T) {
 	}
 	if a.rt.Live() != 0 || b.rt.Live() != 0 || c.rt.Live() != 1 {
 		t.Fatalf("Live: a %d, b %d, c %d; want the agent on c alone", a.rt.Live(), b.rt.Live(), c.rt.Live())
+	}
+}
+
+// lapsingStore fails heartbeats while lapse is set, as a node cut off from
+// the store would see them fail.
+type lapsingStore struct {
+	store.Store
+	lapse atomic.Bool
+}
+
+func (s *lapsingStore) Heartbeat(ctx context.Context, n store.Node) error {
+	if s.lapse.Load() {
+		return errors.New("store unreachable")
+	}
+	return s.Store.Heartbeat(ctx, n)
+}
+
+// A node whose heartbeat lapsed serves no agent, even one live in its
+// memory, until a heartbeat succeeds again.
+func TestLapsedLeaseServesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "lapse.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inner.Close() })
+	st := &lapsingStore{Store: inner}
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Lease: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(agent.Options{Engine: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerTally(rt)
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Stop(context.Background()) })
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
+	if n, err := agent.Call(ctx, rt, "erin", (*Tally).Increment, 1); err != nil || n != 1 {
+		t.Fatalf("Call = %d, %v", n, err)
+	}
+
+	st.lapse.Store(true)
+	time.Sleep(400 * time.Millisecond) // past the lease
+	_, err = agent.Call(ctx, rt, "erin", (*Tally).Increment, 1)
+	if !errors.Is(err, agent.ErrLeaseLapsed) {
+		t.Fatalf("Call with the lease lapsed: %v, want ErrLeaseLapsed", err)
+	}
+	srv := httptest.NewServer(rt.Handler(agent.HandlerOptions{}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/agents/tally/erin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("GET with the lease lapsed: %s, want 503", resp.Status)
+	}
+
+	st.lapse.Store(false) // the next heartbeat, which a refused call asks for, renews it
+	if n, err := agent.Call(ctx, rt, "erin", (*Tally).Increment, 1); err != nil || n != 2 {
+		t.Fatalf("Call after the lease was renewed = %d, %v; want 2", n, err)
 	}
 }
