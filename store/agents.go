@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// This file is the storage half of agents (SPEC §3): the agent rows that
+// This file is the storage half of agents (docs/DESIGN.md §3): the agent rows that
 // place each instance on one node and hold its state, its schedules, and its
 // fibers' ledger.
 //
@@ -101,7 +101,7 @@ type ScheduleFilter struct {
 	From, To time.Time
 }
 
-// FiberStatus is where a fiber is in its life (SPEC §3.6).
+// FiberStatus is where a fiber is in its life (docs/DESIGN.md §3.6).
 type FiberStatus string
 
 // Fiber statuses.

@@ -1,4 +1,4 @@
-// Package triage is the second seed document end to end (SPEC §4.3): a
+// Package triage is the prompt-step walkthrough of docs/DESIGN.md §4.3 end to end: a
 // Think agent, TriageAgent, whose TriageIssue starts TRIAGE_WORKFLOW; the
 // workflow hands one reasoning step back to the agent with think.Prompt —
 // "Triage issue #N", answered as a typed Draft through the final-answer

@@ -1,5 +1,5 @@
 // Command flights-agents is the agent service of the flights example (the
-// seed document of SPEC §3.5): a workflow engine of the default service
+// first walkthrough of docs/DESIGN.md §3.5): a workflow engine of the default service
 // with the flight workflow, and the agent runtime serving MyAgent over HTTP.
 // The email workflow it starts runs in the other service, email-workflows,
 // which shares its store:
