@@ -183,7 +183,7 @@ type submitted struct {
 	Fingerprint  string `json:"fingerprint"`
 }
 
-// The runtime's named methods (agent.Runtime.HandleCall) behind the prompt
+// The runtime's named methods (agentseam.Host.HandleCall) behind the prompt
 // step: the step's process calls them by name, and they run on whichever
 // node of the cluster the Think agent is live on, so a workflow of any
 // service can prompt its agent.
