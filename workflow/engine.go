@@ -413,9 +413,6 @@ type CreateOptions struct {
 	ID string
 	// Params is encoded as JSON and must decode into the class's params type.
 	Params any
-	// Origin is the agent starting the instance, if one is; its step code
-	// can read it with Step.Origin. Set by the agent runtime.
-	Origin store.AgentKey
 }
 
 // Create creates an instance of the registered class and queues it. If the
@@ -447,7 +444,7 @@ func (e *Engine) create(ctx context.Context, workflowName string, batch []Create
 	rows := make([]*store.Instance, len(batch))
 	seen := make(map[string]bool, len(batch))
 	for i, o := range batch {
-		in, err := e.newRow(c, o, now)
+		in, err := e.newRow(c, o, store.AgentKey{}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -484,9 +481,10 @@ func (e *Engine) create(ctx context.Context, workflowName string, batch []Create
 	return out, nil
 }
 
-// newRow validates o and returns the instance row; c is nil for a class of
-// another service, whose params cannot be checked here.
-func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instance, error) {
+// newRow validates o and returns the instance row, started by the agent
+// origin (zero for none); c is nil for a class of another service, whose
+// params cannot be checked here.
+func (e *Engine) newRow(c *class, o CreateOptions, origin store.AgentKey, now time.Time) (*store.Instance, error) {
 	id := o.ID
 	if id == "" {
 		id = NewInstanceID()
@@ -501,7 +499,7 @@ func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instan
 		return nil, invalid(ErrTooLarge, "params", "", "are %d bytes; the limit is %d bytes", len(params), e.limits.MaxParamsBytes)
 	}
 	in := &store.Instance{
-		ID: id, Service: e.service, Params: params, Origin: o.Origin,
+		ID: id, Service: e.service, Params: params, Origin: origin,
 		Status: store.StatusQueued, CreatedAt: now, WakeAt: now,
 	}
 	if c != nil {

@@ -36,7 +36,7 @@ func (s seam) Prepare(workflowName, service, id string, params json.RawMessage, 
 	} else if err := checkClassName(workflowName); err != nil {
 		return nil, err
 	}
-	in, err := e.newRow(c, CreateOptions{ID: id, Params: params, Origin: origin}, e.clock.Now())
+	in, err := e.newRow(c, CreateOptions{ID: id, Params: params}, origin, e.clock.Now())
 	if err != nil {
 		return nil, err
 	}
