@@ -372,7 +372,7 @@ func (c *cluster) retarget(ctx context.Context, key store.AgentKey, owner string
 // row has been removed (its lease lapsed and a node reaped it). The view
 // of the nodes is read again either way.
 func (c *cluster) lost(ctx context.Context, n store.Node) bool {
-	reaped, err := c.rt.engine.ReapIfGone(ctx, n)
+	reaped, err := c.rt.seam.ReapIfGone(ctx, n)
 	if err != nil {
 		c.rt.log.Warn("reaping a node that did not answer failed", "dead_node", n.ID, "err", err)
 	}
@@ -823,13 +823,13 @@ const leaseWait = time.Second
 // awaitLease returns at once while the engine's lease holds; otherwise it
 // waits up to leaseWait for a heartbeat (which the engine was asked for).
 func (rt *Runtime) awaitLease(ctx context.Context) error {
-	if !rt.engine.LeaseLapsed() {
+	if !rt.seam.LeaseLapsed() {
 		return nil
 	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	deadline := time.Now().Add(leaseWait)
-	for rt.engine.LeaseLapsed() {
+	for rt.seam.LeaseLapsed() {
 		if time.Now().After(deadline) {
 			return ErrLeaseLapsed
 		}

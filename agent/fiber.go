@@ -346,10 +346,7 @@ func (rt *Runtime) recoverPass(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		rt.log.Warn("looking for fibers to recover failed", "err", err)
 	}
-	rt.classMu.RLock()
-	finders := rt.finders
-	rt.classMu.RUnlock()
-	for _, f := range finders {
+	for _, f := range rt.host.Finders() {
 		more, err := f(ctx, rt.classNames())
 		if err != nil && ctx.Err() == nil {
 			rt.log.Warn("looking for agents to activate failed", "err", err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"agentflow/internal/agentseam"
 	"agentflow/internal/ids"
 	"agentflow/store"
 	"agentflow/workflow"
@@ -236,14 +237,11 @@ func (o *Origin) send(name, kind string, data any) error {
 }
 
 // isNotice reports whether a schedule is one of the runtime's own.
-func isNotice(method string) bool { return strings.HasPrefix(method, "agentflow:") }
+func isNotice(method string) bool { return strings.HasPrefix(method, agentseam.MethodPrefix) }
 
 // deliver hands a notice to its agent, holding the instance's lock.
 func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
-	rt.classMu.RLock()
-	h := rt.notices[s.Method]
-	rt.classMu.RUnlock()
-	if h != nil {
+	if h := rt.host.Notice(s.Method); h != nil {
 		c, err := rt.class(s.Class)
 		if err != nil {
 			return err
@@ -253,7 +251,7 @@ func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
 			return err
 		}
 		defer rt.release(in)
-		return in.run(ctx, func() error { return h(ctx, in.obj, infoOf(s)) })
+		return in.run(ctx, func() error { return h(ctx, in.obj, *s) })
 	}
 	var n notice
 	if err := json.Unmarshal(s.Payload, &n); err != nil || n.InstanceID == "" {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 
+	"agentflow/internal/agentseam"
 	"agentflow/store"
 )
 
@@ -197,41 +198,15 @@ func (rt *Runtime) callHere(ctx context.Context, key store.AgentKey, method stri
 	return rt.invoke(ctx, c, key.Name, m, vals, CallOptions{OnChunk: onChunk})
 }
 
-// CallHandler is a method of the runtime's own (its name starts with
-// "agentflow:"), called by name like a class's method: it runs holding the
-// instance's lock, with self the class value (its *T), on whichever node
-// the agent is live. arg is its one argument as JSON (nil without one);
-// the result is encoded as JSON.
-type CallHandler func(ctx context.Context, self any, arg json.RawMessage) (any, error)
-
-// HandleCall registers h as the method named method, which must start
-// with "agentflow:", for every class. It is how a base like think.Agent
-// gives workflows of any service a way in. Call it before Start; every
-// node that hosts the classes must register it.
-func (rt *Runtime) HandleCall(method string, h CallHandler) error {
-	if !isNotice(method) {
-		return fmt.Errorf("agent: call method %q must start with %q", method, "agentflow:")
-	}
-	rt.classMu.Lock()
-	defer rt.classMu.Unlock()
-	if _, dup := rt.calls[method]; dup {
-		return fmt.Errorf("agent: call method %q is already handled", method)
-	}
-	rt.calls[method] = h
-	return nil
-}
-
-func (rt *Runtime) callHandler(method string) CallHandler {
+func (rt *Runtime) callHandler(method string) agentseam.CallHandler {
 	if !isNotice(method) {
 		return nil
 	}
-	rt.classMu.RLock()
-	defer rt.classMu.RUnlock()
-	return rt.calls[method]
+	return rt.host.Call(method)
 }
 
 // runHandler runs a runtime's own method on the instance here.
-func (rt *Runtime) runHandler(ctx context.Context, c *class, name, method string, h CallHandler, arg json.RawMessage) (json.RawMessage, error) {
+func (rt *Runtime) runHandler(ctx context.Context, c *class, name, method string, h agentseam.CallHandler, arg json.RawMessage) (json.RawMessage, error) {
 	in, err := rt.acquire(ctx, c, name)
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"agentflow/internal/agentseam"
+	"agentflow/internal/engineseam"
 	"agentflow/internal/wakeq"
 	"agentflow/store"
 	"agentflow/workflow"
@@ -90,8 +91,9 @@ type Retry struct {
 type Runtime struct {
 	opts   Options
 	engine *workflow.Engine
+	seam   engineseam.Engine // the engine's side the runtime alone uses
 	store  runtimeStore
-	shared store.Store // the whole store, for bases such as think.Agent
+	host   *agentseam.Host // the runtime's side bases such as think.Agent use
 	clock  clockwork.Clock
 	log    *slog.Logger
 	node   string
@@ -102,11 +104,6 @@ type Runtime struct {
 	byKebab  map[string]*class
 	byType   map[reflect.Type]*class // by *T
 	bindings map[string]Binding
-	finders  []Finder // replaced, never changed in place
-	notices  map[string]NoticeHandler
-	calls    map[string]CallHandler           // HandleCall's, by method
-	extra    map[string]func(context.Context) // AddLoop's, by name
-	exts     map[string]any                   // Extension's, by name
 
 	mu       sync.Mutex
 	live     map[store.AgentKey]*activation
@@ -167,11 +164,12 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		opts.PollInterval = time.Second
 	}
 	e := opts.Engine
+	seam := e.Seam(engineseam.Key{})
 	rt := &Runtime{
 		opts:     opts,
 		engine:   e,
-		store:    e.Store(),
-		shared:   e.Store(),
+		seam:     seam,
+		store:    seam.Store(),
 		clock:    e.Clock(),
 		log:      opts.Logger.With("node", e.NodeID()),
 		node:     e.NodeID(),
@@ -179,16 +177,16 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		byKebab:  map[string]*class{},
 		byType:   map[reflect.Type]*class{},
 		bindings: map[string]Binding{},
-		notices:  map[string]NoticeHandler{},
-		calls:    map[string]CallHandler{stateMethod: stateHandler},
-		extra:    map[string]func(context.Context){},
-		exts:     map[string]any{},
 		live:     map[store.AgentKey]*activation{},
+	}
+	rt.host = agentseam.NewHost(seam.Store(), rt.log, opts.PollInterval)
+	if err := rt.host.HandleCall(stateMethod, stateHandler); err != nil {
+		return nil, err
 	}
 	// Background work runs under rt.ctx, which carries the probe so that
 	// code below it (a scripted model, a task's retries) can park. A test
 	// harness's store may supply the probe (see seam.go).
-	rt.probe = agentseam.ProbeFor(rt.shared, rt.classNames)
+	rt.probe = agentseam.ProbeFor(seam.Store(), rt.classNames)
 	rt.ctx, rt.cancel = context.WithCancel(agentseam.WithProbe(context.Background(), rt.probe))
 	if opts.AdvertiseURL != "" {
 		u, err := url.Parse(opts.AdvertiseURL)
@@ -212,7 +210,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 	})
 	// A workflow this runtime's agent started finished here: its notice is
 	// due now, so claim it now rather than at the next poll.
-	e.OnFinished(func(string, store.AgentKey) { rt.sched.Poke() })
+	seam.OnFinished(func(string, store.AgentKey) { rt.sched.Poke() })
 	return rt, nil
 }
 
@@ -274,11 +272,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		}
 		loops = append(loops, rt.cluster.loop)
 	}
-	rt.classMu.RLock()
-	for _, l := range rt.extra {
-		loops = append(loops, l)
-	}
-	rt.classMu.RUnlock()
+	loops = append(loops, rt.host.Loops()...)
 	for _, loop := range loops {
 		rt.loops.Go(func() { loop(rt.ctx) })
 	}
@@ -349,9 +343,6 @@ func (rt *Runtime) Live() int {
 // NodeID returns the node the runtime's agents are live on.
 func (rt *Runtime) NodeID() string { return rt.node }
 
-// Store returns the store the runtime's agents live in.
-func (rt *Runtime) Store() store.Store { return rt.shared }
-
 // runtimeStore is the part of the store the runtime runs on.
 type runtimeStore interface {
 	store.AgentStore
@@ -360,83 +351,16 @@ type runtimeStore interface {
 	GetInstance(ctx context.Context, id string) (*store.Instance, error)
 }
 
-// Logger returns the runtime's logger, for extensions' loops (AddLoop).
-func (rt *Runtime) Logger() *slog.Logger { return rt.log }
-
 // Clock returns the runtime's clock (the engine's).
 func (rt *Runtime) Clock() clockwork.Clock { return rt.clock }
-
-// Finder returns agents of the given classes that need activating, e.g.
-// because durable work of theirs has no live runner.
-type Finder func(ctx context.Context, classes []string) ([]store.AgentKey, error)
-
-// NoticeHandler handles a schedule of the runtime's own kind (its method
-// starts with "agentflow:"), holding the agent's lock; self is the class's
-// *T. A base like think.Agent registers one for the schedules it makes.
-type NoticeHandler func(ctx context.Context, self any, s ScheduleInfo) error
-
-// HandleNotice registers h for schedules whose method is method, which
-// must start with "agentflow:". Call it before Start.
-func (rt *Runtime) HandleNotice(method string, h NoticeHandler) error {
-	if !isNotice(method) {
-		return fmt.Errorf("agent: notice method %q must start with %q", method, "agentflow:")
-	}
-	rt.classMu.Lock()
-	defer rt.classMu.Unlock()
-	if _, dup := rt.notices[method]; dup {
-		return fmt.Errorf("agent: notice method %q has a handler already", method)
-	}
-	rt.notices[method] = h
-	return nil
-}
-
-// AddLoop registers background work that runs from Start until Stop, once
-// per runtime whatever the number of calls with the same name: a base like
-// think.Agent delivers its outbox this way. Call it before Start.
-func (rt *Runtime) AddLoop(name string, loop func(ctx context.Context)) {
-	rt.classMu.Lock()
-	defer rt.classMu.Unlock()
-	if _, ok := rt.extra[name]; !ok {
-		rt.extra[name] = loop
-	}
-}
-
-// Extension returns the runtime's value named name, making it with make
-// the first time: per-runtime state of a package built on agents (think's
-// outbox), without globals.
-func (rt *Runtime) Extension(name string, make func() any) any {
-	rt.classMu.Lock()
-	v, ok := rt.exts[name]
-	rt.classMu.Unlock()
-	if ok {
-		return v
-	}
-	v = make() // outside the lock: make may call AddLoop
-	rt.classMu.Lock()
-	defer rt.classMu.Unlock()
-	if prev, ok := rt.exts[name]; ok {
-		return prev
-	}
-	rt.exts[name] = v
-	return v
-}
 
 // Engine returns the workflow engine the runtime shares.
 func (rt *Runtime) Engine() *workflow.Engine { return rt.engine }
 
-// WakeSchedules makes the runtime claim due schedules now, for a caller
-// that wrote one through the store.
+// WakeSchedules makes the runtime look for due schedules now instead of at
+// its next timer or poll. Use it after advancing a virtual clock or
+// changing the store from outside the runtime.
 func (rt *Runtime) WakeSchedules() { rt.sched.Poke() }
-
-// AddFinder registers a finder that the runtime calls every PollInterval;
-// it activates the agents found (which runs their OnActivate hooks). It is
-// how a base like think.Agent resumes work after a crash. Call it before
-// Start.
-func (rt *Runtime) AddFinder(f Finder) {
-	rt.classMu.Lock()
-	rt.finders = append(slices.Clone(rt.finders), f)
-	rt.classMu.Unlock()
-}
 
 // acquire returns the live instance of key, activating it if need be, and
 // holds a reference that keeps it from eviction until release.
@@ -521,7 +445,7 @@ func (rt *Runtime) newInstance(ctx context.Context, c *class, key store.AgentKey
 		// Live on a node of this host whose process has died since the
 		// engine last looked: reap it now rather than at the next
 		// heartbeat, and take the agent over.
-		if reaped, rerr := rt.engine.ReapIfGone(ctx, owned.Node); rerr != nil {
+		if reaped, rerr := rt.seam.ReapIfGone(ctx, owned.Node); rerr != nil {
 			rt.log.Warn("reaping the dead node an agent is live on failed", "agent", key, "dead_node", owned.Node.ID, "err", rerr)
 		} else if reaped {
 			row, err = rt.store.ActivateAgent(ctx, key, rt.node, rt.clock.Now())

@@ -8,11 +8,20 @@ import (
 	"agentflow/store"
 )
 
-// The runtime's side of internal/agentseam, which package agenttest reads
-// to tell when a runtime is quiet and uses to crash it at chosen points.
-// NewRuntime takes its probe from agentseam.ProbeFor: a harness hands the
-// engine a store that is an agentseam.ProbeSource and so holds the probe of
-// the runtime it creates.
+// The runtime's side of internal/agentseam.
+//
+// Packages of this module built on the runtime (think, the benchmarks) add
+// work to it through its agentseam.Host, which Seam hands out.
+//
+// Package agenttest reads the runtime's probe to tell when it is quiet and
+// uses it to crash it at chosen points. NewRuntime takes its probe from
+// agentseam.ProbeFor: a harness hands the engine a store that is an
+// agentseam.ProbeSource and so holds the probe of the runtime it creates.
+
+// Seam is for the packages of this module built on the runtime (think):
+// see internal/agentseam. Its argument's type is internal to agentflow, so
+// no other module can call it.
+func (rt *Runtime) Seam(agentseam.Key) *agentseam.Host { return rt.host }
 
 // goWork runs fn as background work: Stop waits for it, and the probe
 // counts it.

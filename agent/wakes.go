@@ -3,15 +3,9 @@ package agent
 import (
 	"context"
 	"slices"
-	"time"
 
 	"agentflow/store"
 )
-
-// PollInterval returns Options.PollInterval: how often the runtime, and
-// the loops of packages built on it (think's outbox), ask the store for
-// work when no wake (store.Waker) says it is due.
-func (rt *Runtime) PollInterval() time.Duration { return rt.opts.PollInterval }
 
 // wakeLoop subscribes, at once, to the store's wakes (store.Waker) and
 // returns the loop that ends the subscription when the runtime stops.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/engineseam"
 	"agentflow/internal/pgtest"
 	"agentflow/store"
 	"agentflow/store/postgres"
@@ -113,7 +114,7 @@ func TestWakesCrossServiceNotice(t *testing.T) {
 				mu.Unlock()
 				return struct{}{}, nil
 			}))
-			eng2.OnFinished(func(id string, _ store.AgentKey) {
+			eng2.Seam(engineseam.Key{}).OnFinished(func(id string, _ store.AgentKey) {
 				mu.Lock()
 				finishedAt[id] = time.Now()
 				mu.Unlock()

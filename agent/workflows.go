@@ -117,9 +117,7 @@ func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, 
 			return "", fmt.Errorf("run workflow %s: metadata: %w", binding, err)
 		}
 	}
-	row, err := rt.engine.Prepare(b.Workflow, b.Service, workflow.CreateOptions{
-		ID: o.ID, Params: json.RawMessage(raw), Origin: in.key,
-	})
+	row, err := rt.seam.Prepare(b.Workflow, b.Service, o.ID, raw, in.key)
 	if err != nil {
 		return "", fmt.Errorf("run workflow %s: %w", binding, err)
 	}
@@ -141,7 +139,7 @@ type WorkflowInfo struct {
 	Service  string
 	// Status is the status the agent last learned (GetWorkflowStatus
 	// reads the instance's own and brings this up to date).
-	Status       store.Status
+	Status       workflow.Status
 	Metadata     json.RawMessage
 	ErrorName    string
 	ErrorMessage string
@@ -155,7 +153,7 @@ type WorkflowInfo struct {
 
 func workflowInfo(w *store.AgentWorkflow) WorkflowInfo {
 	return WorkflowInfo{ID: w.WorkflowID, Binding: w.Binding, Workflow: w.Workflow, Service: w.Service,
-		Status: w.Status, Metadata: w.Metadata, ErrorName: w.ErrorName, ErrorMessage: w.ErrorMessage,
+		Status: workflow.Status(w.Status), Metadata: w.Metadata, ErrorName: w.ErrorName, ErrorMessage: w.ErrorMessage,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, CompletedAt: w.CompletedAt}
 }
 
@@ -182,7 +180,7 @@ func (a *Agent[S]) GetWorkflow(ctx context.Context, id string) (WorkflowInfo, er
 
 // WorkflowQuery selects tracked workflows. Zero fields match all.
 type WorkflowQuery struct {
-	Statuses []store.Status
+	Statuses []workflow.Status
 	Workflow string
 	// Metadata keeps workflows whose metadata has each key with that value
 	// (strings, numbers and booleans, compared as their JSON text).
@@ -207,7 +205,11 @@ func (a *Agent[S]) GetWorkflows(ctx context.Context, q WorkflowQuery) (WorkflowP
 	if limit <= 0 || limit > 100 {
 		limit = 100
 	}
-	f := store.WorkflowFilter{Statuses: q.Statuses, Workflow: q.Workflow, Metadata: q.Metadata, Limit: limit + 1}
+	var statuses []store.Status
+	for _, s := range q.Statuses {
+		statuses = append(statuses, store.Status(s))
+	}
+	f := store.WorkflowFilter{Statuses: statuses, Workflow: q.Workflow, Metadata: q.Metadata, Limit: limit + 1}
 	if q.Cursor != "" {
 		c, err := decodeCursor(q.Cursor)
 		if err != nil {
@@ -258,7 +260,7 @@ func (rt *Runtime) noteWaiting(ctx context.Context, ws []WorkflowInfo) {
 	var services map[string]bool
 	for i := range ws {
 		w := &ws[i]
-		if w.Status != store.StatusQueued {
+		if w.Status != workflow.StatusQueued {
 			continue
 		}
 		if services == nil {
@@ -289,11 +291,11 @@ func (a *Agent[S]) GetWorkflowStatus(ctx context.Context, id string) (workflow.I
 	in := a.in
 	w, err := in.tracked(ctx, id)
 	if err != nil {
-		return workflow.InstanceStatus{Status: store.StatusUnknown}, err
+		return workflow.InstanceStatus{Status: workflow.StatusUnknown}, err
 	}
 	inst, err := in.rt.engine.Get(ctx, id)
 	if err != nil {
-		return workflow.InstanceStatus{Status: store.StatusUnknown}, err
+		return workflow.InstanceStatus{Status: workflow.StatusUnknown}, err
 	}
 	st, err := inst.Status(ctx)
 	if err != nil {
@@ -311,7 +313,7 @@ func (a *Agent[S]) GetWorkflowStatus(ctx context.Context, id string) (workflow.I
 // if the row was not finished already, so setting the row here first would
 // keep the hook from ever being told.
 func (in *instance) sync(ctx context.Context, id string, st workflow.InstanceStatus) error {
-	if st.Status == store.StatusComplete || st.Status == store.StatusErrored {
+	if st.Status == workflow.StatusComplete || st.Status == workflow.StatusErrored {
 		_, err := in.rt.store.GetSchedule(ctx, in.key, store.FinishedNoticeID(id))
 		if err == nil {
 			return nil // the notice will tell
@@ -320,7 +322,7 @@ func (in *instance) sync(ctx context.Context, id string, st workflow.InstanceSta
 			return err
 		}
 	}
-	u := store.TrackingUpdate{Rule: store.TrackSync, Status: st.Status}
+	u := store.TrackingUpdate{Rule: store.TrackSync, Status: store.Status(st.Status)}
 	if st.Error != nil {
 		u.ErrorName, u.ErrorMessage = st.Error.Name, st.Error.Message
 	}

@@ -59,7 +59,7 @@ func TestWorkflowStatusBeforeFinishNotice(t *testing.T) {
 	st, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (workflow.InstanceStatus, error) {
 		return p.GetWorkflowStatus(ctx, id)
 	})
-	if err != nil || st.Status != store.StatusComplete {
+	if err != nil || st.Status != workflow.StatusComplete {
 		t.Fatalf("status = %+v, %v; want complete", st, err)
 	}
 	// The runtime polls on the virtual clock.
@@ -67,7 +67,7 @@ func TestWorkflowStatusBeforeFinishNotice(t *testing.T) {
 		return count(heardBy(name), `complete "sent to ada"`) == 1
 	})
 	info, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (agent.WorkflowInfo, error) { return p.GetWorkflow(ctx, id) })
-	if err != nil || info.Status != store.StatusComplete {
+	if err != nil || info.Status != workflow.StatusComplete {
 		t.Errorf("tracked = %+v, %v; want complete", info, err)
 	}
 }
@@ -115,11 +115,11 @@ func TestWorkflowStatusAfterReportComplete(t *testing.T) {
 	st, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (workflow.InstanceStatus, error) {
 		return p.GetWorkflowStatus(ctx, id)
 	})
-	if err != nil || st.Status != store.StatusWaiting {
+	if err != nil || st.Status != workflow.StatusWaiting {
 		t.Fatalf("status = %+v, %v; want waiting", st, err)
 	}
 	info, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (agent.WorkflowInfo, error) { return p.GetWorkflow(ctx, id) })
-	if err != nil || info.Status != store.StatusComplete {
+	if err != nil || info.Status != workflow.StatusComplete {
 		t.Fatalf("tracked after the status read = %+v, %v; want still complete", info, err)
 	}
 	if _, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (struct{}, error) {

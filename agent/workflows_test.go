@@ -169,7 +169,7 @@ func TestRunWorkflowEndToEnd(t *testing.T) {
 		info, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (agent.WorkflowInfo, error) {
 			return p.GetWorkflow(ctx, id)
 		})
-		if err != nil || info.Status != store.StatusComplete || info.Binding != "TRIP" || string(info.Metadata) != fmt.Sprintf(`{"to":%q}`, tc.params.To) {
+		if err != nil || info.Status != workflow.StatusComplete || info.Binding != "TRIP" || string(info.Metadata) != fmt.Sprintf(`{"to":%q}`, tc.params.To) {
 			t.Errorf("tracking row = %+v, %v", info, err)
 		}
 		inst, err := e.store.GetInstance(t.Context(), id)
@@ -226,7 +226,7 @@ func TestWorkflowApproval(t *testing.T) {
 	st, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (workflow.InstanceStatus, error) {
 		return p.GetWorkflowStatus(ctx, no)
 	})
-	if err != nil || st.Status != store.StatusErrored || st.Error == nil || st.Error.Name != "RejectedError" {
+	if err != nil || st.Status != workflow.StatusErrored || st.Error == nil || st.Error.Name != "RejectedError" {
 		t.Errorf("rejected workflow status = %+v, %v", st, err)
 	}
 }
@@ -305,7 +305,7 @@ func TestWorkflowOfServiceWithNoWorkers(t *testing.T) {
 	info, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (agent.WorkflowInfo, error) {
 		return p.GetWorkflow(ctx, id)
 	})
-	if err != nil || info.Status != store.StatusQueued || info.Service != "email-workflows" || !strings.Contains(info.Waiting, `"email-workflows"`) {
+	if err != nil || info.Status != workflow.StatusQueued || info.Service != "email-workflows" || !strings.Contains(info.Waiting, `"email-workflows"`) {
 		t.Fatalf("remote workflow = %+v, %v; want queued and waiting for email-workflows", info, err)
 	}
 	inst, err := e.store.GetInstance(t.Context(), id)
@@ -345,7 +345,7 @@ func TestWorkflowControlAndPaging(t *testing.T) {
 	ctl("terminate", func(ctx context.Context, p *Planner) error { return p.TerminateWorkflow(ctx, ids[0]) })
 	ctl("pause", func(ctx context.Context, p *Planner) error { return p.PauseWorkflow(ctx, ids[1]) })
 	info, _ := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (agent.WorkflowInfo, error) { return p.GetWorkflow(ctx, ids[0]) })
-	if info.Status != store.StatusTerminated {
+	if info.Status != workflow.StatusTerminated {
 		t.Errorf("terminated workflow tracked as %s", info.Status)
 	}
 	ctl("resume", func(ctx context.Context, p *Planner) error { return p.ResumeWorkflow(ctx, ids[1]) })
@@ -378,7 +378,7 @@ func TestWorkflowControlAndPaging(t *testing.T) {
 		}
 	}
 	filtered, err := withPlanner(t, e, name, func(ctx context.Context, p *Planner) (agent.WorkflowPage, error) {
-		return p.GetWorkflows(ctx, agent.WorkflowQuery{Metadata: map[string]string{"odd": "true"}, Statuses: []store.Status{store.StatusWaiting, store.StatusRunning, store.StatusQueued}})
+		return p.GetWorkflows(ctx, agent.WorkflowQuery{Metadata: map[string]string{"odd": "true"}, Statuses: []workflow.Status{workflow.StatusWaiting, workflow.StatusRunning, workflow.StatusQueued}})
 	})
 	if err != nil || len(filtered.Workflows) != 2 { // 3 and 5 (1 completed)
 		t.Errorf("odd unfinished workflows = %+v, %v; want 2", filtered.Workflows, err)

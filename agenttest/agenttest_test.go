@@ -357,7 +357,7 @@ func TestAgentWorkflowSleepsThreeDaysAndReports(t *testing.T) {
 	wf, err := agent.With(t.Context(), env.Runtime(), "ada", func(ctx context.Context, v *Traveller) (agent.WorkflowInfo, error) {
 		return v.GetWorkflow(ctx, id)
 	})
-	if err != nil || wf.Status != store.StatusComplete {
+	if err != nil || wf.Status != workflow.StatusComplete {
 		t.Errorf("tracked workflow = %+v, %v; want complete", wf, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -37,28 +38,31 @@ const (
 
 // outbox delivers the runtime's outbox messages.
 type outbox struct {
-	rt *agent.Runtime
-	q  *wakeq.Queue
+	rt  *agent.Runtime
+	st  store.Store
+	log *slog.Logger
+	q   *wakeq.Queue
 }
 
 // outboxOf returns the runtime's outbox, made (and added as the runtime's
 // loop "think-outbox") by the first Think class registered on it.
 func outboxOf(rt *agent.Runtime) *outbox {
-	return rt.Extension("think-outbox", func() any { return newOutbox(rt) }).(*outbox)
+	return host(rt).Extension("think-outbox", func() any { return newOutbox(rt) }).(*outbox)
 }
 
 func newOutbox(rt *agent.Runtime) *outbox {
-	o := &outbox{rt: rt}
-	st := rt.Store()
+	h := host(rt)
+	st := h.Store()
+	o := &outbox{rt: rt, st: st, log: h.Logger()}
 	o.q = wakeq.New(wakeq.Options{
 		Clock:        rt.Clock(),
-		PollInterval: rt.PollInterval(),
+		PollInterval: h.PollInterval(),
 		Load: func(ctx context.Context, until time.Time) ([]time.Time, error) {
 			return st.NextOutboxTimes(ctx, until, 10_000)
 		},
 		Claim: o.claim,
 	})
-	rt.AddLoop("think-outbox", o.run)
+	h.AddLoop("think-outbox", o.run)
 	return o
 }
 
@@ -67,7 +71,7 @@ func (o *outbox) run(ctx context.Context) {
 	go func() { o.prune(ctx); close(done) }()
 	// A message written by another process (its agent's runner) is
 	// claimed when the store signals it, without waiting for the poll.
-	if w, ok := o.rt.Store().(store.Waker); ok {
+	if w, ok := o.st.(store.Waker); ok {
 		cancel := w.Subscribe(func(wk store.Wake) {
 			if wk.Kind == store.WakeOutbox || wk.Kind == store.WakeAll {
 				o.q.Poke()
@@ -84,7 +88,7 @@ func (o *outbox) run(ctx context.Context) {
 func (o *outbox) claim(ctx context.Context) {
 	rt := o.rt
 	for ctx.Err() == nil {
-		msgs, err := rt.Store().ClaimOutbox(ctx, rt.NodeID(), rt.Clock().Now(), outboxBatch)
+		msgs, err := o.st.ClaimOutbox(ctx, rt.NodeID(), rt.Clock().Now(), outboxBatch)
 		if err != nil {
 			return
 		}
@@ -104,10 +108,10 @@ func (o *outbox) claim(ctx context.Context) {
 // deliver sends one message as a workflow event, or gives it up.
 func (o *outbox) deliver(ctx context.Context, m store.OutboxMessage) {
 	rt := o.rt
-	log := rt.Logger().With("outbox", m.ID, "submission", m.SubmissionID, "agent", m.AgentKey, "instance", m.InstanceID)
+	log := o.log.With("outbox", m.ID, "submission", m.SubmissionID, "agent", m.AgentKey, "instance", m.InstanceID)
 	err := o.send(ctx, m, json.RawMessage(m.Payload))
 	if err == nil {
-		_ = rt.Store().DeliveredOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now())
+		_ = o.st.DeliveredOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now())
 		return
 	}
 	if ctx.Err() != nil {
@@ -135,7 +139,7 @@ func (o *outbox) deliver(ctx context.Context, m store.OutboxMessage) {
 		o.retry(ctx, m, err)
 		return
 	}
-	if ferr := rt.Store().FailedOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now(), reason); ferr != nil && ctx.Err() == nil {
+	if ferr := o.st.FailedOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now(), reason); ferr != nil && ctx.Err() == nil {
 		log.Warn("giving up an outbox message failed", "err", ferr)
 	}
 }
@@ -154,7 +158,7 @@ func (o *outbox) retry(ctx context.Context, m store.OutboxMessage, err error) {
 	rt := o.rt
 	d := min(time.Second<<min(m.Attempts, 16), OutboxMaxBackoff)
 	next := rt.Clock().Now().Add(d/2 + rand.N(d/2+1))
-	if rerr := rt.Store().RetryOutbox(ctx, m.ID, rt.NodeID(), next, err.Error()); rerr == nil {
+	if rerr := o.st.RetryOutbox(ctx, m.ID, rt.NodeID(), next, err.Error()); rerr == nil {
 		o.q.Add(next)
 	}
 }
@@ -207,7 +211,7 @@ func (o *outbox) prune(ctx context.Context) {
 		case <-t.Chan():
 		}
 		for {
-			n, err := rt.Store().PruneOutbox(ctx, rt.Clock().Now().Add(-OutboxRetention), 1000)
+			n, err := o.st.PruneOutbox(ctx, rt.Clock().Now().Add(-OutboxRetention), 1000)
 			if err != nil || n < 1000 {
 				break
 			}

@@ -183,7 +183,7 @@ type submitted struct {
 	Fingerprint  string `json:"fingerprint"`
 }
 
-// The runtime's named methods (agent.Runtime.HandleCall) behind the prompt
+// The runtime's named methods (agentseam.Host.HandleCall) behind the prompt
 // step: the step's process calls them by name, and they run on whichever
 // node of the cluster the Think agent is live on, so a workflow of any
 // service can prompt its agent.
@@ -204,9 +204,10 @@ type submitPromptArgs struct {
 // handlePromptCalls registers the prompt step's named methods on rt, once.
 func handlePromptCalls(rt *agent.Runtime) error {
 	var err error
-	rt.Extension("think-prompt-calls", func() any {
+	h := host(rt)
+	h.Extension("think-prompt-calls", func() any {
 		err = errors.Join(
-			rt.HandleCall(submitPromptMethod, func(ctx context.Context, self any, arg json.RawMessage) (any, error) {
+			h.HandleCall(submitPromptMethod, func(ctx context.Context, self any, arg json.RawMessage) (any, error) {
 				ps, ok := self.(promptSubmitter)
 				if !ok {
 					return nil, fmt.Errorf("think: prompt: agent class %T is not a Think class", self)
@@ -217,7 +218,7 @@ func handlePromptCalls(rt *agent.Runtime) error {
 				}
 				return ps.submitPrompt(ctx, a.Prompt, a.Key, a.Spec, a.Instance, a.Event)
 			}),
-			rt.HandleCall(cancelPromptMethod, func(ctx context.Context, self any, arg json.RawMessage) (any, error) {
+			h.HandleCall(cancelPromptMethod, func(ctx context.Context, self any, arg json.RawMessage) (any, error) {
 				ps, ok := self.(promptSubmitter)
 				if !ok {
 					return nil, fmt.Errorf("think: prompt: agent class %T is not a Think class", self)

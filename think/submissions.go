@@ -97,7 +97,7 @@ func (a *Agent[S]) submit(ctx context.Context, msgs []model.Message, o SubmitOpt
 	s := &store.Submission{ID: id, AgentKey: a.key(), IdempotencyKey: o.IdempotencyKey, Metadata: meta,
 		Messages: raw, Status: store.SubmissionPending, CreatedAt: now,
 		NotifyInstance: notifyInstance, NotifyEvent: notifyEvent}
-	existing, created, err := rt.Store().CreateSubmission(ctx, s)
+	existing, created, err := a.store().CreateSubmission(ctx, s)
 	if err != nil {
 		return SubmitResult{}, fmt.Errorf("think: submit to %s: %w", a.key(), err)
 	}
@@ -111,7 +111,7 @@ func (a *Agent[S]) submit(ctx context.Context, msgs []model.Message, o SubmitOpt
 // InspectSubmission returns one submission, or an error matching
 // store.ErrNotFound.
 func (a *Agent[S]) InspectSubmission(ctx context.Context, id string) (SubmissionInfo, error) {
-	s, err := a.Runtime().Store().GetSubmission(ctx, a.key(), id)
+	s, err := a.store().GetSubmission(ctx, a.key(), id)
 	if err != nil {
 		return SubmissionInfo{}, err
 	}
@@ -120,7 +120,7 @@ func (a *Agent[S]) InspectSubmission(ctx context.Context, id string) (Submission
 
 // ListSubmissions returns the agent's submissions, oldest first.
 func (a *Agent[S]) ListSubmissions(ctx context.Context, statuses ...store.SubmissionStatus) ([]SubmissionInfo, error) {
-	ss, err := a.Runtime().Store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: statuses})
+	ss, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: statuses})
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func (a *Agent[S]) CancelSubmission(ctx context.Context, id string) (bool, error
 		cancel()
 		return true, nil
 	}
-	prev, err := a.Runtime().Store().CancelSubmission(ctx, a.key(), id, a.Runtime().Clock().Now())
+	prev, err := a.store().CancelSubmission(ctx, a.key(), id, a.Runtime().Clock().Now())
 	if err != nil {
 		return false, err
 	}
@@ -153,12 +153,12 @@ func (a *Agent[S]) CancelSubmission(ctx context.Context, id string) (bool, error
 // DeleteSubmissions removes finished submissions (all of them when no id
 // is given) and returns how many it removed.
 func (a *Agent[S]) DeleteSubmissions(ctx context.Context, ids ...string) (int, error) {
-	return a.Runtime().Store().DeleteSubmissions(ctx, a.key(), ids)
+	return a.store().DeleteSubmissions(ctx, a.key(), ids)
 }
 
 // Conversation returns the persisted conversation.
 func (a *Agent[S]) Conversation(ctx context.Context) ([]model.Message, error) {
-	rows, err := a.Runtime().Store().ListConversation(ctx, a.key())
+	rows, err := a.store().ListConversation(ctx, a.key())
 	if err != nil {
 		return nil, err
 	}

@@ -89,7 +89,7 @@ func checkTasks(tasks []Task) (map[string]*recur.Spec, error) {
 // from the declaration when the task runs).
 func (a *Agent[S]) reconcileTasks(ctx context.Context) error {
 	rt := a.Runtime()
-	st := rt.Store()
+	st := a.store()
 	method := taskMethod(a.Class())
 	stored, err := st.ListSchedules(ctx, a.key(), store.ScheduleFilter{Kind: store.ScheduleRecur})
 	if err != nil {
@@ -147,7 +147,7 @@ func (c *config) task(id string) *Task {
 
 // runTask is the notice handler of a class's task schedules: it runs one
 // occurrence, holding the agent's lock.
-func runTask[S any](ctx context.Context, a *Agent[S], self any, s agent.ScheduleInfo) error {
+func runTask[S any](ctx context.Context, a *Agent[S], self any, s store.Schedule) error {
 	var p taskPayload
 	if err := json.Unmarshal(s.Payload, &p); err != nil {
 		return fmt.Errorf("task schedule %s: %w", s.ID, err)

@@ -154,14 +154,14 @@ type Agent[S any] struct {
 
 func (a *Agent[S]) setConfig(c *config) { a.cfg = c }
 
-func (a *Agent[S]) runTask(ctx context.Context, self any, s agent.ScheduleInfo) error {
+func (a *Agent[S]) runTask(ctx context.Context, self any, s store.Schedule) error {
 	return runTask(ctx, a, self, s)
 }
 
 // thinkAgent is implemented by every *T embedding Agent[S].
 type thinkAgent interface {
 	setConfig(*config)
-	runTask(ctx context.Context, self any, s agent.ScheduleInfo) error
+	runTask(ctx context.Context, self any, s store.Schedule) error
 }
 
 // Register registers the Think class T (embedding think.Agent[S]) with its
@@ -197,12 +197,13 @@ func Register[T any, PT interface {
 	if err := handlePromptCalls(rt); err != nil {
 		return fmt.Errorf("think: register %s: %w", name, err)
 	}
-	st := rt.Store()
-	rt.AddFinder(func(ctx context.Context, classes []string) ([]store.AgentKey, error) {
+	h := host(rt)
+	st := h.Store()
+	h.AddFinder(func(ctx context.Context, classes []string) ([]store.AgentKey, error) {
 		return st.PendingSubmissionAgents(ctx, []string{name}, 100)
 	})
 	if len(o.Tasks) > 0 {
-		err := rt.HandleNotice(taskMethod(name), func(ctx context.Context, self any, s agent.ScheduleInfo) error {
+		err := h.HandleNotice(taskMethod(name), func(ctx context.Context, self any, s store.Schedule) error {
 			ta, ok := self.(thinkAgent)
 			if !ok {
 				return errNotThink

@@ -24,14 +24,14 @@ func (a *Agent[S]) OnActivate(ctx context.Context) error {
 			return fmt.Errorf("think: reconcile tasks of %s: %w", a.key(), err)
 		}
 	}
-	requeued, failed, err := rt.Store().RecoverSubmissions(ctx, a.key(), rt.NodeID(), errMidTurn, rt.Clock().Now())
+	requeued, failed, err := a.store().RecoverSubmissions(ctx, a.key(), rt.NodeID(), errMidTurn, rt.Clock().Now())
 	if err != nil {
 		return fmt.Errorf("think: recover submissions of %s: %w", a.key(), err)
 	}
 	for _, s := range failed {
 		a.Logger().Warn("submission cut off mid-turn by a crash", "submission", s.ID)
 	}
-	pending, err := rt.Store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
+	pending, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func (a *Agent[S]) kick() {
 // runQueue runs pending submissions one at a time until none is left.
 func (a *Agent[S]) runQueue(ctx context.Context) {
 	rt := a.Runtime()
-	st := rt.Store()
+	st := a.store()
 	for {
 		s, err := st.StartSubmission(ctx, a.key(), rt.NodeID(), rt.Clock().Now())
 		if err != nil || s == nil {
@@ -109,7 +109,7 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 	case err != nil:
 		status, msg = store.SubmissionError, err.Error()
 	}
-	if ferr := rt.Store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
+	if ferr := a.store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
 		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", ferr)
 	}
 	if s.NotifyInstance != "" {
@@ -121,7 +121,7 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 // turn applies the submission's messages and runs the tool loop.
 func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessage, store.Usage, error) {
 	rt := a.Runtime()
-	st := rt.Store()
+	st := a.store()
 	var usage store.Usage
 	if err := st.ApplySubmission(ctx, a.key(), s.ID, rt.NodeID(), rt.Clock().Now()); err != nil {
 		return nil, usage, err
@@ -309,7 +309,7 @@ func (a *Agent[S]) appendMessages(ctx context.Context, id string, msgs []model.M
 		rows[i] = b
 	}
 	rt := a.Runtime()
-	return rt.Store().AppendConversation(ctx, a.key(), id, rt.NodeID(), rows, rt.Clock().Now())
+	return a.store().AppendConversation(ctx, a.key(), id, rt.NodeID(), rows, rt.Clock().Now())
 }
 
 // streamFrame is the WebSocket frame of one streamed model event.

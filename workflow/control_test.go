@@ -342,7 +342,7 @@ func TestFinishedInstanceRefusesControl(t *testing.T) {
 		wantErr(t, run.Pause(bg), workflow.ErrFinished, `"`+run.ID+`"`, string(tc.want))
 		wantErr(t, run.SendEvent(bg, "late", "x"), workflow.ErrFinished, `"`+run.ID+`"`, string(tc.want))
 		var ie *store.InstanceError
-		if err := run.Terminate(bg); !errors.As(err, &ie) || ie.ID != run.ID || ie.Status != tc.want {
+		if err := run.Terminate(bg); !errors.As(err, &ie) || ie.ID != run.ID || string(ie.Status) != string(tc.want) {
 			t.Errorf("Terminate error = %#v, want an InstanceError naming %s and %s", err, run.ID, tc.want)
 		}
 		after, err := env.Store.GetInstance(bg, run.ID)

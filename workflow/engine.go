@@ -9,7 +9,6 @@ import (
 	"os"
 	"regexp"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,7 +91,7 @@ type Engine struct {
 	unsubWakes func()        // ends the store's wakes' subscription, if any
 
 	finishedMu sync.RWMutex
-	finished   []func(instanceID string, origin store.AgentKey) // see OnFinished
+	finished   []func(instanceID string, origin store.AgentKey) // see seam.OnFinished
 	waits      waiters                                          // Instance.Wait's
 }
 
@@ -154,9 +153,6 @@ func (e *Engine) Executing() int { return len(e.slots) }
 // timer or poll. Use it after advancing a virtual clock or changing the
 // store from outside the engine.
 func (e *Engine) Wake() { e.sched.add(e.clock.Now()) }
-
-// Store returns the engine's store.
-func (e *Engine) Store() store.Store { return e.shared }
 
 // Clock returns the engine's clock.
 func (e *Engine) Clock() clockwork.Clock { return e.clock }
@@ -296,15 +292,6 @@ func (e *Engine) leaseValid(now time.Time) bool {
 	return false
 }
 
-// LeaseLapsed reports whether the engine is running and its node's last
-// successful heartbeat is older than its lease. Other nodes may then take
-// its work over, so it claims nothing, and the agent runtime serves no
-// agent, until a heartbeat succeeds again (which a true answer asks for at
-// once).
-func (e *Engine) LeaseLapsed() bool {
-	return e.running.Load() && !e.stopping.Load() && !e.leaseValid(e.clock.Now())
-}
-
 // tryAcquire takes an execution slot if one is free.
 func (e *Engine) tryAcquire() bool {
 	select {
@@ -410,16 +397,6 @@ func (e *Engine) finish(lease store.Lease, origin store.AgentKey, out []byte, ru
 	}
 }
 
-// OnFinished registers fn to be called, in the finishing goroutine, after
-// an instance that an agent started (one with an Origin) finished on this
-// engine. The agent runtime uses it to deliver the store's finish notice
-// at once instead of at its next poll; fn must not block.
-func (e *Engine) OnFinished(fn func(instanceID string, origin store.AgentKey)) {
-	e.finishedMu.Lock()
-	e.finished = append(slices.Clone(e.finished), fn)
-	e.finishedMu.Unlock()
-}
-
 // idPattern is the rule for instance ids.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$`)
 
@@ -436,9 +413,6 @@ type CreateOptions struct {
 	ID string
 	// Params is encoded as JSON and must decode into the class's params type.
 	Params any
-	// Origin is the agent starting the instance, if one is; its step code
-	// can read it with Step.Origin. Set by the agent runtime.
-	Origin store.AgentKey
 }
 
 // Create creates an instance of the registered class and queues it. If the
@@ -470,7 +444,7 @@ func (e *Engine) create(ctx context.Context, workflowName string, batch []Create
 	rows := make([]*store.Instance, len(batch))
 	seen := make(map[string]bool, len(batch))
 	for i, o := range batch {
-		in, err := e.newRow(c, o, now)
+		in, err := e.newRow(c, o, store.AgentKey{}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -484,7 +458,7 @@ func (e *Engine) create(ctx context.Context, workflowName string, batch []Create
 	claimed := 0
 	if e.running.Load() && !e.stopping.Load() {
 		for claimed < len(rows) && e.tryAcquire() {
-			rows[claimed].Owner, rows[claimed].WakeAt, rows[claimed].Status = e.nodeID, time.Time{}, StatusRunning
+			rows[claimed].Owner, rows[claimed].WakeAt, rows[claimed].Status = e.nodeID, time.Time{}, store.StatusRunning
 			claimed++
 		}
 	}
@@ -507,37 +481,10 @@ func (e *Engine) create(ctx context.Context, workflowName string, batch []Create
 	return out, nil
 }
 
-// Prepare validates an instance of workflowName for service ("" is this
-// engine's service) and returns its row, queued and due now, for a caller
-// that inserts it together with rows of its own in one transaction (the
-// agent runtime's RunWorkflow), then calls Wake. A class of this service
-// must be registered and the params must decode into its params type; a
-// class of another service is not known here, so its params are only
-// checked to be JSON within the size limit.
-func (e *Engine) Prepare(workflowName, service string, o CreateOptions) (*store.Instance, error) {
-	if service == "" {
-		service = e.service
-	}
-	var c *class
-	if service == e.service {
-		var ok bool
-		if c, ok = e.class(workflowName); !ok {
-			return nil, invalid(ErrUnknownWorkflow, "workflow", workflowName, "is not registered")
-		}
-	} else if err := checkClassName(workflowName); err != nil {
-		return nil, err
-	}
-	in, err := e.newRow(c, o, e.clock.Now())
-	if err != nil {
-		return nil, err
-	}
-	in.Workflow, in.Service = workflowName, service
-	return in, nil
-}
-
-// newRow validates o and returns the instance row; c is nil for a class of
-// another service, whose params cannot be checked here.
-func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instance, error) {
+// newRow validates o and returns the instance row, started by the agent
+// origin (zero for none); c is nil for a class of another service, whose
+// params cannot be checked here.
+func (e *Engine) newRow(c *class, o CreateOptions, origin store.AgentKey, now time.Time) (*store.Instance, error) {
 	id := o.ID
 	if id == "" {
 		id = NewInstanceID()
@@ -552,7 +499,7 @@ func (e *Engine) newRow(c *class, o CreateOptions, now time.Time) (*store.Instan
 		return nil, invalid(ErrTooLarge, "params", "", "are %d bytes; the limit is %d bytes", len(params), e.limits.MaxParamsBytes)
 	}
 	in := &store.Instance{
-		ID: id, Service: e.service, Params: params, Origin: o.Origin,
+		ID: id, Service: e.service, Params: params, Origin: origin,
 		Status: store.StatusQueued, CreatedAt: now, WakeAt: now,
 	}
 	if c != nil {
@@ -571,22 +518,6 @@ func (e *Engine) Get(ctx context.Context, id string) (*Instance, error) {
 	}
 	return &Instance{ID: id, e: e}, nil
 }
-
-// Status is an instance's status as users see it.
-type Status = store.Status
-
-// The statuses of an instance.
-const (
-	StatusQueued          = store.StatusQueued
-	StatusRunning         = store.StatusRunning
-	StatusPaused          = store.StatusPaused
-	StatusErrored         = store.StatusErrored
-	StatusTerminated      = store.StatusTerminated
-	StatusComplete        = store.StatusComplete
-	StatusWaiting         = store.StatusWaiting
-	StatusWaitingForPause = store.StatusWaitingForPause
-	StatusUnknown         = store.StatusUnknown
-)
 
 // ErrorInfo is the error an instance ended with.
 type ErrorInfo struct {
@@ -613,13 +544,7 @@ func (i *Instance) Status(ctx context.Context) (InstanceStatus, error) {
 	if err != nil {
 		return InstanceStatus{Status: StatusUnknown}, fmt.Errorf("workflow: %w", err)
 	}
-	s := InstanceStatus{Status: in.Status, Output: in.Output}
-	switch in.Status {
-	case StatusQueued, StatusRunning, StatusPaused, StatusErrored, StatusTerminated,
-		StatusComplete, StatusWaiting, StatusWaitingForPause:
-	default:
-		s.Status = StatusUnknown
-	}
+	s := InstanceStatus{Status: statusOf(in.Status), Output: in.Output}
 	if in.ErrorName != "" || in.ErrorMessage != "" {
 		s.Error = &ErrorInfo{Name: in.ErrorName, Message: in.ErrorMessage}
 	}
@@ -627,12 +552,16 @@ func (i *Instance) Status(ctx context.Context) (InstanceStatus, error) {
 }
 
 // Steps returns the instance's step checkpoints in the order Run reached them.
-func (i *Instance) Steps(ctx context.Context) ([]store.Step, error) {
+func (i *Instance) Steps(ctx context.Context) ([]StepInfo, error) {
 	steps, err := i.e.store.ListSteps(ctx, i.ID)
 	if err != nil {
 		return nil, fmt.Errorf("workflow: %w", err)
 	}
-	return steps, nil
+	out := make([]StepInfo, len(steps))
+	for j, st := range steps {
+		out[j] = stepInfo(st)
+	}
+	return out, nil
 }
 
 // Pause pauses the instance: at once if it is not executing, otherwise
@@ -774,23 +703,6 @@ func (e *Engine) removeDead(ctx context.Context, n store.Node, now time.Time, ex
 		e.sched.add(now)
 	}
 	return nil
-}
-
-// ReapIfGone removes node n, as the engine's reaper would, when it ran on
-// this engine's host in a process that no longer exists, and reports
-// whether it did. The engine reaps such nodes when it starts and at every
-// heartbeat; the agent runtime calls ReapIfGone when an agent it is asked
-// for is live on a node of this host, which may have died since (a process
-// killed just before this one started may still have been exiting when
-// the engine started). It does nothing before Start has returned.
-func (e *Engine) ReapIfGone(ctx context.Context, n store.Node) (bool, error) {
-	if !e.running.Load() || n.ID == e.nodeID || !processGone(n, e.node) {
-		return false, nil
-	}
-	if err := e.removeDead(ctx, n, e.clock.Now(), false); err != nil {
-		return false, fmt.Errorf("workflow: reap node %s: %w", n.ID, err)
-	}
-	return true, nil
 }
 
 // processGone reports whether node n ran on self's host in a process that

@@ -359,7 +359,7 @@ func TestSendEventErrors(t *testing.T) {
 				t.Errorf("events stored: %+v, %v", evs, err)
 			}
 			wantStatus(t, status(t, run.Instance), workflow.StatusWaiting)
-			if got, _ := env.Store.ListSteps(bg, run.ID); !reflect.DeepEqual(got, steps) {
+			if got := run.Steps(); !reflect.DeepEqual(got, steps) {
 				t.Errorf("steps changed: %+v", got)
 			}
 		})

@@ -132,7 +132,7 @@ type StepRef struct {
 	Workflow   string
 	Name       string
 	Occurrence int
-	Kind       store.StepKind
+	Kind       StepKind
 	Attempt    int // for Do
 }
 
@@ -216,7 +216,7 @@ func (s *Step) check() {
 func (s *Step) InstanceID() string { return s.inst.ID }
 
 func (s *Step) ref(name string, occ int, kind store.StepKind, attempt int) StepRef {
-	return StepRef{InstanceID: s.inst.ID, Workflow: s.inst.Workflow, Name: name, Occurrence: occ, Kind: kind, Attempt: attempt}
+	return StepRef{InstanceID: s.inst.ID, Workflow: s.inst.Workflow, Name: name, Occurrence: occ, Kind: StepKind(kind), Attempt: attempt}
 }
 
 func describe(kind store.StepKind, name string) string {

@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"agentflow/store"
 	"agentflow/workflow"
 	"agentflow/workflowtest"
 )
@@ -104,7 +103,7 @@ func TestDoSucceedsAfterRetries(t *testing.T) {
 		t.Errorf("finished at %s, want 2m", got)
 	}
 	steps := run.Steps()
-	if len(steps) != 1 || steps[0].State != store.StepDone || steps[0].Attempt != 3 || string(steps[0].Result) != `"ok on attempt 3"` {
+	if len(steps) != 1 || steps[0].State != workflow.StepDone || steps[0].Attempt != 3 || string(steps[0].Result) != `"ok on attempt 3"` {
 		t.Errorf("checkpoint = %+v, want done after 3 attempts", steps)
 	}
 }
@@ -179,7 +178,7 @@ func TestDoAttemptTimeout(t *testing.T) {
 				t.Errorf("StepError = %+v, want a TimeoutError after 1 attempt", se)
 			}
 			steps := run.Steps()
-			if len(steps) != 1 || steps[0].State != store.StepFailed || steps[0].ErrorName != "TimeoutError" || steps[0].Attempt != 1 {
+			if len(steps) != 1 || steps[0].State != workflow.StepFailed || steps[0].ErrorName != "TimeoutError" || steps[0].Attempt != 1 {
 				t.Errorf("checkpoint = %+v, want a failed TimeoutError after 1 attempt", steps)
 			}
 		})
@@ -508,7 +507,7 @@ func TestSleep(t *testing.T) {
 				t.Errorf("took %s of real time", real)
 			}
 			for _, s := range run.Steps() {
-				if s.State != store.StepDone {
+				if s.State != workflow.StepDone {
 					t.Errorf("checkpoint %s is %s, want done", s.Name, s.State)
 				}
 			}
@@ -888,7 +887,7 @@ func TestStepLimits(t *testing.T) {
 				t.Errorf("Run saw %v, want one StepError after 1 attempt", got)
 			}
 			for _, s := range run.Steps() {
-				if s.State == store.StepFailed && s.Result != nil {
+				if s.State == workflow.StepFailed && s.Result != nil {
 					t.Errorf("failed step %s stored a result %s", s.Name, s.Result)
 				}
 			}

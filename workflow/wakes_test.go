@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"agentflow/internal/engineseam"
 	"agentflow/internal/pgtest"
 	"agentflow/store"
 	"agentflow/store/postgres"
@@ -87,11 +88,12 @@ func (s startedLog) register(eng *workflow.Engine) {
 // svc, as an agent's RunWorkflow does, and returns its id.
 func queueFor(t *testing.T, a *workflow.Engine, svc string) string {
 	t.Helper()
-	row, err := a.Prepare("job", svc, workflow.CreateOptions{})
+	seam := a.Seam(engineseam.Key{})
+	row, err := seam.Prepare("job", svc, "", nil, store.AgentKey{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Store().CreateInstances(t.Context(), []*store.Instance{row}); err != nil {
+	if err := seam.Store().CreateInstances(t.Context(), []*store.Instance{row}); err != nil {
 		t.Fatal(err)
 	}
 	return row.ID

@@ -291,9 +291,9 @@ func (r *Run) Output(out any) error {
 }
 
 // Steps returns the instance's checkpoints in order.
-func (r *Run) Steps() []store.Step {
+func (r *Run) Steps() []workflow.StepInfo {
 	r.env.t.Helper()
-	steps, err := r.env.Store.ListSteps(context.Background(), r.ID)
+	steps, err := r.Instance.Steps(context.Background())
 	if err != nil {
 		r.env.t.Fatalf("workflowtest: %v", err)
 	}

@@ -269,7 +269,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- watchFlight(ctx, p, rt, devTraveller, since)
+			errs <- watchFlight(ctx, p, st, devTraveller, since)
 		}()
 	}
 	for _, w := range []struct {
@@ -446,17 +446,18 @@ func requestFlight(ctx context.Context, p *printer, h http.Handler, name, user s
 	}
 }
 
-// watchFlight follows, through the agent's tracking queries, the workflows
-// MyAgent name started since the request, printing their tracked status
-// changes, until the email workflow of the other service is complete.
-func watchFlight(ctx context.Context, p *printer, rt *agent.Runtime, name string, since time.Time) error {
+// watchFlight follows, through the agent's tracking rows in st, the
+// workflows MyAgent name started since the request, printing their tracked
+// status changes, until the email workflow of the other service is
+// complete.
+func watchFlight(ctx context.Context, p *printer, st store.AgentWorkflowStore, name string, since time.Time) error {
 	seen := map[string]store.Status{}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		// The tracking rows are read from the store: in a cluster the agent
 		// may be live in another dev process.
-		rows, err := rt.Store().ListAgentWorkflows(ctx, store.AgentKey{Class: flights.AgentClass, Name: name}, store.WorkflowFilter{Limit: 10})
+		rows, err := st.ListAgentWorkflows(ctx, store.AgentKey{Class: flights.AgentClass, Name: name}, store.WorkflowFilter{Limit: 10})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -646,7 +647,7 @@ func waitingForEvent(ctx context.Context, inst *workflow.Instance) bool {
 	if err != nil || len(steps) == 0 {
 		return false
 	}
-	return steps[len(steps)-1].Kind == store.KindWait
+	return steps[len(steps)-1].Kind == workflow.KindWait
 }
 
 type printer struct {

@@ -1,7 +1,16 @@
-// Package agentseam is the seam between the agent runtime and package
-// agenttest, the test harness: what a harness needs to know about a
-// runtime's background work to tell when the system is quiet, and the
-// points where it may crash the runtime. A runtime always keeps a Probe;
+// Package agentseam holds the seams of the agent runtime for the packages
+// of this module built on it, none of which is public API.
+//
+// Host (host.go) is what think, and the benchmarks, add to a runtime and
+// read of it: notice and call handlers of the runtime's own methods,
+// background loops, finders of agents to activate, per-runtime values, the
+// whole store. agent.Runtime.Seam hands it out for a Key, which only
+// packages of this module can make.
+//
+// Probe is the seam between the runtime and package agenttest, the test
+// harness: what a harness needs to know about a runtime's background work
+// to tell when the system is quiet, and the points where it may crash the
+// runtime. A runtime always keeps a Probe;
 // nothing here changes what the runtime does unless a harness sets Hooks.
 // A harness gets hold of a runtime's probe by giving the engine a store
 // that is a ProbeSource; there is no global registry.

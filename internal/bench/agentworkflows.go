@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/engineseam"
 	"agentflow/store"
 	"agentflow/workflow"
 )
@@ -122,7 +123,7 @@ func (r *runner) agentWorkflows(ctx context.Context) (_ []Result, err error) {
 	rig, closeRig, err := r.openAgents(ctx, agent.Options{}, func(rt *agent.Runtime, eng *workflow.Engine) error {
 		// Called after each Finish of an instance with an origin returned,
 		// as the runtime's own callback is; it splits the latency in two.
-		eng.OnFinished(func(id string, _ store.AgentKey) { finishes.Store(id, time.Now()) })
+		eng.Seam(engineseam.Key{}).OnFinished(func(id string, _ store.AgentKey) { finishes.Store(id, time.Now()) })
 		if err := workflow.Register(eng, wfClass, workflow.Func[struct{}, struct{}](threeSteps)); err != nil {
 			return err
 		}

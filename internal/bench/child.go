@@ -87,18 +87,14 @@ func RunChild() {
 // that the parent knows when every connection's message was handled.
 type sink struct {
 	agent.Agent[struct{}]
+	messages *atomic.Int64 // the child's count, shared by its sinks
 }
 
 const sinkClass = "BenchSink" // URL form bench-sink
 
-// sinkCount is the runtime's count of messages sinks got.
-func sinkCount(rt *agent.Runtime) *atomic.Int64 {
-	return rt.Extension("bench-sink-messages", func() any { return new(atomic.Int64) }).(*atomic.Int64)
-}
-
 // OnMessage counts msg.
 func (s *sink) OnMessage(_ context.Context, _ *agent.Conn, _ []byte) {
-	sinkCount(s.Runtime()).Add(1)
+	s.messages.Add(1)
 }
 
 // Ready activates the agent.
@@ -129,8 +125,9 @@ func runConnsServer(ctx context.Context, cc childConfig, stdout, stderr io.Write
 	// run, and an idle connection is measured as a client's that answers
 	// (a ping then holds a goroutine for a round trip every PingInterval).
 	opts := agent.Options{IdleTimeout: time.Hour, PingInterval: time.Hour}
+	var messages atomic.Int64 // messages sinks got
 	rig, closeRig, err := r.openAgents(ctx, opts, func(rt *agent.Runtime, _ *workflow.Engine) error {
-		return agent.Register[sink](rt, sinkClass, agent.ClassOptions{})
+		return agent.Register[sink](rt, sinkClass, agent.ClassOptions{}, func(s *sink) { s.messages = &messages })
 	})
 	if err != nil {
 		return err
@@ -145,7 +142,7 @@ func runConnsServer(ctx context.Context, cc childConfig, stdout, stderr io.Write
 	mux.Handle("/agents/", rt.Handler(agent.HandlerOptions{}))
 	mux.HandleFunc("GET /bench/stats", func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
-		s := childStats{Messages: sinkCount(rt).Load(), Live: rt.Live()}
+		s := childStats{Messages: messages.Load(), Live: rt.Live()}
 		if q.Has("gc") {
 			runtime.GC()
 			runtime.GC()
@@ -160,7 +157,7 @@ func runConnsServer(ctx context.Context, cc childConfig, stdout, stderr io.Write
 		_ = json.NewEncoder(w).Encode(s)
 	})
 	mux.HandleFunc("GET /bench/messages", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, sinkCount(rt).Load())
+		fmt.Fprint(w, messages.Load())
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/engineseam"
 	"agentflow/store"
 	"agentflow/store/postgres"
 	"agentflow/store/sqlite"
@@ -134,7 +135,7 @@ func measureCrossService(ctx context.Context, a, b store.Store, rounds int, log 
 	})); err != nil {
 		return nil, err
 	}
-	engB.OnFinished(func(id string, _ store.AgentKey) {
+	engB.Seam(engineseam.Key{}).OnFinished(func(id string, _ store.AgentKey) {
 		now := time.Now()
 		mu.Lock()
 		finished[id] = now

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"agentflow/store"
 	"agentflow/workflow"
 )
 
@@ -234,7 +233,7 @@ func (c *child) beforeStep(_ context.Context, ref workflow.StepRef) error {
 func (c *child) afterStep(ctx context.Context, ref workflow.StepRef) error {
 	if c.hit(KillAfterStep) {
 		key := idemKey(ref.InstanceID, ref.Name, ref.Occurrence)
-		if ref.Kind == store.KindDo {
+		if ref.Kind == workflow.KindDo {
 			c.mustRecord(ctx, logRow{Kind: kindCommitted, Instance: ref.InstanceID, Step: ref.Name, Occurrence: ref.Occurrence, Key: key, Attempt: ref.Attempt, OK: true})
 		}
 		c.die(fmt.Sprintf("after step %s (%s) committed, before it returned", key, ref.Kind))

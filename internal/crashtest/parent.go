@@ -16,6 +16,14 @@ import (
 )
 
 // Child is a running child process.
+//
+// It is not internal/childproc's Child, which the agent and think crash
+// tests share: that one lives inside a test (a testing.TB, the test binary
+// run with -test.run, t.Fatal on failure), where this one also runs in the
+// agentflow command (bench --scenario recovery), and it follows the child
+// as Run needs: status lines beyond "ready" (started, the kill point),
+// start without waiting, SIGTERM to stop, the exit status to tell a kill
+// from a crash, and a bounded tail of the output.
 type Child struct {
 	Config ChildConfig
 

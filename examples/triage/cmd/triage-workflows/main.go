@@ -53,7 +53,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer st.Close()
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Service: triage.WorkflowService, Hooks: p.StepHooks()})
+	// Print each workflow's end: the first step of an instance run here
+	// starts a wait for it, which lasts until the engine has stopped.
+	waits, endWaits := context.WithCancel(context.WithoutCancel(ctx))
+	defer endWaits()
+	var (
+		eng     *workflow.Engine
+		ends    sync.WaitGroup
+		watched sync.Map // instance ids
+	)
+	hooks := p.StepHooks()
+	hooks.BeforeStep = func(_ context.Context, s workflow.StepRef) error {
+		if _, seen := watched.LoadOrStore(s.InstanceID, true); !seen {
+			ends.Go(func() {
+				printEnd(waits, p, eng, st, s.InstanceID)
+				watched.Delete(s.InstanceID)
+			})
+		}
+		return nil
+	}
+	eng, err = workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Service: triage.WorkflowService, Hooks: hooks})
 	if err != nil {
 		return err
 	}
@@ -66,29 +85,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := triage.RegisterWorkflow(eng, rt); err != nil {
 		return err
 	}
-	// Print each workflow's end (OnFinished must not block: the instance is
-	// read on a goroutine of its own).
-	var ends sync.WaitGroup
-	eng.OnFinished(func(id string, origin store.AgentKey) {
-		ends.Go(func() { printEnd(ctx, p, st, id, origin) })
-	})
 	return service.RunWorkflows(ctx, "triage-workflows", p, eng, func() {
 		p.Printf("triage-workflows: engine %s of service %q on %s", eng.NodeID(), triage.WorkflowService, where)
 	}, func(context.Context) error {
-		ends.Wait() // the ends being printed, once the engine has stopped
+		endWaits() // the engine has stopped: what has not finished finishes elsewhere
+		ends.Wait()
 		return nil
 	})
 }
 
-// printEnd prints how instance id ended.
-func printEnd(ctx context.Context, p *service.Printer, st store.Store, id string, origin store.AgentKey) {
+// printEnd waits for instance id to finish, until ctx ends, and prints how
+// it ended.
+func printEnd(ctx context.Context, p *service.Printer, eng *workflow.Engine, st store.Store, id string) {
+	inst, err := eng.Get(ctx, id)
+	if err != nil {
+		return
+	}
+	if _, err := inst.Wait(ctx); err != nil {
+		return
+	}
 	in, err := st.GetInstance(context.WithoutCancel(ctx), id)
 	if err != nil {
 		p.Printf("%s %s: finished (its row: %v)", triage.WorkflowClass, id, err)
 		return
 	}
 	if in.Status != store.StatusComplete {
-		p.Printf("%s %s: %s: %s: %s (told %s %s)", in.Workflow, id, in.Status, in.ErrorName, in.ErrorMessage, origin.Class, origin.Name)
+		p.Printf("%s %s: %s: %s: %s (told %s %s)", in.Workflow, id, in.Status, in.ErrorName, in.ErrorMessage, in.Origin.Class, in.Origin.Name)
 		return
 	}
 	var r triage.Result
@@ -97,5 +119,5 @@ func printEnd(ctx context.Context, p *service.Printer, st store.Store, id string
 		return
 	}
 	p.Printf("%s %s: complete: issue #%d, draft %q, labels applied: %s (told %s %s)", in.Workflow, id,
-		r.IssueNumber, r.Draft.Title, fmt.Sprint(r.Labels), origin.Class, origin.Name)
+		r.IssueNumber, r.Draft.Title, fmt.Sprint(r.Labels), in.Origin.Class, in.Origin.Name)
 }

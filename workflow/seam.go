@@ -1,0 +1,71 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"agentflow/internal/engineseam"
+	"agentflow/store"
+)
+
+// Seam is for the agent runtime that shares the engine (package agent):
+// see internal/engineseam. Its argument's type is internal to agentflow, so
+// no other module can call it.
+func (e *Engine) Seam(engineseam.Key) engineseam.Engine { return seam{e} }
+
+// seam is the engine's side of internal/engineseam.
+type seam struct{ e *Engine }
+
+var _ engineseam.Engine = seam{}
+
+func (s seam) Store() store.Store { return s.e.shared }
+
+func (s seam) Prepare(workflowName, service, id string, params json.RawMessage, origin store.AgentKey) (*store.Instance, error) {
+	e := s.e
+	if service == "" {
+		service = e.service
+	}
+	var c *class
+	if service == e.service {
+		var ok bool
+		if c, ok = e.class(workflowName); !ok {
+			return nil, invalid(ErrUnknownWorkflow, "workflow", workflowName, "is not registered")
+		}
+	} else if err := checkClassName(workflowName); err != nil {
+		return nil, err
+	}
+	in, err := e.newRow(c, CreateOptions{ID: id, Params: params}, origin, e.clock.Now())
+	if err != nil {
+		return nil, err
+	}
+	in.Workflow, in.Service = workflowName, service
+	return in, nil
+}
+
+func (s seam) OnFinished(fn func(instanceID string, origin store.AgentKey)) {
+	e := s.e
+	e.finishedMu.Lock()
+	e.finished = append(slices.Clone(e.finished), fn)
+	e.finishedMu.Unlock()
+}
+
+// ReapIfGone: the engine reaps such nodes when it starts and at every
+// heartbeat; a process killed just before this one started may still have
+// been exiting when the engine started.
+func (s seam) ReapIfGone(ctx context.Context, n store.Node) (bool, error) {
+	e := s.e
+	if !e.running.Load() || n.ID == e.nodeID || !processGone(n, e.node) {
+		return false, nil
+	}
+	if err := e.removeDead(ctx, n, e.clock.Now(), false); err != nil {
+		return false, fmt.Errorf("workflow: reap node %s: %w", n.ID, err)
+	}
+	return true, nil
+}
+
+func (s seam) LeaseLapsed() bool {
+	e := s.e
+	return e.running.Load() && !e.stopping.Load() && !e.leaseValid(e.clock.Now())
+}
