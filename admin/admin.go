@@ -1,7 +1,8 @@
 // Package admin is agentflow's operator API: an http.Handler serving
 // versioned JSON routes under /api/v1/ to list, inspect and control
-// workflow instances, agents, schedules, Think submissions and the outbox,
-// and the Client that speaks to it (the `agentflow` command's workflows,
+// workflow instances, agents, schedules, Think submissions and the outbox
+// (and, at /, the web dashboard of package admin/dashboard, which reads
+// them from the browser), and the Client that speaks to it (the `agentflow` command's workflows,
 // agents, schedules and submissions subcommands use it).
 //
 // Every operation is a store operation: the handler needs only a store, no
@@ -25,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"agentflow/admin/dashboard"
 	"agentflow/internal/bearer"
 	"agentflow/store"
 )
@@ -55,11 +57,11 @@ type Options struct {
 	// MaxBodyBytes bounds a request's body; default DefaultMaxBodyBytes. A
 	// larger body is answered 413. It must not be negative.
 	MaxBodyBytes int64
-	// Dashboard, when set, serves every path outside /api/ (the web
-	// dashboard: its page at / and its assets, e.g. http.FileServerFS of
-	// an embedded directory). It is served without the token: it must
-	// hold no data of its own, and read everything from the API. Without
-	// it, / answers a short page pointing at the API.
+	// Dashboard, when set, serves every path outside /api/ instead of the
+	// embedded web dashboard (package admin/dashboard), which is served by
+	// default: its page at / and its assets. It is served without the
+	// token: it must hold no data of its own, and read everything from the
+	// API.
 	Dashboard http.Handler
 }
 
@@ -108,7 +110,7 @@ func NewHandler(o Options) http.Handler {
 		h.token = t
 	}
 	if h.dash == nil {
-		h.dash = http.HandlerFunc(index)
+		h.dash = dashboard.Handler()
 	}
 	doc, err := openAPIToJSON()
 	if err != nil {
@@ -260,17 +262,4 @@ func decodeBody(r *http.Request, v any) error {
 		return invalidArg("the request body has data after its JSON object")
 	}
 	return nil
-}
-
-// index is / when no dashboard is configured.
-func index(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/" {
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	io.WriteString(w, `<!doctype html><meta charset="utf-8"><title>agentflow</title>
-<p>agentflow's API is at <a href="`+APIPrefix+`/openapi.json">`+APIPrefix+`/</a> (see its OpenAPI document);
-the <code>agentflow</code> command speaks to it: <code>agentflow workflows list --server URL</code>.</p>
-`)
 }
