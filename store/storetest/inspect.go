@@ -364,6 +364,25 @@ var inspectCases = []testCase{
 		restart(t, s, "a", at(2*time.Hour))
 		checkAttempts(t, "after Restart", s, "a", nil)
 	}},
+	{"DeleteFinishedRemovesAttempts", func(t *testing.T, s store.Store) {
+		l := start(t, s, "a", "node-1")
+		failed := store.Step{Seq: 0, Name: "x", Kind: store.KindDo, State: store.StepFailed, Attempt: 1,
+			ErrorName: "Fatal", ErrorMessage: "fatal", StartedAt: at(time.Second)}
+		saveStep(t, s, l, failed, at(2*time.Second))
+		finish(t, s, l, store.Outcome{Status: store.StatusErrored, ErrorName: "Fatal", ErrorMessage: "fatal"}, at(3*time.Second))
+		checkAttempts(t, "before DeleteFinished", s, "a", []store.StepAttempt{
+			{Seq: 0, Attempt: 1, StartedAt: at(time.Second), EndedAt: at(2 * time.Second), ErrorName: "Fatal", ErrorMessage: "fatal"}})
+		if n, err := s.DeleteFinished(t.Context(), at(time.Hour), 10); err != nil || n != 1 {
+			t.Fatalf("DeleteFinished = %d, %v; want 1", n, err)
+		}
+		checkAttempts(t, "after DeleteFinished", s, "a", nil)
+		// The id is free again, and a new instance with it has no history.
+		l = start(t, s, "a", "node-1")
+		saveStep(t, s, l, failed, at(time.Hour))
+		if got, err := s.ListStepAttempts(t.Context(), "a"); err != nil || len(got) != 1 || !got[0].EndedAt.Equal(at(time.Hour)) {
+			t.Errorf("attempts of the new instance: %+v, %v; want its one", got, err)
+		}
+	}},
 	{"ConsumedEvents", func(t *testing.T, s store.Store) {
 		l := start(t, s, "a", "node-1")
 		send(t, s, "a", "go", `1`, at(time.Second))
