@@ -735,7 +735,8 @@ func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st sto
 		if err != nil {
 			return fmt.Errorf("take event for %q: %w", l.InstanceID, err)
 		}
-		e.CreatedAt, e.ConsumedAt = time.UnixMicro(created).UTC(), now.UTC()
+		// ConsumedAt as ListEvents will read it: microseconds, UTC.
+		e.CreatedAt, e.ConsumedAt = time.UnixMicro(created).UTC(), time.UnixMicro(now.UnixMicro()).UTC()
 		if _, err := Exec(ctx, tx, s.q.consumeEvent, now.UnixMicro(), e.Seq); err != nil {
 			return fmt.Errorf("consume event %d: %w", e.Seq, err)
 		}
