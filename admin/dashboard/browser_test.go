@@ -132,6 +132,36 @@ func (w *world) waitStatus(t *testing.T, id string, want store.Status) {
 	}
 }
 
+// seedThink stores a Think agent's finished turn, as the think package
+// would: its submission, its conversation with a tool call, its usage.
+func seedThink(t *testing.T, st store.Store) {
+	t.Helper()
+	ctx, now := t.Context(), time.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := store.AgentKey{Class: "Assistant", Name: "bob"}
+	a, err := st.ActivateAgent(ctx, k, "seed", now)
+	must(err)
+	_, _, err = st.CreateSubmission(ctx, &store.Submission{ID: "sub_1", AgentKey: k,
+		Messages: []byte(`[{"role":"user","content":"What time is it in Tokyo?"}]`), CreatedAt: now})
+	must(err)
+	s, err := st.StartSubmission(ctx, k, "seed", now)
+	must(err)
+	must(st.ApplySubmission(ctx, k, s.ID, "seed", now))
+	must(st.AppendConversation(ctx, k, s.ID, "seed", [][]byte{
+		[]byte(`{"role":"assistant","toolCalls":[{"id":"c1","name":"clock","arguments":{"zone":"Asia/Tokyo"}}]}`),
+		[]byte(`{"role":"tool","toolCallId":"c1","toolName":"clock","content":"18:00"}`),
+		[]byte(`{"role":"assistant","content":"It is 18:00 in Tokyo."}`),
+	}, now))
+	must(st.FinishSubmission(ctx, k, s.ID, "seed", store.SubmissionCompleted, "", []byte(`{"text":"It is 18:00 in Tokyo."}`),
+		store.Usage{InputTokens: 3, OutputTokens: 12}, now))
+	must(st.ReleaseAgent(ctx, store.AgentLease{AgentKey: k, Owner: "seed", Fence: a.Fence}, now))
+}
+
 // chromium returns the browser's path, or skips (fails with CI set).
 func chromium(t *testing.T) string {
 	t.Helper()
@@ -272,6 +302,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	create("Order", "order-1", "order #1")
 	w.waitStatus(t, "quick-1", store.StatusComplete)
 	w.waitStatus(t, "order-1", store.StatusWaiting)
+	seedThink(t, w.st)
 	alice := w.rt.Ref(counter.Name, "alice")
 	if _, err := alice.Call(bg, "increment", 1); err != nil {
 		t.Fatal(err)
@@ -353,6 +384,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`document.querySelector('#agent-state-json')?.textContent.includes('"count": 42')`),
 	)
 	shot(t, ctx, dir, "laptop-agent")
+	step(t, ctx, "a Think agent's submissions and conversation",
+		chromedp.Navigate(w.url+"/#/agents/Assistant/bob"),
+		until(`document.querySelector('ol.conversation')?.textContent.includes('It is 18:00 in Tokyo.')`),
+		until(`document.body.textContent.includes('→ clock({"zone":"Asia/Tokyo"})')`),
+		until(`document.body.textContent.includes('3 in / 12 out')`),
+	)
+	shot(t, ctx, dir, "laptop-think-agent")
 	step(t, ctx, "the outbox", chromedp.Navigate(w.url+"/#/outbox"), chromedp.WaitVisible(chromedp.ID("outbox")))
 
 	// A phone: the same pages, readable in 390 CSS pixels.

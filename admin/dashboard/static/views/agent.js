@@ -4,15 +4,15 @@
 import {api} from '../api.js';
 import {badge, h, json, section, table, timeEl, update, workflowHref} from '../dom.js';
 
-// text is a conversation message's readable text, whatever its shape.
+// text is a conversation message's readable text (a model.Message:
+// role, content, toolCalls, toolName), whatever else it holds.
 function text(m) {
   if (typeof m === 'string') return m;
-  if (typeof m?.content === 'string') return m.content;
-  if (Array.isArray(m?.content)) {
-    return m.content.map((p) => p.text ?? (p.type ? `[${p.type}${p.name ? ` ${p.name}` : ''}]` : JSON.stringify(p))).join('\n');
-  }
-  if (Array.isArray(m?.parts)) return m.parts.map((p) => p.text ?? `[${p.type ?? 'part'}]`).join('\n');
-  return JSON.stringify(m);
+  const lines = [];
+  if (m?.toolName) lines.push(`${m.isError ? 'error from' : 'result of'} ${m.toolName}:`);
+  if (typeof m?.content === 'string' && m.content) lines.push(m.content);
+  for (const c of m?.toolCalls ?? []) lines.push(`→ ${c.name}(${JSON.stringify(c.arguments ?? {})})`);
+  return lines.length ? lines.join('\n') : JSON.stringify(m);
 }
 
 export function agentView(root, [cls, name], _query, app) {
