@@ -369,6 +369,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`document.querySelector('#events').textContent.includes('approved')`),
 	)
 	shot(t, ctx, dir, "laptop-instance")
+	// The README's picture (docs/dashboard-instance.png): the top of the page.
+	step(t, ctx, "a smaller viewport", viewport(1000, 860, false), until(`document.querySelector('#timeline')`))
+	if png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(filepath.Join(dir, "readme-instance.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "back to a laptop", viewport(1280, 800, false))
 
 	// An agent: its state changes while the page is open.
 	step(t, ctx, "open the agent",

@@ -54,6 +54,7 @@ export function workflowView(root, [id], _query, app) {
     try {
       await api(`workflows/${encodeURIComponent(id)}/events`, {method: 'POST', body: {type: evType.value.trim(), payload}});
       say(`sent ${evType.value.trim()}`);
+      evType.value = '';
       evPayload.value = '';
     } catch (err) {
       say(`send-event refused: ${err.message}`, true);
