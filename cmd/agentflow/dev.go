@@ -228,7 +228,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		p.printf("agents: curl -X POST -H 'user-id: you' http://%s/agents/%s/<name>  (the flights example; GET <name>/state shows it)", ln.Addr(), agent.Kebab(flights.AgentClass))
 		p.printf("agents: ws://%s/agents/%s/<name>  (the %s, a Think agent: call \"ask\" with a message; its turns stream as cf_agent_think frames)", ln.Addr(), agent.Kebab(assistant.Name), assistant.Name)
 		p.printf("agents: curl -d 'What time is it in Asia/Tokyo?' http://%s/agents/%s/<name>  (then GET <name>?submission=<id> for the answer)", ln.Addr(), agent.Kebab(assistant.Name))
-		p.printf("api: http://%s%s/  (agentflow workflows list --server http://%s); dashboard: http://%s/", ln.Addr(), admin.APIPrefix, ln.Addr(), ln.Addr())
+		p.printf("api: http://%s%s/  (agentflow workflows list --server http://%s)", ln.Addr(), admin.APIPrefix, ln.Addr())
+		p.printf("dashboard: http://%s/  (open it in a browser: instances, their step timelines and controls, agents, the outbox)", ln.Addr())
 		if token != "" {
 			p.printf("agents: clients must send the token (--token or %s): -H 'Authorization: Bearer <token>', or ?token=<token> from a browser WebSocket", envToken)
 		}
