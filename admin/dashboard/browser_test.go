@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -218,6 +219,19 @@ func browser(t *testing.T) context.Context {
 			t.Errorf("the page threw: %s", e)
 		}
 	})
+	// The page's confirm() dialogs (terminate, restart) are accepted, as a
+	// user would.
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			if _, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err != nil {
+				return
+			}
+		}
+	}()
 	// The first Run starts the browser: without a timeout of its own.
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("starting %s: %v", path, err)
@@ -278,9 +292,9 @@ func viewport(w, h int64, mobile bool) chromedp.Action[chromedp.Void] {
 
 // TestDashboardInBrowser opens the dashboard in headless Chromium over a
 // live world: the token prompt, the list and its status filter, an
-// instance's timeline, pause and resume, send-event, and an agent whose
-// state changes while its page is open; at a laptop's and a phone's
-// viewport.
+// instance's timeline, pause and resume, send-event, terminate and
+// restart, an agent whose state changes while its page is open, a Think
+// agent's conversation, the outbox; at a laptop's and a phone's viewport.
 func TestDashboardInBrowser(t *testing.T) {
 	start := time.Now()
 	ctx := browser(t)
@@ -377,6 +391,25 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	step(t, ctx, "back to a laptop", viewport(1280, 800, false))
+
+	// Terminate another instance, then restart it: it runs again from
+	// its first step.
+	create("Order", "order-2", "order #2")
+	w.waitStatus(t, "order-2", store.StatusWaiting)
+	step(t, ctx, "terminate",
+		chromedp.Navigate(w.url+"/#/workflows/order-2"),
+		until(`document.querySelector('#wf-status')?.dataset.status === 'waiting'`),
+		chromedp.Click(chromedp.CSS(`button[data-action="terminate"]`)),
+		until(`document.querySelector('#wf-status').dataset.status === 'terminated'`),
+		until(`document.querySelector('button[data-action="pause"]').disabled`),
+	)
+	w.waitStatus(t, "order-2", store.StatusTerminated)
+	step(t, ctx, "restart",
+		chromedp.Click(chromedp.CSS(`button[data-action="restart"]`)),
+		until(`document.querySelector('#wf-status').dataset.status === 'waiting'`),
+		until(`document.querySelector('#timeline .tl-row[data-step="charge"] .bar.ok') !== null`),
+		until(`[...document.querySelectorAll('dl.facts dt')].find((dt) => dt.textContent === 'Restarts')?.nextElementSibling.textContent === '1'`),
+	)
 
 	// An agent: its state changes while the page is open.
 	step(t, ctx, "open the agent",
