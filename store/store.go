@@ -136,7 +136,17 @@ type Step struct {
 	ErrorMessage string
 	// WakeAt is a pending sleep's end, a pending wait's deadline or a pending
 	// Do's next attempt time.
-	WakeAt    time.Time
+	WakeAt time.Time
+	// StartedAt is when the step started: a Do's first attempt, a sleep's
+	// or a wait's first checkpoint. It is zero for steps stored before the
+	// store kept it.
+	//
+	// On a write it is when the checkpointed attempt started (for a sleep
+	// or a wait, when it started); the store keeps the StartedAt of the
+	// step's first write and times the attempt with the given one (see
+	// InspectStore.ListStepAttempts). A zero StartedAt is taken as the
+	// write's now.
+	StartedAt time.Time
 	UpdatedAt time.Time
 }
 
@@ -148,6 +158,9 @@ type Event struct {
 	Payload    []byte // JSON
 	CreatedAt  time.Time
 	Consumed   bool
+	// ConsumedAt is when a wait took the event; zero while unconsumed, and
+	// for events consumed before the store kept it.
+	ConsumedAt time.Time
 }
 
 // Suspension says how an executing instance stops until it is needed again.
@@ -203,6 +216,7 @@ type Store interface {
 	AgentStore
 	AgentWorkflowStore
 	ThinkStore
+	InspectStore
 
 	// Close releases the store's resources.
 	Close() error
@@ -231,7 +245,9 @@ type InstanceStore interface {
 	NextWakeTimes(ctx context.Context, service string, until time.Time, limit int) ([]time.Time, error)
 
 	// SaveStep stores a step (insert or replace at its Seq) and marks a
-	// queued instance running. It returns the instance's status after the
+	// queued instance running. A Do step that ends an attempt with an
+	// error also records the attempt (see ListStepAttempts), as does
+	// Suspend with such a step. It returns the instance's status after the
 	// write, so the worker sees a pending pause (waitingForPause).
 	SaveStep(ctx context.Context, l Lease, s Step, now time.Time) (Status, error)
 	// TakeEvent consumes the oldest unconsumed event of type typ and stores

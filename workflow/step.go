@@ -343,11 +343,12 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 	if timeout <= 0 {
 		timeout = DefaultStepTimeout
 	}
+	started := s.e.clock.Now()
 	result, err := s.runAttempt(name, timeout, Attempt{Number: attempt, IdempotencyKey: key}, fn)
 	if err == nil && len(result) > s.e.limits.MaxResultBytes {
 		err = NonRetryable(fmt.Errorf("result is %d bytes: %w: the limit is %d bytes", len(result), ErrTooLarge, s.e.limits.MaxResultBytes))
 	}
-	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindDo, Attempt: attempt}
+	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindDo, Attempt: attempt, StartedAt: started}
 	if err == nil {
 		st.State, st.Result = store.StepDone, result
 		s.save(st, ref)
@@ -462,7 +463,7 @@ func (s *Step) sleep(name string, target func(now time.Time) time.Time) error {
 	}
 	t := target(now)
 	s.before(ref)
-	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindSleep, State: store.StepPending, WakeAt: t}
+	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindSleep, State: store.StepPending, WakeAt: t, StartedAt: now}
 	if !t.After(now) {
 		st.State = store.StepDone
 		s.save(st, ref)
@@ -525,7 +526,7 @@ func (s *Step) WaitForEvent(name string, opts WaitOptions) (EventMessage, error)
 	}
 	ref := s.ref(name, occ, store.KindWait, 0)
 	s.before(ref)
-	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindWait, State: store.StepPending, WakeAt: deadline}
+	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindWait, State: store.StepPending, WakeAt: deadline, StartedAt: now}
 	var ev *store.Event
 	s.write(func(ctx context.Context) (err error) {
 		ev, err = s.e.store.TakeEvent(ctx, s.lease, opts.Type, st, s.e.clock.Now())

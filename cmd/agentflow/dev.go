@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"agentflow/admin"
 	"agentflow/agent"
 	"agentflow/examples/assistant"
 	"agentflow/examples/counter"
@@ -200,8 +201,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	// server's requires the token, when there is one.
 	handler := rt.Handler(agent.HandlerOptions{})
 	if ln != nil {
+		// The agents at /agents/, the operator API and dashboard at the
+		// rest, both behind the token.
+		mux := http.NewServeMux()
+		mux.Handle("/agents/", rt.Handler(agent.HandlerOptions{Token: token}))
+		mux.Handle("/", admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}))
 		srv, err := httpserver.New(httpserver.Options{
-			Handler:  rt.Handler(agent.HandlerOptions{Token: token}),
+			Handler:  mux,
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		})
 		if err != nil {
@@ -222,6 +228,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		p.printf("agents: curl -X POST -H 'user-id: you' http://%s/agents/%s/<name>  (the flights example; GET <name>/state shows it)", ln.Addr(), agent.Kebab(flights.AgentClass))
 		p.printf("agents: ws://%s/agents/%s/<name>  (the %s, a Think agent: call \"ask\" with a message; its turns stream as cf_agent_think frames)", ln.Addr(), agent.Kebab(assistant.Name), assistant.Name)
 		p.printf("agents: curl -d 'What time is it in Asia/Tokyo?' http://%s/agents/%s/<name>  (then GET <name>?submission=<id> for the answer)", ln.Addr(), agent.Kebab(assistant.Name))
+		p.printf("api: http://%s%s/  (agentflow workflows list --server http://%s)", ln.Addr(), admin.APIPrefix, ln.Addr())
+		p.printf("dashboard: http://%s/  (open it in a browser: instances, their step timelines and controls, agents, the outbox)", ln.Addr())
 		if token != "" {
 			p.printf("agents: clients must send the token (--token or %s): -H 'Authorization: Bearer <token>', or ?token=<token> from a browser WebSocket", envToken)
 		}

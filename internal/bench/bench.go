@@ -36,7 +36,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster"}
+	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster", "list"}
 )
 
 // maxMessageBytes is the agent runtime's default MaxMessageBytes, which
@@ -128,6 +128,9 @@ type Config struct {
 	ClusterCalls int
 	Lease        time.Duration
 
+	// list: instances in the table the operators' queries page through.
+	ListInstances int
+
 	// Timeout bounds each scenario.
 	Timeout time.Duration
 
@@ -167,6 +170,7 @@ func DefaultConfig() Config {
 		ConnAgents:        1_000,
 		MessageBytes:      256 << 10,
 		ClusterCalls:      2_000,
+		ListInstances:     1_000_000,
 		Timeout:           10 * time.Minute,
 
 		CrossServiceRounds: 200,
@@ -228,6 +232,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.NoWakes, "no-wakes", false, "open the stores with wakes off: other processes' work waits for a poll")
 	fs.IntVar(&cfg.ClusterCalls, "cluster-calls", cfg.ClusterCalls, "cluster: round trips measured on each path, directly and through the other node")
 	fs.DurationVar(&cfg.Lease, "lease", cfg.Lease, "cluster: the nodes' lease (workflow.Options.Lease; 0: the engine's default, 10s)")
+	fs.IntVar(&cfg.ListInstances, "list-instances", cfg.ListInstances, "list: instances in the table the queries page through")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a scenario after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	quiet := fs.Bool("quiet", false, "do not print progress on stderr")
@@ -324,7 +329,7 @@ func (c *Config) validate() error {
 		{"--prompt-workflows", c.PromptWorkflows}, {"--prompt-agents", c.PromptAgents},
 		{"--cross-service-rounds", c.CrossServiceRounds},
 		{"--conns", c.Conns}, {"--conn-agents", c.ConnAgents}, {"--message-bytes", c.MessageBytes},
-		{"--cluster-calls", c.ClusterCalls},
+		{"--cluster-calls", c.ClusterCalls}, {"--list-instances", c.ListInstances},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %d", p.name, p.v)
@@ -387,6 +392,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.agentConns(ctx)
 	case "cluster":
 		rs, err = r.cluster(ctx)
+	case "list":
+		rs, err = r.list(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q: must be one of %s", cfg.Scenario, strings.Join(scenarios, ", "))
 	}

@@ -151,6 +151,7 @@ func tiny(t *testing.T, backend, scenario string) Config {
 	c.ThinkSubmissions, c.ThinkAgents = 40, 4
 	c.PromptWorkflows, c.PromptAgents = 20, 4
 	c.Conns, c.ConnAgents, c.MessageBytes = 200, 20, 64<<10
+	c.ListInstances = 25_000
 	c.Timeout = 2 * time.Minute
 	return c
 }
@@ -385,5 +386,34 @@ func TestSchedulesLeadTooShort(t *testing.T) {
 	_, err := Run(context.Background(), c)
 	if err == nil || !strings.Contains(err.Error(), "--lead") {
 		t.Fatalf("err = %v, want one that says to raise --lead", err)
+	}
+}
+
+func TestListScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a store")
+	}
+	backends := []string{"sqlite"}
+	dsn := os.Getenv("AGENTFLOW_TEST_POSTGRES")
+	if dsn != "" {
+		backends = append(backends, "postgres")
+	}
+	for _, b := range backends {
+		t.Run(b, func(t *testing.T) {
+			c := tiny(t, b, "list")
+			if dsn != "" {
+				c.DSN = dsn
+			}
+			rs, err := Run(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := values(t, rs)
+			for _, name := range []string{"list_page_p50_ms", "list_filtered_page_p50_ms", "describe_p50_ms", "count_all_p50_ms", "fill_s"} {
+				if v[name] <= 0 {
+					t.Errorf("%s = %v, want > 0", name, v[name])
+				}
+			}
+		})
 	}
 }

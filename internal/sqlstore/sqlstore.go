@@ -148,15 +148,29 @@ const instanceCols = `id, workflow, service, params, status, error_name, error_m
 
 const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_name, error_message, wake_at, updated_at`
 
+// stepWriteCols are the columns a step write fills (stepArgs): stepCols,
+// the step's start and the checkpointed attempt's start.
+const stepWriteCols = stepCols + `, started_at, attempt_started_at`
+
+// attemptCols are the columns of a failed attempt's row (attemptArgs).
+const attemptCols = `instance_id, seq, attempt, started_at, ended_at, error_name, error_message`
+
+// attemptConflict makes a failed attempt written again (a retried write)
+// replace its row.
+const attemptConflict = `
+ ON CONFLICT (instance_id, seq, attempt) DO UPDATE SET started_at = excluded.started_at, ended_at = excluded.ended_at,
+   error_name = excluded.error_name, error_message = excluded.error_message`
+
 type queries struct {
 	insertInstance, getInstance, listSteps, listEvents      string
-	claimDue, nextWake, upsertStep                          string
+	claimDue, nextWake, upsertStep, insertAttempt           string
 	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
 	finish, lockInstance, insertEvent, wakeForEvent         string
 	finishNotice, insertNotice                              string
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
+	deleteAttempts                                          string
 	markRunning                                             string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
 	advertise                                               string
@@ -170,8 +184,8 @@ func newQueries(d *Dialect) queries {
    origin_class, origin_name)
  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
 		getInstance: r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
-		listSteps:   r(`SELECT ` + stepCols + ` FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
-		listEvents:  r(`SELECT seq, type, payload, created_at, consumed FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
+		listSteps:   r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
+		listEvents:  r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
 		claimDue: r(`UPDATE workflow_instances
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?,
      status = CASE WHEN status IN ('queued', 'waiting') THEN 'running' ELSE status END
@@ -187,10 +201,11 @@ func newQueries(d *Dialect) queries {
 		fence: newFencedQuery(d, `UPDATE workflow_instances
  SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
-		upsertStep: r(`INSERT INTO workflow_steps (instance_id, ` + stepCols + `)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + stepConflict),
-		oldestEvent:  r(`SELECT seq, payload, created_at FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0 ORDER BY seq LIMIT 1`),
-		consumeEvent: r(`UPDATE workflow_events SET consumed = 1 WHERE seq = ?`),
+		upsertStep: r(`INSERT INTO workflow_steps (instance_id, ` + stepWriteCols + `)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + stepConflict),
+		insertAttempt: r(`INSERT INTO workflow_step_attempts (` + attemptCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)` + attemptConflict),
+		oldestEvent:   r(`SELECT seq, payload, created_at FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0 ORDER BY seq LIMIT 1`),
+		consumeEvent:  r(`UPDATE workflow_events SET consumed = 1, consumed_at = ? WHERE seq = ?`),
 		// SET expressions see the row as it was, so every CASE asks whether
 		// a pause was pending (or is being forced) before this write. The
 		// casts give PostgreSQL a type for CASE branches that are only a
@@ -227,6 +242,7 @@ func newQueries(d *Dialect) queries {
    owner = NULL, fence = fence + 1, wake_at = NULL, waiting_event = NULL,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL WHERE id = ?`),
 		deleteSteps:    r(`DELETE FROM workflow_steps WHERE instance_id = ?`),
+		deleteAttempts: r(`DELETE FROM workflow_step_attempts WHERE instance_id = ?`),
 		deleteConsumed: r(`DELETE FROM workflow_events WHERE instance_id = ? AND consumed = 1`),
 		restart: r(`UPDATE workflow_instances SET status = 'queued', output = NULL, error_name = NULL, error_message = NULL,
    finished_at = NULL, updated_at = ?, owner = NULL, fence = fence + 1, restarts = restarts + 1, wake_at = ?, waiting_event = NULL,
@@ -301,17 +317,20 @@ const stepConflict = `
  ON CONFLICT (instance_id, seq) DO UPDATE SET name = excluded.name, occurrence = excluded.occurrence,
    kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, result = excluded.result,
    error_name = excluded.error_name, error_message = excluded.error_message, wake_at = excluded.wake_at,
-   updated_at = excluded.updated_at`
+   updated_at = excluded.updated_at, started_at = COALESCE(workflow_steps.started_at, excluded.started_at),
+   attempt_started_at = excluded.attempt_started_at`
 
 // fencedQuery is a fenced UPDATE of one instance row … RETURNING status
 // (update), and, on dialects with data-modifying CTEs, the same UPDATE and
-// the upsert of a step row as one statement (withStep; "" elsewhere).
-type fencedQuery struct{ update, withStep string }
+// the upsert of a step row as one statement (withStep; "" elsewhere), and
+// that statement also inserting a failed attempt's row (withAttempt).
+type fencedQuery struct{ update, withStep, withAttempt string }
 
 func newFencedQuery(d *Dialect, update string) fencedQuery {
 	f := fencedQuery{update: d.Rebind(update)}
 	if d.WritableCTEs {
-		f.withStep = d.Rebind(withStep(update))
+		f.withStep = d.Rebind(withStep(update, false))
+		f.withAttempt = d.Rebind(withStep(update, true))
 	}
 	return f
 }
@@ -337,10 +356,19 @@ func (f fencedQuery) single(step bool) bool { return !step || f.withStep != "" }
 // The other parts of one statement share one snapshot taken before that
 // lock is granted, so a condition on other rows (Suspend's look for a
 // buffered event) cannot join the UPDATE this way; see Suspend.
-func withStep(update string) string {
-	return `WITH f AS (` + update + `),
- s AS (INSERT INTO workflow_steps (instance_id, ` + stepCols + `)
-   SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM f` + stepConflict + `)
+//
+// With attempt, the statement also inserts a failed attempt's row, taking
+// attemptArgs after stepArgs, in the same way.
+func withStep(update string, attempt bool) string {
+	q := `WITH f AS (` + update + `),
+ s AS (INSERT INTO workflow_steps (instance_id, ` + stepWriteCols + `)
+   SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM f` + stepConflict + `)`
+	if attempt {
+		q += `,
+ a AS (INSERT INTO workflow_step_attempts (` + attemptCols + `)
+   SELECT ?, ?, ?, ?, ?, ?, ? FROM f` + attemptConflict + `)`
+	}
+	return q + `
 SELECT status FROM f`
 }
 
@@ -405,22 +433,55 @@ func scanStep(r rowScanner) (store.Step, error) {
 		st              store.Step
 		kind, state     string
 		errName, errMsg sql.NullString
-		wake            sql.NullInt64
+		wake, started   sql.NullInt64
 		updated         int64
 	)
 	if err := r.Scan(&st.Seq, &st.Name, &st.Occurrence, &kind, &state, &st.Attempt, &st.Result,
-		&errName, &errMsg, &wake, &updated); err != nil {
+		&errName, &errMsg, &wake, &updated, &started); err != nil {
 		return st, err
 	}
 	st.Kind, st.State = store.StepKind(kind), store.StepState(state)
 	st.ErrorName, st.ErrorMessage = errName.String, errMsg.String
 	st.WakeAt, st.UpdatedAt = fromMicros(wake), time.UnixMicro(updated).UTC()
+	st.StartedAt = fromMicros(started)
 	return st, nil
 }
 
+// stepStart is when the attempt (or the sleep or wait) a step write
+// checkpoints started: the step's StartedAt, or now when it has none.
+func stepStart(s store.Step, now time.Time) int64 {
+	if s.StartedAt.IsZero() {
+		return now.UnixMicro()
+	}
+	return s.StartedAt.UnixMicro()
+}
+
 func stepArgs(id string, s store.Step, now time.Time) []any {
+	start := stepStart(s, now)
 	return []any{id, s.Seq, s.Name, s.Occurrence, string(s.Kind), string(s.State), s.Attempt, blob(s.Result),
-		nullString(s.ErrorName), nullString(s.ErrorMessage), micros(s.WakeAt), now.UnixMicro()}
+		nullString(s.ErrorName), nullString(s.ErrorMessage), micros(s.WakeAt), now.UnixMicro(), start, start}
+}
+
+// failedAttempt reports the number of the attempt a step write records as
+// failed: a Do checkpointed with an error, pending its next attempt
+// (Attempt is then the next one's number) or failed for good.
+func failedAttempt(s *store.Step) (int, bool) {
+	if s == nil || s.Kind != store.KindDo || s.ErrorName == "" {
+		return 0, false
+	}
+	switch s.State {
+	case store.StepPending:
+		return s.Attempt - 1, s.Attempt > 1
+	case store.StepFailed:
+		return s.Attempt, true
+	}
+	return 0, false
+}
+
+// attemptArgs are insertAttempt's arguments for the failed attempt n that
+// step write s records.
+func attemptArgs(id string, s store.Step, n int, now time.Time) []any {
+	return []any{id, s.Seq, n, stepStart(s, now), now.UnixMicro(), s.ErrorName, nullString(s.ErrorMessage)}
 }
 
 // write runs fn as one atomic write: through the Writer's WriteOne when fn
@@ -536,10 +597,11 @@ func (s *Store) ListEvents(ctx context.Context, id string) ([]store.Event, error
 	for rows.Next() {
 		e := store.Event{InstanceID: id}
 		var created, consumed int64
-		if err := rows.Scan(&e.Seq, &e.Type, &e.Payload, &created, &consumed); err != nil {
+		var consumedAt sql.NullInt64
+		if err := rows.Scan(&e.Seq, &e.Type, &e.Payload, &created, &consumed, &consumedAt); err != nil {
 			return nil, fmt.Errorf("list events of %q: %w", id, err)
 		}
-		e.CreatedAt, e.Consumed = time.UnixMicro(created).UTC(), consumed != 0
+		e.CreatedAt, e.Consumed, e.ConsumedAt = time.UnixMicro(created).UTC(), consumed != 0, fromMicros(consumedAt)
 		evs = append(evs, e)
 	}
 	if err := rows.Err(); err != nil {
@@ -599,8 +661,12 @@ func (s *Store) NextWakeTimes(ctx context.Context, service string, until time.Ti
 // UPDATE returned, or ErrLeaseLost having changed nothing.
 func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []any, l store.Lease, st *store.Step, now time.Time, op string) (store.Status, error) {
 	q := f.update
+	n, failed := failedAttempt(st)
 	if st != nil && f.withStep != "" {
 		q, args = f.withStep, append(args, stepArgs(l.InstanceID, *st, now)...)
+		if failed {
+			q, args = f.withAttempt, append(args, attemptArgs(l.InstanceID, *st, n, now)...)
+		}
 	}
 	var status string
 	err := queryRow(ctx, c, q, args, &status)
@@ -613,6 +679,11 @@ func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []a
 	if st != nil && f.withStep == "" {
 		if _, err := c.Exec(ctx, s.q.upsertStep, stepArgs(l.InstanceID, *st, now)...); err != nil {
 			return "", fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
+		}
+		if failed {
+			if _, err := c.Exec(ctx, s.q.insertAttempt, attemptArgs(l.InstanceID, *st, n, now)...); err != nil {
+				return "", fmt.Errorf("save attempt %d of step %q of %q: %w", n, st.Name, l.InstanceID, err)
+			}
 		}
 	}
 	return store.Status(status), nil
@@ -664,8 +735,9 @@ func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st sto
 		if err != nil {
 			return fmt.Errorf("take event for %q: %w", l.InstanceID, err)
 		}
-		e.CreatedAt = time.UnixMicro(created).UTC()
-		if _, err := Exec(ctx, tx, s.q.consumeEvent, e.Seq); err != nil {
+		// ConsumedAt as ListEvents will read it: microseconds, UTC.
+		e.CreatedAt, e.ConsumedAt = time.UnixMicro(created).UTC(), time.UnixMicro(now.UnixMicro()).UTC()
+		if _, err := Exec(ctx, tx, s.q.consumeEvent, now.UnixMicro(), e.Seq); err != nil {
 			return fmt.Errorf("consume event %d: %w", e.Seq, err)
 		}
 		st.State, st.Result = store.StepDone, e.Payload
@@ -927,7 +999,7 @@ func (s *Store) Restart(ctx context.Context, id string, now time.Time) error {
 		}
 		service = li.service
 		n := now.UnixMicro()
-		for _, q := range []string{s.q.deleteSteps, s.q.deleteConsumed} {
+		for _, q := range []string{s.q.deleteSteps, s.q.deleteAttempts, s.q.deleteConsumed} {
 			if _, err := Exec(ctx, tx, q, id); err != nil {
 				return fmt.Errorf("restart instance %q: %w", id, err)
 			}
@@ -971,6 +1043,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 		in := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
 		for _, q := range []string{
 			`DELETE FROM workflow_steps WHERE instance_id IN (` + in + `)`,
+			`DELETE FROM workflow_step_attempts WHERE instance_id IN (` + in + `)`,
 			`DELETE FROM workflow_events WHERE instance_id IN (` + in + `)`,
 			`DELETE FROM workflow_instances WHERE id IN (` + in + `)`,
 		} {

@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Conversation", conversationCases},
 		{"ThinkConcurrency", thinkConcurrencyCases},
 		{"ThinkOutbox", thinkOutboxCases},
+		{"Inspect", inspectCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"agentflow/admin"
+	"agentflow/internal/bearer"
+	"agentflow/internal/httpserver"
+	"agentflow/store"
+	"agentflow/store/postgres"
+	"agentflow/store/sqlite"
+)
+
+// The environment variables of serve's --store and --addr.
+const (
+	envStore = "AGENTFLOW_STORE"
+	envAddr  = "AGENTFLOW_ADDR"
+)
+
+func serveCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var storeFlag, addr, token string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "serve --store PATH|postgres://... [--addr HOST:PORT] [--token TOKEN]",
+		Short: "Serve the operator API (and dashboard) for an existing store, without running workers",
+		Long: `Serve the operator API at /api/v1/ (and the dashboard at /) for an existing store: a
+SQLite file or a PostgreSQL database. Operators list, inspect and control a whole cluster
+with it; no workflow or agent runs here, and the cluster's engines hear of a change through
+the store's wake-ups. Flags default to $AGENTFLOW_STORE, $AGENTFLOW_ADDR and $AGENTFLOW_TOKEN.`,
+		Args: args(0, "no arguments (the store is --store)"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			flagOr := func(name, v, env string) string {
+				if !cmd.Flags().Changed(name) {
+					if e := getenv(env); e != "" {
+						return e
+					}
+				}
+				return v
+			}
+			storeFlag = flagOr("store", storeFlag, envStore)
+			addr = flagOr("addr", addr, envAddr)
+			token = flagOr("token", token, envToken)
+			if storeFlag == "" {
+				return usagef("--store (or $%s) is required: a SQLite file or a postgres:// URL", envStore)
+			}
+			if token != "" {
+				if _, err := bearer.New(token); err != nil {
+					return usagef("--token: %v", err)
+				}
+			}
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelDebug
+			}
+			logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			return runServe(cmd.Context(), storeFlag, addr, token, logger, stdout)
+		},
+	}
+	cmd.Flags().StringVar(&storeFlag, "store", "", "the store: a SQLite file, or a postgres:// URL (default $"+envStore+")")
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8787", "the address to listen on (default $"+envAddr+", else 127.0.0.1:8787)")
+	cmd.Flags().StringVar(&token, "token", "", "the bearer token API clients must send (default $"+envToken+"; none when both are empty)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages")
+	return cmd
+}
+
+// openStore opens the PostgreSQL store a postgres:// URL names, or the
+// existing SQLite file at a path.
+func openStore(ctx context.Context, where string) (store.Store, string, error) {
+	if strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://") {
+		st, err := postgres.Open(ctx, where, postgres.Options{})
+		if err != nil {
+			return nil, "", fmt.Errorf("--store: %w", err)
+		}
+		desc := "PostgreSQL"
+		if u, err := url.Parse(where); err == nil && u.Host != "" {
+			desc = "PostgreSQL at " + u.Host + u.Path
+		}
+		return st, desc, nil
+	}
+	// serve inspects a store that exists: a mistyped path is an error, not
+	// a new empty database.
+	if _, err := os.Stat(where); err != nil {
+		return nil, "", usagef("--store %q: %v (serve opens an existing SQLite file or a postgres:// URL)", where, errors.Unwrap(err))
+	}
+	st, err := sqlite.Open(ctx, where, sqlite.Options{})
+	if err != nil {
+		return nil, "", fmt.Errorf("--store: %w", err)
+	}
+	return st, st.Path(), nil
+}
+
+func runServe(ctx context.Context, where, addr, token string, logger *slog.Logger, stdout io.Writer) error {
+	st, desc, err := openStore(ctx, where)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%w (choose another address with --addr)", err)
+	}
+	defer ln.Close()
+	srv, err := httpserver.New(httpserver.Options{
+		Handler:  admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}),
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	})
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "agentflow serve: %s\n", desc)
+	fmt.Fprintf(stdout, "api: %s%s/  (agentflow workflows list --server %s)\n", base, admin.APIPrefix, base)
+	fmt.Fprintf(stdout, "dashboard: %s/\n", base)
+	if token != "" {
+		fmt.Fprintf(stdout, "clients must send the token: -H 'Authorization: Bearer <token>', or --token / $%s\n", envToken)
+	}
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	stopWithin(ctx, logger, "the server", srv.Shutdown)
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
