@@ -63,6 +63,11 @@ type Options struct {
 	// token: it must hold no data of its own, and read everything from the
 	// API.
 	Dashboard http.Handler
+	// CountsMaxAge is how long the status counts of one filter are served
+	// from memory before they are counted again; default
+	// DefaultCountsMaxAge, negative to count on every request. Either
+	// way, concurrent requests for the same counts share one count.
+	CountsMaxAge time.Duration
 }
 
 // APIPrefix is where the API's routes live.
@@ -76,6 +81,7 @@ type handler struct {
 	maxBody int64
 	api     *http.ServeMux
 	dash    http.Handler
+	counts  *countCache
 	// openapiJSON is the OpenAPI document as JSON.
 	openapiJSON []byte
 }
@@ -102,6 +108,11 @@ func NewHandler(o Options) http.Handler {
 	case h.maxBody == 0:
 		h.maxBody = DefaultMaxBodyBytes
 	}
+	maxAge := o.CountsMaxAge
+	if maxAge == 0 {
+		maxAge = DefaultCountsMaxAge
+	}
+	h.counts = newCountCache(maxAge, h.now)
 	if o.Token != "" {
 		t, err := bearer.New(o.Token)
 		if err != nil {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -171,14 +172,16 @@ func (h *handler) countWorkflows(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	counts, err := h.st.CountInstances(r.Context(), f)
+	c, err := h.counts.get(r.Context(), q.v.Encode(), func(ctx context.Context) (map[store.Status]int, error) {
+		return h.st.CountInstances(ctx, f)
+	})
 	if err != nil {
 		return nil, filterErr(err)
 	}
-	out := WorkflowCounts{Counts: map[string]int{}}
+	out := WorkflowCounts{Counts: map[string]int{}, AsOf: c.at.UTC()}
 	for _, s := range store.Statuses {
-		out.Counts[string(s)] = counts[s]
-		out.Total += counts[s]
+		out.Counts[string(s)] = c.counts[s]
+		out.Total += c.counts[s]
 	}
 	return out, nil
 }

@@ -56,6 +56,9 @@ type WorkflowPage struct {
 type WorkflowCounts struct {
 	Counts map[string]int `json:"counts"`
 	Total  int            `json:"total"`
+	// AsOf is when they were counted: the handler keeps counts for
+	// Options.CountsMaxAge.
+	AsOf time.Time `json:"as_of"`
 }
 
 // CreateWorkflowRequest is the body of a create.
