@@ -283,3 +283,60 @@ func (c *cli) submissionsCommand() *cobra.Command {
 	cmd.AddCommand(list, describe, cancel)
 	return cmd
 }
+
+func (c *cli) outboxCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "outbox",
+		Short: "List the Think outbox on a server: answers on their way to the workflows that asked",
+	}
+	c.clientFlags(cmd)
+	var f admin.OutboxFilter
+	var watch bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List outbox rows, newest first",
+		Args:  args(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			return c.watch(cmd.Context(), watch, func(ctx context.Context) (any, error) {
+				return cl.ListOutbox(ctx, f)
+			}, func(v any, w io.Writer) { drawOutbox(w, v.(*admin.OutboxPage)) })
+		},
+	}
+	list.Flags().StringVar(&f.Agent, "agent", "", "only this agent class, or CLASS/NAME")
+	list.Flags().BoolVar(&f.Undelivered, "undelivered", false, "only rows not yet delivered")
+	list.Flags().IntVar(&f.Limit, "limit", 0, "page size, 1 to 100 (default 100)")
+	list.Flags().StringVar(&f.PageToken, "page-token", "", "the page after the one that printed this token")
+	list.Flags().BoolVar(&watch, "watch", false, "re-draw when the list changes (polls every second)")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func drawOutbox(w io.Writer, page *admin.OutboxPage) {
+	if len(page.Outbox) == 0 {
+		fmt.Fprintln(w, "no outbox rows")
+		return
+	}
+	tw := table(w)
+	fmt.Fprintln(tw, "ID\tAGENT\tSUBMISSION\tINSTANCE\tEVENT\tSTATE\tATTEMPTS\tCREATED\tLAST ERROR")
+	for _, o := range page.Outbox {
+		state := "pending"
+		switch {
+		case o.Failed:
+			state = "failed"
+		case !o.DeliveredAt.IsZero():
+			state = "delivered " + when(o.DeliveredAt)
+		case !o.NextAttemptAt.IsZero():
+			state = "next " + when(o.NextAttemptAt)
+		}
+		fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", o.ID, o.Class, o.Name, o.SubmissionID, o.InstanceID,
+			o.EventType, state, o.Attempts, when(o.CreatedAt), orDash(o.LastError))
+	}
+	tw.Flush()
+	if page.NextPageToken != "" {
+		fmt.Fprintf(w, "\nmore: --page-token %s\n", page.NextPageToken)
+	}
+}

@@ -83,6 +83,8 @@ func TestCLI(t *testing.T) {
 		{"bad agent", []string{"agents", "describe", "Counter"}, 2, nil, []string{"CLASS/NAME"}},
 		{"bad time", []string{"workflows", "list", "--created-from", "monday"}, 2, nil, []string{"--created-from"}},
 		{"unknown agent", []string{"agents", "describe", "Counter/nobody"}, 1, nil, []string{"not_found", "Counter/nobody"}},
+		{"outbox", []string{"outbox", "list", "--undelivered"}, 0, []string{"no outbox rows"}, nil},
+		{"outbox bad limit", []string{"outbox", "list", "--limit", "101"}, 1, nil, []string{"invalid_argument", "limit"}},
 		{"no server", []string{"workflows", "describe", "x", "--server", "http://127.0.0.1:1"}, 1, nil, []string{"127.0.0.1:1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

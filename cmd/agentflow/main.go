@@ -134,6 +134,6 @@ Run 'agentflow dev -h' for its flags.`,
 	})
 	root.AddCommand(serveCommand(getenv, stdout, stderr))
 	c := &cli{getenv: getenv, stdout: stdout}
-	root.AddCommand(c.workflowsCommand(), c.agentsCommand(), c.schedulesCommand(), c.submissionsCommand())
+	root.AddCommand(c.workflowsCommand(), c.agentsCommand(), c.schedulesCommand(), c.submissionsCommand(), c.outboxCommand())
 	return root
 }
