@@ -582,3 +582,38 @@ func (cs *crashStore) UpdateFiber(ctx context.Context, key store.AgentKey, id st
 	}
 	return cs.base.UpdateFiber(ctx, key, id, owner, status, errMsg, now)
 }
+
+func (cs *crashStore) ListInstances(ctx context.Context, f store.InstanceFilter) (r0 []store.Instance, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.ListInstances(ctx, f)
+}
+
+func (cs *crashStore) CountInstances(ctx context.Context, f store.InstanceFilter) (r0 map[store.Status]int, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.CountInstances(ctx, f)
+}
+
+func (cs *crashStore) ListStepAttempts(ctx context.Context, instanceID string) (r0 []store.StepAttempt, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.ListStepAttempts(ctx, instanceID)
+}
+
+func (cs *crashStore) ListAgents(ctx context.Context, f store.AgentFilter) (r0 []store.AgentSummary, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.ListAgents(ctx, f)
+}
+
+func (cs *crashStore) ListOutboxes(ctx context.Context, f store.OutboxFilter) (r0 []store.OutboxMessage, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.ListOutboxes(ctx, f)
+}
