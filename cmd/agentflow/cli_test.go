@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -170,10 +171,24 @@ func TestServeNeedsAStore(t *testing.T) {
 	if code := runWith(context.Background(), []string{"serve", "--store", missing}, noEnv, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "nope.db") {
 		t.Errorf("serve with a missing file: exit %d, %s", code, &stderr)
 	}
+	badConfig := filepath.Join(t.TempDir(), "agentflow.yaml")
+	if err := os.WriteFile(badConfig, []byte("store: x.db\nadress: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ config, want string }{
+		{badConfig, "adress"},
+		{filepath.Join(t.TempDir(), "none.yaml"), "none.yaml"},
+	} {
+		stderr.Reset()
+		if code := runWith(context.Background(), []string{"serve", "--config", tc.config}, noEnv, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("serve --config %s: exit %d, %s; want exit 2 naming %q", tc.config, code, &stderr, tc.want)
+		}
+	}
 }
 
-// TestServe runs `agentflow serve` on an existing SQLite file with a
-// token from the environment, and the CLI against it.
+// TestServe runs `agentflow serve` on an existing SQLite file named by its
+// configuration file, with a token from the environment, and the CLI
+// against it.
 func TestServe(t *testing.T) {
 	t.Parallel()
 	db := filepath.Join(t.TempDir(), "serve.db")
@@ -187,7 +202,13 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	env := map[string]string{envStore: db, envAddr: "127.0.0.1:0", envToken: "tok"}
+	// The store and address come from the configuration file; the token
+	// in the file is overridden by the environment's.
+	cfg := filepath.Join(t.TempDir(), "agentflow.yaml")
+	if err := os.WriteFile(cfg, []byte("store: "+db+"\naddr: 127.0.0.1:0\ntoken: from-the-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{envConfig: cfg, envToken: "tok"}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v4"
 
 	"agentflow/admin"
 	"agentflow/internal/bearer"
@@ -22,14 +23,42 @@ import (
 	"agentflow/store/sqlite"
 )
 
-// The environment variables of serve's --store and --addr.
+// The environment variables of serve's --store, --addr and --config.
 const (
-	envStore = "AGENTFLOW_STORE"
-	envAddr  = "AGENTFLOW_ADDR"
+	envStore  = "AGENTFLOW_STORE"
+	envAddr   = "AGENTFLOW_ADDR"
+	envConfig = "AGENTFLOW_CONFIG"
 )
 
+// serveConfig is serve's optional configuration file (--config): YAML
+// (or JSON, which is YAML) with the flags' names as keys. A flag or an
+// environment variable overrides the file.
+type serveConfig struct {
+	Store string `yaml:"store"`
+	Addr  string `yaml:"addr"`
+	Token string `yaml:"token"`
+}
+
+// readServeConfig reads the configuration file at path; an unknown key is
+// an error that names it, so a typo does not silently fall back to a
+// default.
+func readServeConfig(path string) (serveConfig, error) {
+	var c serveConfig
+	f, err := os.Open(path)
+	if err != nil {
+		return c, usagef("--config: %v", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, usagef("--config %s: %v (keys: store, addr, token)", path, err)
+	}
+	return c, nil
+}
+
 func serveCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
-	var storeFlag, addr, token string
+	var storeFlag, addr, token, config string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "serve --store PATH|postgres://... [--addr HOST:PORT] [--token TOKEN]",
@@ -37,20 +66,37 @@ func serveCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.C
 		Long: `Serve the operator API at /api/v1/ (and the dashboard at /) for an existing store: a
 SQLite file or a PostgreSQL database. Operators list, inspect and control a whole cluster
 with it; no workflow or agent runs here, and the cluster's engines hear of a change through
-the store's wake-ups. Flags default to $AGENTFLOW_STORE, $AGENTFLOW_ADDR and $AGENTFLOW_TOKEN.`,
+the store's wake-ups. Flags default to $AGENTFLOW_STORE, $AGENTFLOW_ADDR and $AGENTFLOW_TOKEN,
+then to the keys store, addr and token of the YAML file --config (or $AGENTFLOW_CONFIG) names.`,
 		Args: args(0, "no arguments (the store is --store)"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			flagOr := func(name, v, env string) string {
-				if !cmd.Flags().Changed(name) {
-					if e := getenv(env); e != "" {
-						return e
-					}
+			var file serveConfig
+			if !cmd.Flags().Changed("config") {
+				config = getenv(envConfig)
+			}
+			if config != "" {
+				var err error
+				if file, err = readServeConfig(config); err != nil {
+					return err
+				}
+			}
+			// A flag given wins, then its environment variable, then the
+			// file, then the flag's default.
+			flagOr := func(name, v, env, fromFile string) string {
+				if cmd.Flags().Changed(name) {
+					return v
+				}
+				if e := getenv(env); e != "" {
+					return e
+				}
+				if fromFile != "" {
+					return fromFile
 				}
 				return v
 			}
-			storeFlag = flagOr("store", storeFlag, envStore)
-			addr = flagOr("addr", addr, envAddr)
-			token = flagOr("token", token, envToken)
+			storeFlag = flagOr("store", storeFlag, envStore, file.Store)
+			addr = flagOr("addr", addr, envAddr, file.Addr)
+			token = flagOr("token", token, envToken, file.Token)
 			if storeFlag == "" {
 				return usagef("--store (or $%s) is required: a SQLite file or a postgres:// URL", envStore)
 			}
@@ -70,6 +116,7 @@ the store's wake-ups. Flags default to $AGENTFLOW_STORE, $AGENTFLOW_ADDR and $AG
 	cmd.Flags().StringVar(&storeFlag, "store", "", "the store: a SQLite file, or a postgres:// URL (default $"+envStore+")")
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8787", "the address to listen on (default $"+envAddr+", else 127.0.0.1:8787)")
 	cmd.Flags().StringVar(&token, "token", "", "the bearer token API clients must send (default $"+envToken+"; none when both are empty)")
+	cmd.Flags().StringVar(&config, "config", "", "a YAML file with the keys store, addr and token, below the flags and environment variables (default $"+envConfig+")")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages")
 	return cmd
 }
