@@ -60,11 +60,7 @@ func (c *cli) agentsCommand() *cobra.Command {
 		Short: "Show an agent: state, schedules, fibers, workflows; a Think agent's submissions and conversation",
 		Args:  args(1, "the agent, CLASS/NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			class, name, err := agentArg(a[0])
-			if err != nil {
-				return err
-			}
-			cl, err := c.client()
+			cl, class, name, err := c.agentClient(a[0])
 			if err != nil {
 				return err
 			}
@@ -163,11 +159,7 @@ func (c *cli) schedulesCommand() *cobra.Command {
 		Short: "List an agent's schedules, by next run time",
 		Args:  args(1, "the agent, CLASS/NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			class, name, err := agentArg(a[0])
-			if err != nil {
-				return err
-			}
-			cl, err := c.client()
+			cl, class, name, err := c.agentClient(a[0])
 			if err != nil {
 				return err
 			}
@@ -197,11 +189,7 @@ func (c *cli) submissionsCommand() *cobra.Command {
 		Short: "List a Think agent's submissions, oldest first",
 		Args:  args(1, "the agent, CLASS/NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			class, name, err := agentArg(a[0])
-			if err != nil {
-				return err
-			}
-			cl, err := c.client()
+			cl, class, name, err := c.agentClient(a[0])
 			if err != nil {
 				return err
 			}
@@ -219,11 +207,7 @@ func (c *cli) submissionsCommand() *cobra.Command {
 		Short: "Show a submission: its messages, output, usage and outbox rows",
 		Args:  args(2, "the agent, CLASS/NAME, and the submission ID"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			class, name, err := agentArg(a[0])
-			if err != nil {
-				return err
-			}
-			cl, err := c.client()
+			cl, class, name, err := c.agentClient(a[0])
 			if err != nil {
 				return err
 			}
@@ -246,12 +230,9 @@ func (c *cli) submissionsCommand() *cobra.Command {
 					fmt.Fprintf(w, "notifies  workflow %s with event %q\n", s.NotifyInstance, s.NotifyEvent)
 				}
 				for _, o := range d.Outbox {
-					state := "pending"
-					switch {
-					case o.Failed:
-						state = "failed: " + o.LastError
-					case !o.DeliveredAt.IsZero():
-						state = "delivered " + when(o.DeliveredAt)
+					state := outboxState(o)
+					if o.Failed {
+						state += ": " + o.LastError
 					}
 					fmt.Fprintf(w, "outbox    %d → %s (%s): %s, %d attempts\n", o.ID, o.InstanceID, o.EventType, state, o.Attempts)
 				}
@@ -263,11 +244,7 @@ func (c *cli) submissionsCommand() *cobra.Command {
 		Short: "Abort a pending submission",
 		Args:  args(2, "the agent, CLASS/NAME, and the submission ID"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			class, name, err := agentArg(a[0])
-			if err != nil {
-				return err
-			}
-			cl, err := c.client()
+			cl, class, name, err := c.agentClient(a[0])
 			if err != nil {
 				return err
 			}
@@ -323,13 +300,8 @@ func drawOutbox(w io.Writer, page *admin.OutboxPage) {
 	tw := table(w)
 	fmt.Fprintln(tw, "ID\tAGENT\tSUBMISSION\tINSTANCE\tEVENT\tSTATE\tATTEMPTS\tCREATED\tLAST ERROR")
 	for _, o := range page.Outbox {
-		state := "pending"
-		switch {
-		case o.Failed:
-			state = "failed"
-		case !o.DeliveredAt.IsZero():
-			state = "delivered " + when(o.DeliveredAt)
-		case !o.NextAttemptAt.IsZero():
+		state := outboxState(o)
+		if state == "pending" && !o.NextAttemptAt.IsZero() {
 			state = "next " + when(o.NextAttemptAt)
 		}
 		fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", o.ID, o.Class, o.Name, o.SubmissionID, o.InstanceID,
@@ -339,4 +311,15 @@ func drawOutbox(w io.Writer, page *admin.OutboxPage) {
 	if page.NextPageToken != "" {
 		fmt.Fprintf(w, "\nmore: --page-token %s\n", page.NextPageToken)
 	}
+}
+
+// outboxState says where an outbox row is: pending, delivered (when) or failed.
+func outboxState(o admin.Outbox) string {
+	switch {
+	case o.Failed:
+		return "failed"
+	case !o.DeliveredAt.IsZero():
+		return "delivered " + when(o.DeliveredAt)
+	}
+	return "pending"
 }

@@ -81,6 +81,16 @@ func agentArg(s string) (class, name string, err error) {
 	return class, name, nil
 }
 
+// agentClient parses an agent argument, CLASS/NAME, and returns it with
+// the client, for the commands about one agent.
+func (c *cli) agentClient(arg string) (cl *admin.Client, class, name string, err error) {
+	if class, name, err = agentArg(arg); err != nil {
+		return nil, "", "", err
+	}
+	cl, err = c.client()
+	return cl, class, name, err
+}
+
 // show prints v as JSON with --json, and with draw otherwise.
 func (c *cli) show(v any, draw func(w io.Writer)) error {
 	if c.json {
