@@ -214,7 +214,10 @@ func TestDevRetriesFlightRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	other := store.Node{ID: "other", Host: "elsewhere.invalid", PID: 1, Process: "1:1", StartedAt: now, ExpiresAt: now.Add(time.Second)}
+	// The other node's lease must outlast dev's start, so that its first
+	// request meets the 409, even on a loaded machine (dev took 1.3 s to
+	// get there once); dev then retries until the lease lapses.
+	other := store.Node{ID: "other", Host: "elsewhere.invalid", PID: 1, Process: "1:1", StartedAt: now, ExpiresAt: now.Add(4 * time.Second)}
 	if err := st.Heartbeat(t.Context(), other); err != nil {
 		t.Fatal(err)
 	}
