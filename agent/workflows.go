@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 	"agentflow/workflow"
 )
@@ -118,6 +119,10 @@ func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, 
 		}
 	}
 	row, err := rt.seam.Prepare(b.Workflow, b.Service, o.ID, raw, in.key)
+	if err == nil {
+		// The instance's segments descend from the calling span.
+		row.TraceParent = telemetry.Traceparent(ctx)
+	}
 	if err != nil {
 		return "", fmt.Errorf("run workflow %s: %w", binding, err)
 	}

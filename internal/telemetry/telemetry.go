@@ -72,7 +72,6 @@ type T struct {
 	segments       metric.Int64Counter
 	timerLateness  metric.Float64Histogram
 	// agents
-	agentsLive   metric.Int64UpDownCounter
 	wsConns      metric.Int64UpDownCounter
 	rpcDuration  metric.Float64Histogram
 	activations  metric.Int64Counter
@@ -127,7 +126,6 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*T, error) {
 	t.stepDuration = h(MetricStepDuration, "Duration of step attempts, by workflow class and outcome.", fast...)
 	t.segments = c(MetricSegments, "{segment}", "Execution segments started (an instance run from its claim to its suspension or finish), by workflow class.")
 	t.timerLateness = h(MetricTimerLateness, "How late a sleep's or a retry's timer was acted on, by timer kind.", fast...)
-	t.agentsLive = u(MetricAgentsLive, "{agent}", "Agent instances live in memory, by class.")
 	t.wsConns = u(MetricWSConnections, "{connection}", "Open WebSocket connections to agents, by class.")
 	t.rpcDuration = h(MetricRPCDuration, "Duration of agent calls, by class, transport and outcome.", fast...)
 	t.activations = c(MetricActivations, "{activation}", "Agent activations, by class and outcome.")
