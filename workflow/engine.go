@@ -822,19 +822,9 @@ func (e *Engine) registerGauges() error {
 	if !e.tel.Metrics() {
 		return nil
 	}
-	unInst, err := e.tel.ObserveGauge(telemetry.MetricInstances, "{instance}",
-		"Workflow instances in the store, by status (all services).", e.opts.GaugeInterval, e.clock.Now,
-		func(ctx context.Context) ([]telemetry.Gauge, error) {
-			counts, err := e.shared.CountInstances(ctx, store.InstanceFilter{})
-			if err != nil {
-				return nil, err
-			}
-			gs := make([]telemetry.Gauge, 0, len(counts))
-			for st, n := range counts {
-				gs = append(gs, telemetry.Gauge{Attrs: []attribute.KeyValue{telemetry.KeyStatus.String(string(st))}, Value: int64(n)})
-			}
-			return gs, nil
-		})
+	unInst, err := e.tel.ObserveInstances(e.opts.GaugeInterval, e.clock.Now, func(ctx context.Context) (map[string]int, error) {
+		return telemetry.CountByStatus(ctx, e.shared)
+	})
 	if err != nil {
 		return err
 	}
@@ -855,3 +845,4 @@ func (e *Engine) registerGauges() error {
 	e.gauges = func() { unInst(); unBacklog() }
 	return nil
 }
+

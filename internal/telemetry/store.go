@@ -41,6 +41,7 @@ func NewStoreMetrics(mp metric.MeterProvider, backend string) (*StoreMetrics, er
 		metric.WithDescription("Store writes that failed (a failed commit fails its whole group).")); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
+	s.errors.Add(context.Background(), 0, s.attrs) // exported from the start
 	return s, nil
 }
 

@@ -142,6 +142,11 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*T, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
+	// Series that only events add to are exported from the start, at 0, so
+	// that dashboards and alerts find them before the first event.
+	ctx := context.Background()
+	t.wsConns.Add(ctx, 0)
+	t.outboxDelivery.Add(ctx, 0)
 	return t, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"agentflow/store"
 )
 
 // attrCache keeps the measurement options of attribute combinations seen
@@ -184,4 +186,38 @@ func (t *T) ObserveGauge(name, unit, desc string, interval time.Duration, now fu
 		return nil, err
 	}
 	return func() { _ = reg.Unregister() }, nil
+}
+
+// ObserveInstances registers the gauge of workflow instances by status
+// (agentflow.workflow.instances), from count (a store's CountInstances over
+// every instance) called at most every interval.
+func (t *T) ObserveInstances(interval time.Duration, now func() time.Time,
+	count func(ctx context.Context) (map[string]int, error)) (unregister func(), err error) {
+	return t.ObserveGauge(MetricInstances, "{instance}", "Workflow instances in the store, by status (all services).",
+		interval, now, func(ctx context.Context) ([]Gauge, error) {
+			counts, err := count(ctx)
+			if err != nil {
+				return nil, err
+			}
+			gs := make([]Gauge, 0, len(counts))
+			for st, n := range counts {
+				gs = append(gs, Gauge{Attrs: []attribute.KeyValue{KeyStatus.String(st)}, Value: int64(n)})
+			}
+			return gs, nil
+		})
+}
+
+// CountByStatus counts every instance in st by status, for
+// ObserveInstances; CountInstances reads the whole table (about 100-400 ms
+// per million rows), hence the interval.
+func CountByStatus(ctx context.Context, st store.InspectStore) (map[string]int, error) {
+	counts, err := st.CountInstances(ctx, store.InstanceFilter{})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(counts))
+	for s, n := range counts {
+		out[string(s)] = n
+	}
+	return out, nil
 }
