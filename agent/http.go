@@ -155,11 +155,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.rt.tel.Tracing() {
 		// The request's traceparent (W3C) is the parent of its spans.
 		ctx := h.rt.tel.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		route := "agents"
+		route := h.prefix + "{class}/{name}"
 		if internal {
-			route = "agents/" + callPath
+			route = h.prefix + callPath
 		}
-		ctx, span := h.rt.tel.StartHTTP(ctx, r.Method, h.prefix+route)
+		ctx, span := h.rt.tel.StartHTTP(ctx, r.Method, route)
 		defer span.End()
 		r = r.WithContext(ctx)
 	}
