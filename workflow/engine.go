@@ -845,4 +845,3 @@ func (e *Engine) registerGauges() error {
 	e.gauges = func() { unInst(); unBacklog() }
 	return nil
 }
-
