@@ -14,7 +14,6 @@ package telemetry
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -151,8 +150,8 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*T, error) {
 }
 
 // Metric names, as the OpenTelemetry instruments name them. The Prometheus
-// exporter turns dots into underscores and appends the unit ("_seconds") and
-// "_total" to counters; PromName says how.
+// exporter turns dots into underscores and appends "_seconds" to those in
+// seconds and "_total" to counters.
 const (
 	MetricStepsStarted     = "agentflow.workflow.steps.started"
 	MetricStepsSucceeded   = "agentflow.workflow.steps.succeeded"
@@ -249,19 +248,4 @@ func (t *T) Inject(ctx context.Context, h propagation.TextMapCarrier) {
 	if t.Tracing() {
 		t.prop.Inject(ctx, h)
 	}
-}
-
-// PromName is the name the OpenTelemetry Prometheus exporter gives an
-// instrument: dots become underscores, the unit's suffix is appended
-// ("_seconds" for "s"), and counters end in "_total". Histograms expose
-// _bucket, _sum and _count series under it.
-func PromName(name, unit string, counter bool) string {
-	n := strings.ReplaceAll(name, ".", "_")
-	if unit == "s" {
-		n += "_seconds"
-	}
-	if counter {
-		n += "_total"
-	}
-	return n
 }
