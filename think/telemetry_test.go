@@ -29,41 +29,9 @@ import (
 // span per tool call under it) and its metrics.
 func TestTurnSpans(t *testing.T) {
 	t.Parallel()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	ctx := t.Context()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "think.db"), sqlite.Options{MeterProvider: mp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Lease: time.Hour, TracerProvider: tp, MeterProvider: mp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger, PollInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := scripted.New(scripted.Call("get_weather", `{"city":"Oslo"}`), scripted.Say("It is sunny in Oslo."))
-	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, ModelName: "tiny-1", System: "You help.",
-		Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4})
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{rt: rt, st: st, model: m, eng: eng}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		rt.Stop(sctx)
-		eng.Stop(sctx)
-	})
+	e, rec, reader := newTracedEnv(t, m, nil)
+	ctx := t.Context()
 	res := with(t, e, "h1", func(ctx context.Context, h *Helper) (think.SubmitResult, error) {
 		return h.SubmitMessages(ctx, user("Weather in Oslo?"), think.SubmitOptions{})
 	})
@@ -165,4 +133,103 @@ func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 		m[kv.Key] = kv.Value
 	}
 	return m
+}
+
+// newTracedEnv is newEnv with SDK providers recording into rec and reader,
+// and ModelName "tiny-1".
+func newTracedEnv(t *testing.T, m *scripted.Model, setup func(*workflow.Engine, *agent.Runtime)) (*env, *tracetest.SpanRecorder, *sdkmetric.ManualReader) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	ctx := t.Context()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "think.db"), sqlite.Options{MeterProvider: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Lease: time.Hour, TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, ModelName: "tiny-1", System: "You help.",
+		Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4})
+	if setup != nil {
+		setup(eng, rt)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rt.Stop(sctx)
+		eng.Stop(sctx)
+	})
+	return &env{rt: rt, st: st, model: m, eng: eng}, rec, reader
+}
+
+// TestPromptSpans: a workflow an agent started with RunWorkflow is traced
+// under the agent's create_workflow span, and the prompt's answer reaches it
+// through a traced, counted outbox delivery.
+func TestPromptSpans(t *testing.T) {
+	t.Parallel()
+	m := scripted.New(scripted.Call("think_final_answer", goodDraft))
+	e, rec, reader := newTracedEnv(t, m, promptSetup)
+	if r := runPrompt(t, e, "p1", ""); r.Draft == nil {
+		t.Fatalf("result = %+v", r)
+	}
+	var create sdktrace.ReadOnlySpan
+	segments, delivered := 0, false
+	eventually(t, 5*time.Second, "the spans", func() bool {
+		create, segments, delivered = nil, 0, false
+		for _, s := range rec.Ended() {
+			switch s.Name() {
+			case "create_workflow Triage":
+				create = s
+			case "outbox deliver":
+				delivered = delivered || spanAttrs(s)[telemetry.KeyOutcome].AsString() == telemetry.OutcomeSucceeded
+			}
+		}
+		if create == nil {
+			return false
+		}
+		for _, s := range rec.Ended() {
+			if s.Name() == "run_workflow Triage" && s.Parent().SpanID() == create.SpanContext().SpanID() {
+				segments++
+			}
+		}
+		return segments >= 2 && delivered // submit, then woken by the delivered answer
+	})
+	if a := spanAttrs(create); a[telemetry.KeyAgentClass].AsString() != "Helper" || a[telemetry.KeyAgentName].AsString() != "p1" {
+		t.Errorf("create_workflow attributes %v", create.Attributes())
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var deliveries int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if d, ok := mt.Data.(metricdata.Sum[int64]); ok && mt.Name == telemetry.MetricOutboxDeliveries {
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyOutcome); v.AsString() == telemetry.OutcomeSucceeded {
+						deliveries += p.Value
+					}
+				}
+			}
+		}
+	}
+	if deliveries != 1 {
+		t.Errorf("%d successful deliveries counted, want 1", deliveries)
+	}
 }
