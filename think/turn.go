@@ -106,6 +106,9 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 	status, msg := store.SubmissionCompleted, ""
 	switch {
 	case ctx.Err() != nil:
+		if span != nil {
+			telemetry.End(span, ctx.Err(), "") // the runtime is stopping
+		}
 		return // the runtime is stopping; recovery decides
 	case tctx.Err() != nil:
 		status, msg = store.SubmissionAborted, "cancelled"

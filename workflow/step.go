@@ -357,6 +357,10 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 	tel := s.e.tel
 	actx, span := tel.StartStep(s.ctx, telemetry.StepAttempt{Workflow: s.inst.Workflow, InstanceID: s.inst.ID,
 		Step: name, Occurrence: occ, Attempt: attempt})
+	if span != nil {
+		// An attempt cut off by the engine stopping unwinds past EndStep.
+		defer telemetry.EndSegment(span, "abandoned", nil, "") // a no-op on an ended span
+	}
 	result, err := s.runAttempt(actx, name, timeout, Attempt{Number: attempt, IdempotencyKey: key}, fn)
 	if err == nil && len(result) > s.e.limits.MaxResultBytes {
 		err = NonRetryable(fmt.Errorf("result is %d bytes: %w: the limit is %d bytes", len(result), ErrTooLarge, s.e.limits.MaxResultBytes))
