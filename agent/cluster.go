@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"agentflow/store"
 )
 
@@ -513,6 +515,7 @@ func (c *cluster) callOnce(ctx context.Context, n store.Node, key store.AgentKey
 		return nil, fmt.Errorf("call %s.%s on node %s: %w", key, method, n.ID, err)
 	}
 	c.sign(req)
+	c.rt.tel.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

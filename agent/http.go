@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/propagation"
 
 	"agentflow/internal/bearer"
 	"agentflow/store"
@@ -150,6 +151,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case h.token != nil && !h.token.Check(w, r):
 		return
+	}
+	if h.rt.tel.Tracing() {
+		// The request's traceparent (W3C) is the parent of its spans.
+		ctx := h.rt.tel.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		route := h.prefix + "{class}/{name}"
+		if internal {
+			route = h.prefix + callPath
+		}
+		ctx, span := h.rt.tel.StartHTTP(ctx, r.Method, route)
+		defer span.End()
+		r = r.WithContext(ctx)
 	}
 	if internal {
 		h.serveCall(w, r)

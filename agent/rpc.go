@@ -8,8 +8,12 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"agentflow/internal/agentseam"
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 )
 
@@ -76,6 +80,9 @@ type CallOptions struct {
 	// clients).
 	callable bool
 	conn     *Conn
+	// transport is how the call arrived, for telemetry; "" is in process
+	// (or a WebSocket frame, when conn is set).
+	transport string
 }
 
 // Call calls an exported method by name. Each argument is checked against
@@ -122,7 +129,14 @@ func (r Ref) callRemote(ctx context.Context, p placement, method string, o CallO
 	if err != nil {
 		return nil, &MethodError{Class: r.key.Class, Method: method, Err: ErrBadArguments, Detail: err.Error()}
 	}
-	return r.rt.cluster.call(ctx, p, r.key, method, raw, o.OnChunk)
+	ctx, span := r.rt.tel.StartClientCall(ctx, r.key.Class, r.key.Name, method)
+	res, err := r.rt.cluster.call(ctx, p, r.key, method, raw, o.OnChunk)
+	if span != nil && !errors.Is(err, errRunHere) {
+		telemetry.End(span, err, "")
+	} else if span != nil {
+		span.End()
+	}
+	return res, err
 }
 
 // jsonArgs encodes call arguments for another node; a json.RawMessage
@@ -195,7 +209,7 @@ func (rt *Runtime) callHere(ctx context.Context, key store.AgentKey, method stri
 	if err != nil {
 		return nil, err
 	}
-	return rt.invoke(ctx, c, key.Name, m, vals, CallOptions{OnChunk: onChunk})
+	return rt.invoke(ctx, c, key.Name, m, vals, CallOptions{OnChunk: onChunk, transport: telemetry.TransportHTTP})
 }
 
 func (rt *Runtime) callHandler(method string) agentseam.CallHandler {
@@ -253,7 +267,21 @@ func (rt *Runtime) lookup(className, name string, callable bool) (*class, *metho
 }
 
 // invoke runs a method with decoded arguments on the live instance.
-func (rt *Runtime) invoke(ctx context.Context, c *class, name string, m *method, args []reflect.Value, o CallOptions) (json.RawMessage, error) {
+func (rt *Runtime) invoke(ctx context.Context, c *class, name string, m *method, args []reflect.Value, o CallOptions) (_ json.RawMessage, err error) {
+	if rt.tel.Tracing() || rt.tel.Metrics() {
+		call := telemetry.Call{Class: c.name, Name: name, Method: m.wire, Transport: o.transport}
+		if o.conn != nil {
+			call.Transport, call.Link = telemetry.TransportWebSocket, o.conn.upgrade
+		} else if call.Transport == "" {
+			call.Transport = telemetry.TransportInProcess
+		}
+		var (
+			span  trace.Span
+			start time.Time
+		)
+		ctx, span, start = rt.tel.StartCall(ctx, call)
+		defer func() { rt.tel.EndCall(ctx, span, start, c.name, call.Transport, err) }()
+	}
 	in, err := rt.acquire(ctx, c, name)
 	if err != nil {
 		return nil, err

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"agentflow/internal/agentseam"
 	"agentflow/internal/engineseam"
+	"agentflow/internal/telemetry"
 	"agentflow/internal/wakeq"
 	"agentflow/store"
 	"agentflow/workflow"
@@ -76,6 +79,13 @@ type Options struct {
 	// ClusterClient sends requests to other nodes; by default one with a
 	// 2 s connect timeout that keeps connections open between calls.
 	ClusterClient *http.Client
+
+	// TracerProvider and MeterProvider turn on OpenTelemetry traces and
+	// metrics for agents (and Think agents). When both are nil, the
+	// default, the runtime uses the engine's (workflow.Options), which are
+	// off unless set there; the OpenTelemetry globals are never read.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // Retry is a retry policy with jittered exponential backoff.
@@ -118,6 +128,8 @@ type Runtime struct {
 	loops  sync.WaitGroup
 	work   sync.WaitGroup // schedule runs and fibers
 	probe  *agentseam.Probe
+	tel    *telemetry.T
+	gauges func() // unregisters the live-agents gauge
 }
 
 // activation is an instance being activated or live.
@@ -179,7 +191,24 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		bindings: map[string]Binding{},
 		live:     map[store.AgentKey]*activation{},
 	}
+	rt.tel = seam.Telemetry()
+	if opts.TracerProvider != nil || opts.MeterProvider != nil {
+		t, err := telemetry.New(opts.TracerProvider, opts.MeterProvider)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		rt.tel = t
+	}
+	unreg, err := rt.tel.ObserveGauge(telemetry.MetricAgentsLive, "{agent}", "Agent instances live in this runtime's memory.",
+		0, rt.clock.Now, func(context.Context) ([]telemetry.Gauge, error) {
+			return []telemetry.Gauge{{Value: int64(rt.Live())}}, nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	rt.gauges = unreg
 	rt.host = agentseam.NewHost(seam.Store(), rt.log, opts.PollInterval)
+	rt.host.SetTelemetry(rt.tel)
 	if err := rt.host.HandleCall(stateMethod, stateHandler); err != nil {
 		return nil, err
 	}
@@ -314,6 +343,7 @@ func (rt *Runtime) Stop(ctx context.Context) error {
 		}
 	}
 	rt.cancel()
+	rt.gauges()
 	done := make(chan struct{})
 	go func() {
 		rt.loops.Wait()
@@ -426,7 +456,9 @@ func (rt *Runtime) release(in *instance) {
 // recovery of the fibers a crash cut off.
 func (rt *Runtime) activate(ctx context.Context, c *class, key store.AgentKey, a *activation) {
 	defer close(a.done)
-	in, err := rt.newInstance(context.WithoutCancel(ctx), c, key)
+	actx, span := rt.tel.StartActivation(context.WithoutCancel(ctx), c.name, key.Name)
+	in, err := rt.newInstance(actx, c, key)
+	rt.tel.EndActivation(actx, span, c.name, err)
 	if err != nil {
 		rt.mu.Lock()
 		if rt.live[key] == a {

@@ -283,7 +283,9 @@ func (rt *Runtime) runSchedule(ctx context.Context, s *store.Schedule) {
 	if rt.scheduleHook(ctx, s, false) != nil {
 		return // crashed here by a test harness
 	}
-	attempts, err := rt.fire(ctx, s)
+	sctx, span := rt.tel.StartSchedule(ctx, s.Class, s.Name, s.Method, s.ID, rt.clock.Now().Sub(s.NextRunAt))
+	attempts, err := rt.fire(sctx, s)
+	rt.tel.EndSchedule(sctx, span, s.Class, attempts, err)
 	if ctx.Err() != nil {
 		return // stopping: the claim is released when this node goes
 	}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 	"agentflow/workflow"
 )
@@ -93,7 +96,7 @@ type RunOptions struct {
 // agent as its origin, and the agent's tracking row is inserted in the same
 // transaction as the instance. With the binding's service elsewhere, the
 // instance waits in the store for that service's workers.
-func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, opts ...RunOptions) (string, error) {
+func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, opts ...RunOptions) (_ string, err error) {
 	var o RunOptions
 	if len(opts) > 0 {
 		o = opts[0]
@@ -103,6 +106,13 @@ func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, 
 	b, err := rt.binding(binding)
 	if err != nil {
 		return "", err
+	}
+	if rt.tel.Tracing() {
+		// The span the instance's segments descend from, as for Engine.Create.
+		var span trace.Span
+		ctx, span = rt.tel.Start(ctx, "create_workflow "+b.Workflow, trace.WithAttributes(
+			telemetry.KeyWorkflow.String(b.Workflow), telemetry.KeyAgentClass.String(in.key.Class), telemetry.KeyAgentName.String(in.key.Name)))
+		defer func() { telemetry.End(span, err, "") }()
 	}
 	raw, err := json.Marshal(params)
 	if err != nil {
@@ -118,6 +128,10 @@ func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, 
 		}
 	}
 	row, err := rt.seam.Prepare(b.Workflow, b.Service, o.ID, raw, in.key)
+	if err == nil {
+		// The instance's segments descend from the calling span.
+		row.TraceParent = telemetry.Traceparent(ctx)
+	}
 	if err != nil {
 		return "", fmt.Errorf("run workflow %s: %w", binding, err)
 	}

@@ -14,9 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentflow/internal/ids"
-
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/trace"
+
+	"agentflow/internal/ids"
 )
 
 // sendQueue is how many frames may wait for a slow client; a client that
@@ -45,7 +46,10 @@ type Conn struct {
 	// a message is being handled, during which the connection is not read.
 	start time.Time
 	heard atomic.Int64
-	busy  atomic.Bool
+	// upgrade is the span context of the request that opened the
+	// connection; the spans of its calls link to it.
+	upgrade trace.SpanContext
+	busy    atomic.Bool
 
 	mu          sync.Mutex  // guards the fields below
 	timer       *time.Timer // runs keepalive; nil when pings are off
@@ -207,6 +211,9 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 		id = ids.Random()
 	}
 	c := &Conn{id: id, in: in, ws: ws, done: make(chan struct{})}
+	if rt.tel.Tracing() {
+		c.upgrade = trace.SpanContextFromContext(r.Context())
+	}
 
 	raw, err := in.obj.stateJSON()
 	if err != nil {
@@ -230,6 +237,7 @@ func (h *handler) serveWS(w http.ResponseWriter, r *http.Request, in *instance) 
 	rt.mu.Lock()
 	in.refs++ // the connection's, released when serve returns
 	rt.mu.Unlock()
+	rt.tel.WSConnected(ctx, in.cls.name, 1)
 	c.startKeepalive()
 	go c.serve(ctx)
 }
@@ -292,6 +300,7 @@ func hijackable(w http.ResponseWriter) bool {
 // of the instance.
 func (c *Conn) serve(ctx context.Context) {
 	in := c.in
+	defer in.rt.tel.WSConnected(ctx, in.cls.name, -1)
 	defer in.rt.release(in)
 	defer in.removeConn(c)
 	defer c.stopKeepalive()

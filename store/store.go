@@ -88,6 +88,10 @@ type Instance struct {
 	// Only Restart changes it, so it names the run a step belongs to, the
 	// same on every replay of that run, across crashes and nodes.
 	Restarts int
+	// TraceParent is the W3C traceparent of the span that created the
+	// instance, "" when none: its execution segments' spans are its
+	// children (see internal/telemetry).
+	TraceParent string
 }
 
 // Lease identifies one claim of an instance by a node. Executing writes carry it.

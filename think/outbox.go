@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"agentflow/agent"
+	"agentflow/internal/telemetry"
 	"agentflow/internal/wakeq"
 	"agentflow/store"
 	"agentflow/workflow"
@@ -67,6 +68,18 @@ func newOutbox(rt *agent.Runtime) *outbox {
 }
 
 func (o *outbox) run(ctx context.Context) {
+	rt := o.rt
+	unreg, err := host(rt).Telemetry().ObserveGauge(telemetry.MetricOutboxBacklog, "{message}",
+		"Think outbox messages due now and not delivered (counted up to 10000).", 15*time.Second, rt.Clock().Now,
+		func(ctx context.Context) ([]telemetry.Gauge, error) {
+			due, err := o.st.NextOutboxTimes(ctx, rt.Clock().Now(), 10_000)
+			return []telemetry.Gauge{{Value: int64(len(due))}}, err
+		})
+	if err != nil {
+		o.log.Warn("registering the outbox backlog gauge failed", "err", err)
+	} else {
+		defer unreg()
+	}
 	done := make(chan struct{})
 	go func() { o.prune(ctx); close(done) }()
 	// A message written by another process (its agent's runner) is
@@ -108,14 +121,29 @@ func (o *outbox) claim(ctx context.Context) {
 // deliver sends one message as a workflow event, or gives it up.
 func (o *outbox) deliver(ctx context.Context, m store.OutboxMessage) {
 	rt := o.rt
+	tel := host(rt).Telemetry()
+	ctx, span := tel.StartDelivery(ctx, m.InstanceID, m.EventType)
+	outcome, err := o.attempt(ctx, m)
+	if outcome != "" {
+		tel.EndDelivery(ctx, span, outcome, err)
+	} else if span != nil {
+		span.End()
+	}
+}
+
+// attempt sends one message as a workflow event, or gives it up, and
+// returns the outcome (telemetry.Outcome*, "" when stopping) and the
+// delivery's error.
+func (o *outbox) attempt(ctx context.Context, m store.OutboxMessage) (string, error) {
+	rt := o.rt
 	log := o.log.With("outbox", m.ID, "submission", m.SubmissionID, "agent", m.AgentKey, "instance", m.InstanceID)
 	err := o.send(ctx, m, json.RawMessage(m.Payload))
 	if err == nil {
 		_ = o.st.DeliveredOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now())
-		return
+		return telemetry.OutcomeSucceeded, nil
 	}
 	if ctx.Err() != nil {
-		return // stopping: the claim frees when the node goes
+		return "", err // stopping: the claim frees when the node goes
 	}
 	reason := err.Error()
 	switch {
@@ -125,23 +153,24 @@ func (o *outbox) deliver(ctx context.Context, m store.OutboxMessage) {
 		case nerr == nil:
 			log.Error("a prompt's outcome cannot be delivered to its workflow; sent a failure notice instead", "err", err)
 		case ctx.Err() != nil:
-			return
+			return "", err
 		case refused(nerr) || gone(nerr):
 			reason += "; its failure notice cannot be delivered either: " + nerr.Error()
 			log.Error("a prompt's outcome cannot be delivered to its workflow, nor a failure notice", "err", err, "notice_err", nerr)
 		default:
 			o.retry(ctx, m, nerr)
-			return
+			return telemetry.OutcomeRetrying, nerr
 		}
 	case gone(err):
 		log.Warn("a prompt's outcome has nobody to tell: its workflow instance is gone or finished", "err", err)
 	default:
 		o.retry(ctx, m, err)
-		return
+		return telemetry.OutcomeRetrying, err
 	}
 	if ferr := o.st.FailedOutbox(ctx, m.ID, rt.NodeID(), rt.Clock().Now(), reason); ferr != nil && ctx.Err() == nil {
 		log.Warn("giving up an outbox message failed", "err", ferr)
 	}
+	return telemetry.OutcomeFailed, err
 }
 
 // send sends payload to the message's instance as an event of its type.

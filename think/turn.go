@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"agentflow/internal/telemetry"
 	"agentflow/model"
 	"agentflow/store"
 )
@@ -99,16 +100,22 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		cancel()
 	}()
 
+	tel := host(rt).Telemetry()
+	tctx, span := tel.StartTurn(tctx, a.key().Class, a.key().Name, s.ID, a.cfg.opts.ModelName)
 	out, usage, err := a.turn(tctx, s)
 	status, msg := store.SubmissionCompleted, ""
 	switch {
 	case ctx.Err() != nil:
+		if span != nil {
+			telemetry.End(span, ctx.Err(), "") // the runtime is stopping
+		}
 		return // the runtime is stopping; recovery decides
 	case tctx.Err() != nil:
 		status, msg = store.SubmissionAborted, "cancelled"
 	case err != nil:
 		status, msg = store.SubmissionError, err.Error()
 	}
+	tel.EndTurn(tctx, span, a.key().Class, string(status), usage.InputTokens, usage.OutputTokens, err)
 	if ferr := a.store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
 		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", ferr)
 	}
@@ -157,6 +164,11 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 	}
 	mode := turnModeOf(s, tc.Tools)
 	offered = mode.offer(offered)
+	tel := host(rt).Telemetry()
+	provider := ""
+	if tel.Tracing() || tel.Metrics() {
+		provider = telemetry.ProviderName(cfg.opts.Model)
+	}
 	var (
 		text   string
 		answer json.RawMessage
@@ -165,9 +177,11 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 	for step := 0; step < tc.MaxSteps; step++ {
 		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
 			ToolChoice: mode.choice(&tc, step, offered), Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
-		resp, err := model.Collect(ctx, cfg.opts.Model, req, func(ev model.Event) {
+		cctx, span, start := tel.StartChat(ctx, provider, tc.Model)
+		resp, err := model.Collect(cctx, cfg.opts.Model, req, func(ev model.Event) {
 			a.emit(streamFrame(s.ID, step, ev))
 		})
+		tel.EndChat(cctx, span, start, provider, tc.Model, resp.Usage.InputTokens, resp.Usage.OutputTokens, string(resp.FinishReason), err)
 		usage.InputTokens += resp.Usage.InputTokens
 		usage.OutputTokens += resp.Usage.OutputTokens
 		if err != nil {
@@ -285,7 +299,12 @@ func (a *Agent[S]) runTool(ctx context.Context, tools map[string]Tool, c model.T
 		res.IsError, res.Content = true, "invalid arguments: "+err.Error()
 		return res
 	}
-	out, err := t.Run(ctx, c.Arguments)
+	tel := host(a.Runtime()).Telemetry()
+	tctx, span := tel.StartTool(ctx, c.Name, c.ID)
+	out, err := t.Run(tctx, c.Arguments)
+	if span != nil {
+		telemetry.End(span, err, "")
+	}
 	if err != nil {
 		res.IsError, res.Content = true, err.Error()
 		return res

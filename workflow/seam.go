@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"agentflow/internal/engineseam"
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 )
 
@@ -64,6 +65,8 @@ func (s seam) ReapIfGone(ctx context.Context, n store.Node) (bool, error) {
 	}
 	return true, nil
 }
+
+func (s seam) Telemetry() *telemetry.T { return s.e.tel }
 
 func (s seam) LeaseLapsed() bool {
 	e := s.e

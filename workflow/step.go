@@ -10,7 +10,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/attribute"
 
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 )
 
@@ -301,6 +303,10 @@ func (s *Step) save(st store.Step, ref StepRef) {
 // suspend stores the suspension, hands the wake-up time to the scheduler
 // and leaves Run.
 func (s *Step) suspend(sus store.Suspension) {
+	if s.e.tel.Tracing() {
+		s.e.tel.Event(s.ctx, "suspend", attribute.String("agentflow.status", string(sus.Status)),
+			attribute.String("agentflow.wake_at", sus.WakeAt.Format(time.RFC3339Nano)))
+	}
 	s.write(func(ctx context.Context) error {
 		return s.e.store.Suspend(ctx, s.lease, sus, s.e.clock.Now())
 	})
@@ -332,8 +338,12 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 			return nil, &StepError{Step: name, Attempts: h.Attempt, Name: h.ErrorName, Message: h.ErrorMessage}
 		}
 		attempt = h.Attempt
-		if h.WakeAt.After(s.e.clock.Now()) { // woken early, e.g. after a crash
+		now := s.e.clock.Now()
+		if h.WakeAt.After(now) { // woken early, e.g. after a crash
 			s.suspend(store.Suspension{Status: store.StatusRunning, WakeAt: h.WakeAt})
+		}
+		if !h.WakeAt.IsZero() {
+			s.e.tel.TimerFired(s.ctx, "retry", now.Sub(h.WakeAt))
 		}
 	}
 	ref := s.ref(name, occ, store.KindDo, attempt)
@@ -344,12 +354,20 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 		timeout = DefaultStepTimeout
 	}
 	started := s.e.clock.Now()
-	result, err := s.runAttempt(name, timeout, Attempt{Number: attempt, IdempotencyKey: key}, fn)
+	tel := s.e.tel
+	actx, span := tel.StartStep(s.ctx, telemetry.StepAttempt{Workflow: s.inst.Workflow, InstanceID: s.inst.ID,
+		Step: name, Occurrence: occ, Attempt: attempt})
+	if span != nil {
+		// An attempt cut off by the engine stopping unwinds past EndStep.
+		defer telemetry.EndSegment(span, "abandoned", nil, "") // a no-op on an ended span
+	}
+	result, err := s.runAttempt(actx, name, timeout, Attempt{Number: attempt, IdempotencyKey: key}, fn)
 	if err == nil && len(result) > s.e.limits.MaxResultBytes {
 		err = NonRetryable(fmt.Errorf("result is %d bytes: %w: the limit is %d bytes", len(result), ErrTooLarge, s.e.limits.MaxResultBytes))
 	}
 	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindDo, Attempt: attempt, StartedAt: started}
 	if err == nil {
+		tel.EndStep(actx, span, s.inst.Workflow, telemetry.OutcomeSucceeded, nil, "", s.e.clock.Since(started))
 		st.State, st.Result = store.StepDone, result
 		s.save(st, ref)
 		return result, nil
@@ -360,10 +378,12 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 	}
 	st.ErrorName, st.ErrorMessage = ErrorName(err), err.Error()
 	if IsNonRetryable(err) || attempt > retries.Limit {
+		tel.EndStep(actx, span, s.inst.Workflow, telemetry.OutcomeFailed, err, st.ErrorName, s.e.clock.Since(started))
 		st.State = store.StepFailed
 		s.save(st, ref)
 		return nil, &StepError{Step: name, Attempts: attempt, Name: st.ErrorName, Message: st.ErrorMessage}
 	}
+	tel.EndStep(actx, span, s.inst.Workflow, telemetry.OutcomeRetrying, err, st.ErrorName, s.e.clock.Since(started))
 	wake := s.e.clock.Now().Add(min(retries.delay(attempt), s.e.limits.MaxSleep))
 	st.State, st.Attempt, st.WakeAt = store.StepPending, attempt+1, wake
 	s.e.log.Debug("step attempt failed; retrying", "instance", s.inst.ID, "step", name, "attempt", attempt, "retry_at", wake, "err", err)
@@ -371,10 +391,11 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 	panic("unreachable")
 }
 
-// runAttempt runs fn under the attempt timeout. A function that ignores its
-// context is left behind when the timeout passes.
-func (s *Step) runAttempt(name string, timeout time.Duration, a Attempt, fn func(context.Context, Attempt) ([]byte, error)) ([]byte, error) {
-	tctx, cancel := clockwork.WithTimeout(s.ctx, s.e.clock, timeout)
+// runAttempt runs fn under the attempt timeout, with a context derived from
+// actx (the execution's, with the attempt's span). A function that ignores
+// its context is left behind when the timeout passes.
+func (s *Step) runAttempt(actx context.Context, name string, timeout time.Duration, a Attempt, fn func(context.Context, Attempt) ([]byte, error)) ([]byte, error) {
+	tctx, cancel := clockwork.WithTimeout(actx, s.e.clock, timeout)
 	defer cancel()
 	ctx := nonBlockingErr{tctx}
 	type result struct {
@@ -455,6 +476,7 @@ func (s *Step) sleep(name string, target func(now time.Time) time.Time) error {
 		if h.WakeAt.After(now) {
 			s.suspend(store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt})
 		}
+		s.e.tel.TimerFired(s.ctx, "sleep", now.Sub(h.WakeAt))
 		s.before(ref)
 		done := *h
 		done.State = store.StepDone

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"agentflow/store"
 	"agentflow/store/sqlite"
@@ -53,6 +55,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Timeout bounds each Wait and Settle in real time; default 30 s.
 	Timeout time.Duration
+	// TracerProvider and MeterProvider are passed to the engine (and
+	// MeterProvider to the store), so a test can check its workflow's spans
+	// and metrics with the SDK's in-memory exporters; nil turns them off.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // Env is an engine on a temporary store with a virtual clock.
@@ -94,7 +101,7 @@ func New(t testing.TB, opts Options) *Env {
 		opts.Timeout = 30 * time.Second
 	}
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "workflowtest.db"),
-		sqlite.Options{Synchronous: sqlite.SynchronousOff})
+		sqlite.Options{Synchronous: sqlite.SynchronousOff, MeterProvider: opts.MeterProvider})
 	if err != nil {
 		t.Fatalf("workflowtest: %v", err)
 	}
@@ -114,11 +121,13 @@ func New(t testing.TB, opts Options) *Env {
 
 func (env *Env) newEngine() *workflow.Engine {
 	e, err := workflow.NewEngine(workflow.Options{
-		Store:     env.Store,
-		Clock:     env.Clock,
-		Logger:    env.opts.Logger,
-		Limits:    env.opts.Limits,
-		Retention: env.opts.Retention,
+		Store:          env.Store,
+		Clock:          env.Clock,
+		Logger:         env.opts.Logger,
+		Limits:         env.opts.Limits,
+		Retention:      env.opts.Retention,
+		TracerProvider: env.opts.TracerProvider,
+		MeterProvider:  env.opts.MeterProvider,
 		Hooks: workflow.Hooks{
 			BeforeStep: func(_ context.Context, s workflow.StepRef) error { return env.hit(s, false) },
 			AfterStep:  func(_ context.Context, s workflow.StepRef) error { return env.hit(s, true) },
@@ -235,7 +244,14 @@ func (env *Env) Create(workflowName string, params any) *Run {
 // CreateWith is Create with full options.
 func (env *Env) CreateWith(workflowName string, opts workflow.CreateOptions) *Run {
 	env.t.Helper()
-	inst, err := env.Engine().Create(context.Background(), workflowName, opts)
+	return env.CreateContext(context.Background(), workflowName, opts)
+}
+
+// CreateContext is CreateWith under ctx, whose span (if any) the instance's
+// spans descend from.
+func (env *Env) CreateContext(ctx context.Context, workflowName string, opts workflow.CreateOptions) *Run {
+	env.t.Helper()
+	inst, err := env.Engine().Create(ctx, workflowName, opts)
 	if err != nil {
 		env.t.Fatalf("workflowtest: create %s: %v", workflowName, err)
 	}

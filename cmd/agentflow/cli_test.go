@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -227,6 +229,28 @@ func TestServe(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("serve printed no address: %s", stdout.String())
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// /metrics, behind the token: the instances by status, from the store.
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {"tok", http.StatusOK}} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET /metrics with token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
+		}
+		if tc.want == http.StatusOK && !strings.Contains(string(body), `agentflow_workflow_instances{agentflow_status="queued"} 1`) {
+			t.Errorf("/metrics lacks the queued instance:\n%s", body)
 		}
 	}
 	var out, errOut bytes.Buffer

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"agentflow/admin"
 	"agentflow/agent"
 	"agentflow/examples/assistant"
@@ -27,6 +29,7 @@ import (
 	"agentflow/examples/triage"
 	"agentflow/internal/bearer"
 	"agentflow/internal/httpserver"
+	"agentflow/internal/telemetry/promexport"
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
@@ -90,7 +93,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if *secretFlag == "" {
 		*secretFlag = getenv(envClusterSecret)
 	}
-	st, where, err := openDevStore(ctx, *dbPath, *pgDSN)
+	// Metrics are served at /metrics (Prometheus text format).
+	prom, err := promexport.New()
+	if err != nil {
+		return err
+	}
+	defer prom.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // nothing to flush
+	st, where, err := openDevStore(ctx, *dbPath, *pgDSN, prom.MeterProvider)
 	if err != nil {
 		return err
 	}
@@ -109,7 +118,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return nil
 		},
 	}
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks, MeterProvider: prom.MeterProvider})
 	if err != nil {
 		return err
 	}
@@ -117,7 +126,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	workflow.MustRegister(eng, report.Name, workflow.Workflow[[]string, string](report.Report{}))
 	// The flights example's other service: in production a process of its
 	// own (examples/flights/cmd/email-workflows) sharing the store.
-	emails, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks, Service: email.Service})
+	emails, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks, Service: email.Service,
+		MeterProvider: prom.MeterProvider})
 	if err != nil {
 		return err
 	}
@@ -205,7 +215,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		// rest, both behind the token.
 		mux := http.NewServeMux()
 		mux.Handle("/agents/", rt.Handler(agent.HandlerOptions{Token: token}))
-		mux.Handle("/", admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}))
+		mux.Handle("/", withMetrics(admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}), prom.Handler, token))
 		srv, err := httpserver.New(httpserver.Options{
 			Handler:  mux,
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -230,6 +240,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		p.printf("agents: curl -d 'What time is it in Asia/Tokyo?' http://%s/agents/%s/<name>  (then GET <name>?submission=<id> for the answer)", ln.Addr(), agent.Kebab(assistant.Name))
 		p.printf("api: http://%s%s/  (agentflow workflows list --server http://%s)", ln.Addr(), admin.APIPrefix, ln.Addr())
 		p.printf("dashboard: http://%s/  (open it in a browser: instances, their step timelines and controls, agents, the outbox)", ln.Addr())
+		p.printf("metrics: http://%s/metrics  (Prometheus text format; docs/grafana/agentflow.json is a dashboard for them)", ln.Addr())
 		if token != "" {
 			p.printf("agents: clients must send the token (--token or %s): -H 'Authorization: Bearer <token>', or ?token=<token> from a browser WebSocket", envToken)
 		}
@@ -318,9 +329,9 @@ const (
 
 // openDevStore opens the PostgreSQL store dsn names, or else the SQLite
 // file at path, and says which.
-func openDevStore(ctx context.Context, path, dsn string) (store.Store, string, error) {
+func openDevStore(ctx context.Context, path, dsn string, mp metric.MeterProvider) (store.Store, string, error) {
 	if dsn != "" {
-		st, err := postgres.Open(ctx, dsn, postgres.Options{})
+		st, err := postgres.Open(ctx, dsn, postgres.Options{MeterProvider: mp})
 		if err != nil {
 			return nil, "", fmt.Errorf("--postgres: %w", err)
 		}
@@ -330,7 +341,7 @@ func openDevStore(ctx context.Context, path, dsn string) (store.Store, string, e
 		}
 		return st, where, nil
 	}
-	st, err := sqlite.Open(ctx, path, sqlite.Options{})
+	st, err := sqlite.Open(ctx, path, sqlite.Options{MeterProvider: mp})
 	if err != nil {
 		return nil, "", err
 	}

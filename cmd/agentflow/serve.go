@@ -11,13 +11,17 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/metric"
 	"go.yaml.in/yaml/v4"
 
 	"agentflow/admin"
 	"agentflow/internal/bearer"
 	"agentflow/internal/httpserver"
+	"agentflow/internal/telemetry"
+	"agentflow/internal/telemetry/promexport"
 	"agentflow/store"
 	"agentflow/store/postgres"
 	"agentflow/store/sqlite"
@@ -123,9 +127,9 @@ then to the keys store, addr and token of the YAML file --config (or $AGENTFLOW_
 
 // openStore opens the PostgreSQL store a postgres:// URL names, or the
 // existing SQLite file at a path.
-func openStore(ctx context.Context, where string) (store.Store, string, error) {
+func openStore(ctx context.Context, where string, mp metric.MeterProvider) (store.Store, string, error) {
 	if strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://") {
-		st, err := postgres.Open(ctx, where, postgres.Options{})
+		st, err := postgres.Open(ctx, where, postgres.Options{MeterProvider: mp})
 		if err != nil {
 			return nil, "", fmt.Errorf("--store: %w", err)
 		}
@@ -140,7 +144,7 @@ func openStore(ctx context.Context, where string) (store.Store, string, error) {
 	if _, err := os.Stat(where); err != nil {
 		return nil, "", usagef("--store %q: %v (serve opens an existing SQLite file or a postgres:// URL)", where, errors.Unwrap(err))
 	}
-	st, err := sqlite.Open(ctx, where, sqlite.Options{})
+	st, err := sqlite.Open(ctx, where, sqlite.Options{MeterProvider: mp})
 	if err != nil {
 		return nil, "", fmt.Errorf("--store: %w", err)
 	}
@@ -148,18 +152,36 @@ func openStore(ctx context.Context, where string) (store.Store, string, error) {
 }
 
 func runServe(ctx context.Context, where, addr, token string, logger *slog.Logger, stdout io.Writer) error {
-	st, desc, err := openStore(ctx, where)
+	prom, err := promexport.New()
+	if err != nil {
+		return err
+	}
+	defer prom.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // nothing to flush
+	st, desc, err := openStore(ctx, where, prom.MeterProvider)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	// No engine runs here: the gauge of instances by status comes from the
+	// store directly (the store's metrics cover the controls' writes).
+	tel, err := telemetry.New(nil, prom.MeterProvider)
+	if err != nil {
+		return err
+	}
+	unreg, err := tel.ObserveInstances(15*time.Second, time.Now, func(ctx context.Context) (map[string]int, error) {
+		return telemetry.CountByStatus(ctx, st)
+	})
+	if err != nil {
+		return err
+	}
+	defer unreg()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%w (choose another address with --addr)", err)
 	}
 	defer ln.Close()
 	srv, err := httpserver.New(httpserver.Options{
-		Handler:  admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}),
+		Handler:  withMetrics(admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}), prom.Handler, token),
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	})
 	if err != nil {
@@ -171,6 +193,7 @@ func runServe(ctx context.Context, where, addr, token string, logger *slog.Logge
 	fmt.Fprintf(stdout, "agentflow serve: %s\n", desc)
 	fmt.Fprintf(stdout, "api: %s%s/  (agentflow workflows list --server %s)\n", base, admin.APIPrefix, base)
 	fmt.Fprintf(stdout, "dashboard: %s/\n", base)
+	fmt.Fprintf(stdout, "metrics: %s/metrics  (Prometheus text format)\n", base)
 	if token != "" {
 		fmt.Fprintf(stdout, "clients must send the token: -H 'Authorization: Bearer <token>', or --token / $%s\n", envToken)
 	}
@@ -184,4 +207,20 @@ func runServe(ctx context.Context, where, addr, token string, logger *slog.Logge
 		return err
 	}
 	return nil
+}
+
+// withMetrics serves metrics at /metrics, behind the token when there is
+// one (Prometheus sends it with its scrape config's authorization), and
+// everything else with h.
+func withMetrics(h, metrics http.Handler, token string) http.Handler {
+	tok, _ := bearer.New(token) // checked already; nil for none
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tok != nil && !tok.Check(w, r) {
+			return
+		}
+		metrics.ServeHTTP(w, r)
+	}))
+	return mux
 }

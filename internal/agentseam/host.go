@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 )
 
@@ -59,6 +60,7 @@ type Host struct {
 	loops   map[string]func(context.Context)
 	finders []Finder // replaced, never changed in place
 	exts    map[string]any
+	tel     *telemetry.T
 }
 
 // NewHost returns the host of a runtime over st, logging to log and
@@ -71,6 +73,19 @@ func NewHost(st store.Store, log *slog.Logger, pollInterval time.Duration) *Host
 		loops:   map[string]func(context.Context){},
 		exts:    map[string]any{},
 	}
+}
+
+// SetTelemetry sets what Telemetry returns; the runtime calls it once,
+// before any package built on it can ask.
+func (h *Host) SetTelemetry(t *telemetry.T) { h.tel = t }
+
+// Telemetry returns the runtime's tracer and instruments (never nil; off
+// when the runtime has no providers).
+func (h *Host) Telemetry() *telemetry.T {
+	if h.tel == nil {
+		return &telemetry.T{}
+	}
+	return h.tel
 }
 
 // Store returns the whole store the runtime's agents live in.

@@ -22,6 +22,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	otelmetric "go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Result is one measured figure. With --json each is printed as one line.
@@ -121,6 +124,10 @@ type Config struct {
 	// NoWakes opens the stores with their wakes (store.Waker) off, so that
 	// work made by another handle waits for a poll, as before wakes.
 	NoWakes bool
+	// Telemetry runs with OpenTelemetry SDK tracer and meter providers
+	// (every span sampled and batched to an exporter that discards it,
+	// metrics aggregated by a reader), to measure what telemetry costs.
+	Telemetry bool
 
 	// cluster: ClusterCalls round trips measured on each path (directly
 	// and forwarded), for WebSocket RPC, HTTP and calls by name; Lease is
@@ -230,6 +237,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.MessageBytes, "message-bytes", cfg.MessageBytes, "agent-conns: size of the one message each connection sends (at most the runtime's MaxMessageBytes, 1 MiB)")
 	fs.IntVar(&cfg.CrossServiceRounds, "cross-service-rounds", cfg.CrossServiceRounds, "cross-service: rounds, one at a time")
 	fs.BoolVar(&cfg.NoWakes, "no-wakes", false, "open the stores with wakes off: other processes' work waits for a poll")
+	fs.BoolVar(&cfg.Telemetry, "telemetry", false, "run with OpenTelemetry SDK tracer and meter providers (spans discarded, metrics aggregated) to measure their cost")
 	fs.IntVar(&cfg.ClusterCalls, "cluster-calls", cfg.ClusterCalls, "cluster: round trips measured on each path, directly and through the other node")
 	fs.DurationVar(&cfg.Lease, "lease", cfg.Lease, "cluster: the nodes' lease (workflow.Options.Lease; 0: the engine's default, 10s)")
 	fs.IntVar(&cfg.ListInstances, "list-instances", cfg.ListInstances, "list: instances in the table the queries page through")
@@ -361,6 +369,10 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	r := &runner{cfg: cfg, log: slog.New(slog.NewTextHandler(cfg.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if cfg.Telemetry {
+		stop := r.startTelemetry()
+		defer stop()
+	}
 	var (
 		rs  []Result
 		err error
@@ -406,6 +418,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 type runner struct {
 	cfg Config
 	log *slog.Logger // for the engine: warnings and worse
+	// tp and mp are the providers with --telemetry, else nil.
+	tp trace.TracerProvider
+	mp otelmetric.MeterProvider
 }
 
 func (r *runner) progress(format string, args ...any) {

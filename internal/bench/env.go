@@ -60,7 +60,8 @@ func (r *runner) openSQLite(ctx context.Context) (*env, error) {
 		}
 		return removeSQLiteFiles(path)
 	}
-	st, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: sqlite.Synchronous(r.cfg.Synchronous), DisableWakes: r.cfg.NoWakes})
+	st, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: sqlite.Synchronous(r.cfg.Synchronous), DisableWakes: r.cfg.NoWakes,
+		MeterProvider: r.mp})
 	if err != nil {
 		_ = removeFiles()
 		return nil, err
@@ -86,7 +87,7 @@ func (r *runner) openSQLite(ctx context.Context) (*env, error) {
 
 func (r *runner) openPostgres(ctx context.Context) (*env, error) {
 	schema := "agentflow_bench_" + randomSuffix()
-	st, err := postgres.Open(ctx, r.cfg.DSN, postgres.Options{Schema: schema, DisableWakes: r.cfg.NoWakes})
+	st, err := postgres.Open(ctx, r.cfg.DSN, postgres.Options{Schema: schema, DisableWakes: r.cfg.NoWakes, MeterProvider: r.mp})
 	if err != nil {
 		return nil, err
 	}
@@ -140,10 +141,12 @@ func (e *env) waitCount(ctx context.Context, interval time.Duration, want int, q
 // newEngine returns an engine on the store with the bench's options.
 func (r *runner) newEngine(st store.Store, hooks workflow.Hooks) (*workflow.Engine, error) {
 	return workflow.NewEngine(workflow.Options{
-		Store:         st,
-		Logger:        r.log,
-		MaxConcurrent: r.cfg.MaxConcurrent,
-		Hooks:         hooks,
+		Store:          st,
+		Logger:         r.log,
+		MaxConcurrent:  r.cfg.MaxConcurrent,
+		Hooks:          hooks,
+		TracerProvider: r.tp,
+		MeterProvider:  r.mp,
 	})
 }
 

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"agentflow/internal/telemetry"
 	"agentflow/store"
 )
 
@@ -57,4 +58,9 @@ type Engine interface {
 	// runtime serves no agent until a heartbeat succeeds again (which a
 	// true answer asks for at once).
 	LeaseLapsed() bool
+
+	// Telemetry returns the engine's tracer and instruments (off when the
+	// engine has no providers), which the runtime uses unless its own
+	// options name providers.
+	Telemetry() *telemetry.T
 }

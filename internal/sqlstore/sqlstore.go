@@ -144,7 +144,7 @@ func (s *Store) Close() error {
 
 const instanceCols = `id, workflow, service, params, status, error_name, error_message, output,
  created_at, updated_at, finished_at, wake_at, waiting_event, paused_at, owner, fence, origin_class, origin_name,
- restarts`
+ restarts, trace_parent`
 
 const stepCols = `seq, name, occurrence, kind, state, attempt, result, error_name, error_message, wake_at, updated_at`
 
@@ -181,8 +181,8 @@ func newQueries(d *Dialect) queries {
 	r := d.Rebind
 	return queries{
 		insertInstance: r(`INSERT INTO workflow_instances (id, workflow, service, params, status, created_at, updated_at, wake_at, owner, fence,
-   origin_class, origin_name)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
+   origin_class, origin_name, trace_parent)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
 		getInstance: r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
 		listSteps:   r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
 		listEvents:  r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
@@ -410,14 +410,16 @@ func scanInstance(r rowScanner) (*store.Instance, error) {
 		status                         string
 		errName, errMsg, waitEv, owner sql.NullString
 		originClass, originName        sql.NullString
+		traceParent                    sql.NullString
 		created, updated               int64
 		finished, wake, paused         sql.NullInt64
 	)
 	if err := r.Scan(&in.ID, &in.Workflow, &in.Service, &in.Params, &status, &errName, &errMsg, &in.Output,
 		&created, &updated, &finished, &wake, &waitEv, &paused, &owner, &in.Fence, &originClass, &originName,
-		&in.Restarts); err != nil {
+		&in.Restarts, &traceParent); err != nil {
 		return nil, err
 	}
+	in.TraceParent = traceParent.String
 	in.Origin = store.AgentKey{Class: originClass.String, Name: originName.String}
 	in.Status = store.Status(status)
 	in.ErrorName, in.ErrorMessage = errName.String, errMsg.String
@@ -542,7 +544,7 @@ func (s *Store) insertInstance(ctx context.Context, c Conn, in *store.Instance) 
 	oc, on := originArgs(in.Origin)
 	n, err := c.Exec(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
 		string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
-		nullString(in.Owner), fence, oc, on)
+		nullString(in.Owner), fence, oc, on, nullString(in.TraceParent))
 	if err != nil {
 		return fmt.Errorf("create instance %q: %w", in.ID, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"agentflow/internal/telemetry"
 )
 
 // TxFunc is one atomic write. It must not commit or roll back tx. A Writer
@@ -168,6 +170,7 @@ type GroupCommitter struct {
 	done   chan struct{}
 	once   sync.Once
 	stmts  *stmtCache
+	tel    *telemetry.StoreMetrics // nil: off
 }
 
 type writeReq struct {
@@ -184,6 +187,12 @@ var reqPool = sync.Pool{New: func() any { return &writeReq{errc: make(chan error
 // NewGroupCommitter starts a committer on db, which should hold exactly one
 // connection whose transactions take the write lock when they begin.
 func NewGroupCommitter(db *sql.DB, maxBatch int) *GroupCommitter {
+	return NewInstrumentedGroupCommitter(db, maxBatch, nil)
+}
+
+// NewInstrumentedGroupCommitter is NewGroupCommitter recording each group's
+// size and latency and the failed writes in m (nil: nothing).
+func NewInstrumentedGroupCommitter(db *sql.DB, maxBatch int, m *telemetry.StoreMetrics) *GroupCommitter {
 	if maxBatch <= 0 {
 		maxBatch = 512
 	}
@@ -194,6 +203,7 @@ func NewGroupCommitter(db *sql.DB, maxBatch int) *GroupCommitter {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		stmts:    newStmtCache(db),
+		tel:      m,
 	}
 	go g.loop()
 	return g
@@ -305,9 +315,19 @@ func (g *GroupCommitter) drain(batch []*writeReq) {
 // A write whose context ended before its turn is skipped; a failed commit
 // fails every write of the group.
 func (g *GroupCommitter) commit(batch []*writeReq) {
+	start := g.tel.Start()
 	if !g.run(batch, false) {
 		g.run(batch, true)
 	}
+	g.tel.Commit(start, len(batch))
+}
+
+// answer hands r its verdict, counting failures.
+func (g *GroupCommitter) answer(r *writeReq, err error) {
+	if err != nil && r.ctx.Err() == nil {
+		g.tel.Failed()
+	}
+	r.errc <- err
 }
 
 // run runs the group in one transaction, each write in a savepoint if
@@ -318,7 +338,7 @@ func (g *GroupCommitter) run(batch []*writeReq, isolate bool) bool {
 	tx, err := g.db.BeginTx(ctx, nil)
 	if err != nil {
 		for _, r := range batch {
-			r.errc <- fmt.Errorf("begin: %w", err)
+			g.answer(r, fmt.Errorf("begin: %w", err))
 		}
 		return true
 	}
@@ -337,7 +357,7 @@ func (g *GroupCommitter) run(batch []*writeReq, isolate bool) bool {
 			if results[i] = r.fn(fctx, tx); results[i] != nil {
 				if len(batch) == 1 { // no neighbours to protect
 					_ = tx.Rollback()
-					r.errc <- results[i]
+					g.answer(r, results[i])
 					return true
 				}
 				_ = tx.Rollback()
@@ -363,12 +383,12 @@ func (g *GroupCommitter) run(batch []*writeReq, isolate bool) bool {
 	}
 	if err := tx.Commit(); err != nil {
 		for _, r := range batch {
-			r.errc <- fmt.Errorf("commit: %w", err)
+			g.answer(r, fmt.Errorf("commit: %w", err))
 		}
 		return true
 	}
 	for i, r := range batch {
-		r.errc <- results[i]
+		g.answer(r, results[i])
 	}
 	return true
 }
@@ -376,7 +396,7 @@ func (g *GroupCommitter) run(batch []*writeReq, isolate bool) bool {
 func (g *GroupCommitter) failAll(tx *sql.Tx, batch []*writeReq, err error) {
 	_ = tx.Rollback()
 	for _, r := range batch {
-		r.errc <- err
+		g.answer(r, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"agentflow/internal/sqlstore"
+	"agentflow/internal/telemetry"
 )
 
 // pipeline is the store's Writer. A write of several statements is a
@@ -49,6 +50,7 @@ type pipeline struct {
 	stop   chan struct{}
 	loops  sync.WaitGroup
 	once   sync.Once
+	tel    *telemetry.StoreMetrics // nil: off; set before the first write
 }
 
 // stmtReq is one write's statement and, once done is closed, its result.
@@ -175,6 +177,15 @@ func (p *pipeline) commit(batch []*stmtReq) {
 	if len(live) == 0 {
 		return
 	}
+	start := p.tel.Start()
+	defer func() {
+		p.tel.Commit(start, len(live))
+		for _, r := range live {
+			if r.err != nil {
+				p.tel.Failed()
+			}
+		}
+	}()
 	err := p.send(live)
 	if err != nil && len(live) > 1 && rolledBack(err) {
 		// Nothing of the group was kept: run each write alone, so that

@@ -19,8 +19,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/metric"
 
 	"agentflow/internal/sqlstore"
+	"agentflow/internal/telemetry"
 	"agentflow/internal/wakebus"
 	"agentflow/store"
 )
@@ -44,6 +46,9 @@ type Options struct {
 	// of its own outside the pool, and the other processes on the database
 	// notice this one's work at their next poll.
 	DisableWakes bool
+	// MeterProvider, when set, records the groups' size and latency and the
+	// failed writes (agentflow.store.*); nil records nothing.
+	MeterProvider metric.MeterProvider
 }
 
 // maxGroup caps the writes committed in one group.
@@ -141,9 +146,16 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			return db.Close()
 		}
 	}
+	sm, err := telemetry.NewStoreMetrics(opts.MeterProvider, "postgres")
+	if err != nil {
+		_ = closeDB()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pl := newPipeline(db, opts.GroupConns, maxGroup)
+	pl.tel = sm
 	st := sqlstore.New(sqlstore.Config{
 		Dialect: dialect,
-		Writer:  newPipeline(db, opts.GroupConns, maxGroup),
+		Writer:  pl,
 		Read:    db,
 		Close:   closeDB,
 		Wakes:   bus,

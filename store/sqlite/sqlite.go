@@ -20,9 +20,11 @@ import (
 	"runtime"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"agentflow/internal/sqlstore"
+	"agentflow/internal/telemetry"
 	"agentflow/internal/wakebus"
 	"agentflow/store"
 )
@@ -60,6 +62,9 @@ type Options struct {
 	// DisableWakes turns off the wake sockets (see Store.Subscribe): other
 	// processes on the file then notice this one's work at their next poll.
 	DisableWakes bool
+	// MeterProvider, when set, records the group commits' size and latency
+	// and the failed writes (agentflow.store.*); nil records nothing.
+	MeterProvider metric.MeterProvider
 }
 
 // Store is the SQLite store. Its methods are those of store.Store, the
@@ -94,6 +99,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.ReadConns <= 0 {
 		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	sm, err := telemetry.NewStoreMetrics(opts.MeterProvider, "sqlite")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 10 * time.Second
@@ -174,7 +183,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// write), the store works as before wakes: other processes poll.
 		socks, _ = startWakes(bus, abs)
 	}
-	gc := sqlstore.NewGroupCommitter(wdb, opts.MaxBatch)
+	gc := sqlstore.NewInstrumentedGroupCommitter(wdb, opts.MaxBatch, sm)
 	st := sqlstore.New(sqlstore.Config{
 		Dialect: dialect,
 		Writer:  gc,

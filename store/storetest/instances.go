@@ -62,6 +62,20 @@ var createInstancesCases = []testCase{
 			checkInstance(t, "after batch create", get(t, s, in.ID), &want)
 		}
 	}},
+	{"TraceParentKeptThroughClaims", func(t *testing.T, s store.Store) {
+		const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		in := newInstance("traced", t0)
+		in.TraceParent = tp
+		create(t, s, in, newInstance("untraced", t0))
+		if got := get(t, s, "traced").TraceParent; got != tp {
+			t.Errorf("TraceParent after create = %q, want %q", got, tp)
+		}
+		for _, c := range claim(t, s, "node-1", "", farFuture, 10) {
+			if want := map[string]string{"traced": tp, "untraced": ""}[c.ID]; c.TraceParent != want {
+				t.Errorf("claimed %s with TraceParent %q, want %q", c.ID, c.TraceParent, want)
+			}
+		}
+	}},
 	{"EmptyBatch", func(t *testing.T, s store.Store) {
 		create(t, s)
 	}},

@@ -1,0 +1,153 @@
+package agent_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"agentflow/agent"
+	"agentflow/examples/counter"
+	"agentflow/internal/telemetry"
+)
+
+// TestTelemetry: a WebSocket upgrade carrying a traceparent is served in
+// that trace (the agent's activation under it), a call on the connection is
+// a span linked to the upgrade, and an in-process call is a child of its
+// caller's span; the connection and the calls are measured.
+func TestTelemetry(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	e := newEnv(t, envOptions{rt: agent.Options{TracerProvider: tp, MeterProvider: mp}, setup: func(rt *agent.Runtime) { counter.Register(rt) }})
+	base := serve(t, e, agent.HandlerOptions{})
+
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	h := http.Header{"Traceparent": []string{"00-" + traceID + "-" + parentID + "-01"}}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, wsURL(base, "/agents/counter/c1"), &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	c := &wsClient{t: t, ws: ws}
+	c.next() // identity
+	c.next() // state
+	c.send(`{"type":"rpc","id":"r1","method":"increment","args":[2]}`)
+	for m := c.next(); m["type"] != "rpc"; m = c.next() {
+	}
+	cctx, caller := tp.Tracer("test").Start(t.Context(), "caller")
+	if _, err := e.rt.Ref("Counter", "c1").Call(cctx, "increment", 1); err != nil {
+		t.Fatal(err)
+	}
+	caller.End()
+
+	var upgrade, activation, wsCall, localCall sdktrace.ReadOnlySpan
+	eventually(t, 5*time.Second, "the spans", func() bool {
+		for _, s := range rec.Ended() {
+			switch a := spanAttrs(s); {
+			case s.Name() == "GET /agents/{class}/{name}":
+				upgrade = s
+			case s.Name() == "activate Counter":
+				activation = s
+			case s.Name() == "call Counter.increment" && a[telemetry.KeyTransport].AsString() == telemetry.TransportWebSocket:
+				wsCall = s
+			case s.Name() == "call Counter.increment" && a[telemetry.KeyTransport].AsString() == telemetry.TransportInProcess:
+				localCall = s
+			}
+		}
+		return upgrade != nil && activation != nil && wsCall != nil && localCall != nil
+	})
+	tests := []struct {
+		name        string
+		span        sdktrace.ReadOnlySpan
+		trace       string
+		parent      trace.SpanID
+		link        trace.SpanID
+		remoteTrace bool
+	}{
+		{"upgrade is in the request's trace", upgrade, traceID, mustSpanID(t, parentID), trace.SpanID{}, true},
+		{"activation is under the upgrade", activation, traceID, upgrade.SpanContext().SpanID(), trace.SpanID{}, false},
+		{"a WebSocket call links to the upgrade", wsCall, "", trace.SpanID{}, upgrade.SpanContext().SpanID(), false},
+		{"an in-process call is under its caller", localCall, caller.SpanContext().TraceID().String(), caller.SpanContext().SpanID(), trace.SpanID{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.trace != "" && tt.span.SpanContext().TraceID().String() != tt.trace {
+				t.Errorf("trace %s, want %s", tt.span.SpanContext().TraceID(), tt.trace)
+			}
+			if tt.parent.IsValid() && tt.span.Parent().SpanID() != tt.parent {
+				t.Errorf("parent %s, want %s", tt.span.Parent().SpanID(), tt.parent)
+			}
+			if tt.remoteTrace != tt.span.Parent().IsRemote() {
+				t.Errorf("parent remote = %v", tt.span.Parent().IsRemote())
+			}
+			if tt.link.IsValid() && (len(tt.span.Links()) != 1 || tt.span.Links()[0].SpanContext.SpanID() != tt.link) {
+				t.Errorf("links %v, want %s", tt.span.Links(), tt.link)
+			}
+		})
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyAgentClass); v.AsString() == "Counter" {
+						got[m.Name] += p.Value
+					}
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					got[m.Name] += p.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyTransport); v.AsString() != "" {
+						got[m.Name+" "+v.AsString()] += int64(p.Count)
+					}
+				}
+			}
+		}
+	}
+	for name, want := range map[string]int64{
+		telemetry.MetricWSConnections: 1, telemetry.MetricActivations: 1, telemetry.MetricAgentsLive: 1,
+		telemetry.MetricRPCDuration + " " + telemetry.TransportWebSocket: 1, telemetry.MetricRPCDuration + " " + telemetry.TransportInProcess: 1,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %d, want %d", name, got[name], want)
+		}
+	}
+}
+
+func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
+	m := map[attribute.Key]attribute.Value{}
+	for _, kv := range s.Attributes() {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+func mustSpanID(t *testing.T, s string) trace.SpanID {
+	id, err := trace.SpanIDFromHex(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

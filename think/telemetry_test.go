@@ -1,0 +1,235 @@
+package think_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"agentflow/agent"
+	"agentflow/internal/telemetry"
+	"agentflow/model/scripted"
+	"agentflow/store"
+	"agentflow/store/sqlite"
+	"agentflow/think"
+	"agentflow/workflow"
+)
+
+// TestTurnSpans runs a turn of one tool round with the scripted model and
+// checks its spans (the GenAI semantic conventions: an invoke_agent span
+// with the turn's tokens, a chat span per model call and an execute_tool
+// span per tool call under it) and its metrics.
+func TestTurnSpans(t *testing.T) {
+	t.Parallel()
+	m := scripted.New(scripted.Call("get_weather", `{"city":"Oslo"}`), scripted.Say("It is sunny in Oslo."))
+	e, rec, reader := newTracedEnv(t, m, nil)
+	ctx := t.Context()
+	res := with(t, e, "h1", func(ctx context.Context, h *Helper) (think.SubmitResult, error) {
+		return h.SubmitMessages(ctx, user("Weather in Oslo?"), think.SubmitOptions{})
+	})
+	waitStatus(t, e, "h1", res.Submission.ID, store.SubmissionCompleted)
+
+	var turn sdktrace.ReadOnlySpan
+	eventually(t, 5*time.Second, "the turn's span", func() bool {
+		for _, s := range rec.Ended() {
+			if s.Name() == "invoke_agent Helper" {
+				turn = s
+				return true
+			}
+		}
+		return false
+	})
+	if a := spanAttrs(turn); a[telemetry.KeyGenAIInputTokens].AsInt64() != 20 || a[telemetry.KeyGenAIOutputTokens].AsInt64() != 10 ||
+		a[telemetry.KeySubmission].AsString() != res.Submission.ID || a[telemetry.KeyStatus].AsString() != "completed" {
+		t.Errorf("turn span attributes %v", turn.Attributes())
+	}
+	var children []sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Parent().SpanID() == turn.SpanContext().SpanID() {
+			children = append(children, s)
+		}
+	}
+	tests := []struct {
+		name   string
+		attrs  map[attribute.Key]attribute.Value
+		finish string
+	}{
+		{"chat tiny-1", map[attribute.Key]attribute.Value{
+			telemetry.KeyGenAIOperation: attribute.StringValue("chat"), telemetry.KeyGenAIRequestModel: attribute.StringValue("tiny-1"),
+			telemetry.KeyGenAIProvider: attribute.StringValue("scripted"), telemetry.KeyGenAIInputTokens: attribute.IntValue(10),
+			telemetry.KeyGenAIOutputTokens: attribute.IntValue(5)}, "tool_calls"},
+		{"execute_tool get_weather", map[attribute.Key]attribute.Value{
+			telemetry.KeyGenAIOperation: attribute.StringValue("execute_tool"), telemetry.KeyGenAIToolName: attribute.StringValue("get_weather")}, ""},
+		{"chat tiny-1", map[attribute.Key]attribute.Value{
+			telemetry.KeyGenAIInputTokens: attribute.IntValue(10), telemetry.KeyGenAIOutputTokens: attribute.IntValue(5)}, "stop"},
+	}
+	if len(children) != len(tests) {
+		t.Fatalf("the turn has %d child spans, want %d", len(children), len(tests))
+	}
+	for i, tt := range tests {
+		s := children[i]
+		if s.Name() != tt.name {
+			t.Errorf("child %d is %q, want %q", i, s.Name(), tt.name)
+			continue
+		}
+		a := spanAttrs(s)
+		for k, v := range tt.attrs {
+			if a[k] != v {
+				t.Errorf("%s: %s = %v, want %v", tt.name, k, a[k].Emit(), v.Emit())
+			}
+		}
+		if fr := a[telemetry.KeyGenAIFinishReasons].AsStringSlice(); tt.finish != "" && (len(fr) != 1 || fr[0] != tt.finish) {
+			t.Errorf("%s: finish reasons %v, want %s", tt.name, fr, tt.finish)
+		}
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			switch d := mt.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyStatus); mt.Name == telemetry.MetricSubmissions && v.AsString() == "completed" && p.Value == 1 {
+						found[mt.Name] = true
+					}
+				}
+			case metricdata.Histogram[int64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyGenAITokenType); v.AsString() == "input" && p.Sum == 20 && p.Count == 2 {
+						found[mt.Name] = true
+					}
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyGenAIRequestModel); v.AsString() == "tiny-1" && p.Count == 2 {
+						found[mt.Name] = true
+					}
+				}
+			}
+		}
+	}
+	for _, name := range []string{telemetry.MetricSubmissions, telemetry.MetricGenAITokens, telemetry.MetricGenAIDuration} {
+		if !found[name] {
+			t.Errorf("metric %s not recorded as expected", name)
+		}
+	}
+}
+
+func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
+	m := map[attribute.Key]attribute.Value{}
+	for _, kv := range s.Attributes() {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+// newTracedEnv is newEnv with SDK providers recording into rec and reader,
+// and ModelName "tiny-1".
+func newTracedEnv(t *testing.T, m *scripted.Model, setup func(*workflow.Engine, *agent.Runtime)) (*env, *tracetest.SpanRecorder, *sdkmetric.ManualReader) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	ctx := t.Context()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "think.db"), sqlite.Options{MeterProvider: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Lease: time.Hour, TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, ModelName: "tiny-1", System: "You help.",
+		Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4})
+	if setup != nil {
+		setup(eng, rt)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rt.Stop(sctx)
+		eng.Stop(sctx)
+	})
+	return &env{rt: rt, st: st, model: m, eng: eng}, rec, reader
+}
+
+// TestPromptSpans: a workflow an agent started with RunWorkflow is traced
+// under the agent's create_workflow span, and the prompt's answer reaches it
+// through a traced, counted outbox delivery.
+func TestPromptSpans(t *testing.T) {
+	t.Parallel()
+	m := scripted.New(scripted.Call("think_final_answer", goodDraft))
+	e, rec, reader := newTracedEnv(t, m, promptSetup)
+	if r := runPrompt(t, e, "p1", ""); r.Draft == nil {
+		t.Fatalf("result = %+v", r)
+	}
+	var create sdktrace.ReadOnlySpan
+	segments, delivered := 0, false
+	eventually(t, 5*time.Second, "the spans", func() bool {
+		create, segments, delivered = nil, 0, false
+		for _, s := range rec.Ended() {
+			switch s.Name() {
+			case "create_workflow Triage":
+				create = s
+			case "outbox deliver":
+				delivered = delivered || spanAttrs(s)[telemetry.KeyOutcome].AsString() == telemetry.OutcomeSucceeded
+			}
+		}
+		if create == nil {
+			return false
+		}
+		for _, s := range rec.Ended() {
+			if s.Name() == "run_workflow Triage" && s.Parent().SpanID() == create.SpanContext().SpanID() {
+				segments++
+			}
+		}
+		return segments >= 2 && delivered // submit, then woken by the delivered answer
+	})
+	if a := spanAttrs(create); a[telemetry.KeyAgentClass].AsString() != "Helper" || a[telemetry.KeyAgentName].AsString() != "p1" {
+		t.Errorf("create_workflow attributes %v", create.Attributes())
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var deliveries int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if d, ok := mt.Data.(metricdata.Sum[int64]); ok && mt.Name == telemetry.MetricOutboxDeliveries {
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(telemetry.KeyOutcome); v.AsString() == telemetry.OutcomeSucceeded {
+						deliveries += p.Value
+					}
+				}
+			}
+		}
+	}
+	if deliveries != 1 {
+		t.Errorf("%d successful deliveries counted, want 1", deliveries)
+	}
+}
