@@ -36,7 +36,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster", "list"}
+	scenarios = []string{"steps", "sleepers", "timers", "timer-burst", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster", "list"}
 )
 
 // maxMessageBytes is the agent runtime's default MaxMessageBytes, which
@@ -72,6 +72,9 @@ type Config struct {
 	Timers int
 	Spread time.Duration
 	Lead   time.Duration
+
+	// timer-burst: instances started together, each Do → Sleep(1 s) → Do.
+	Burst int
 
 	// recovery
 	RecoveryInstances int
@@ -153,6 +156,7 @@ func DefaultConfig() Config {
 		Timers:            10_000,
 		Spread:            5 * time.Second,
 		Lead:              3 * time.Second,
+		Burst:             1_000,
 		RecoveryInstances: 5_000,
 		Calls:             20_000,
 		WriteCalls:        1_000,
@@ -212,6 +216,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Timers, "timers", cfg.Timers, "timers: sleeping instances")
 	fs.DurationVar(&cfg.Spread, "spread", cfg.Spread, "timers, schedules: the wake-up times are spread uniformly over this long")
 	fs.DurationVar(&cfg.Lead, "lead", cfg.Lead, "timers, schedules: time from the start of creation to the first wake-up")
+	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "timer-burst: instances started together, each Do → Sleep(1s) → Do")
 	fs.IntVar(&cfg.RecoveryInstances, "recovery-instances", cfg.RecoveryInstances, "recovery: instances in flight at the kill")
 	fs.IntVar(&cfg.Calls, "calls", cfg.Calls, "agent-rpc: calls measured in process and over WebSocket (each)")
 	fs.IntVar(&cfg.WriteCalls, "write-calls", cfg.WriteCalls, "agent-rpc: state-writing calls measured in process and over WebSocket (each)")
@@ -321,7 +326,7 @@ func (c *Config) validate() error {
 		v    int
 	}{
 		{"--workflows", c.Workflows}, {"--callers", c.Callers}, {"--writers", c.Writers},
-		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers},
+		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers}, {"--burst", c.Burst},
 		{"--recovery-instances", c.RecoveryInstances}, {"--calls", c.Calls}, {"--write-calls", c.WriteCalls},
 		{"--agents", c.Agents}, {"--schedules", c.Schedules}, {"--schedule-agents", c.ScheduleAgents},
 		{"--workflow-agents", c.WorkflowAgents}, {"--workflows-per-agent", c.WorkflowsPerAgent},
@@ -372,6 +377,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.sleepers(ctx)
 	case "timers":
 		rs, err = r.timers(ctx)
+	case "timer-burst":
+		rs, err = r.timerBurst(ctx)
 	case "recovery":
 		rs, err = r.recovery(ctx)
 	case "agent-rpc":
