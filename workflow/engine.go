@@ -45,11 +45,22 @@ type Options struct {
 	// the store does not signal it (store.Waker); default 1 s.
 	TimerHorizon time.Duration
 	PollInterval time.Duration
+	// ClaimAhead is how long before its wake-up time a sleeping, retrying
+	// or timing-out instance is claimed: its checkpoints are read and its
+	// replay reaches the pending step early, then waits in memory (holding
+	// an execution slot) for the time, so that the claim and the read do
+	// not make the step after the timer late. Default 50 ms when Clock is
+	// unset (the real clock), and none when a Clock is given (a virtual
+	// clock moves only when a test advances it); negative: none.
+	ClaimAhead time.Duration
 	// Retention is how long finished instances are kept; default 30 days.
 	Retention time.Duration
 	Limits    Limits
 	Hooks     Hooks
 }
+
+// DefaultClaimAhead is Options.ClaimAhead's default with the real clock.
+const DefaultClaimAhead = 50 * time.Millisecond
 
 // engineStore is the part of the store the engine runs on.
 type engineStore interface {
@@ -102,6 +113,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
+		if opts.ClaimAhead == 0 {
+			opts.ClaimAhead = DefaultClaimAhead
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -121,6 +135,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = time.Second
 	}
+	opts.ClaimAhead = max(opts.ClaimAhead, 0)
 	if opts.Retention <= 0 {
 		opts.Retention = 30 * 24 * time.Hour
 	}

@@ -310,6 +310,26 @@ func (s *Step) suspend(sus store.Suspension) {
 	s.stop(unwind{kind: unwindSuspend})
 }
 
+// notBefore returns at t. An instance claimed ahead of its wake-up time
+// (Options.ClaimAhead) waits for it in memory; one woken earlier than that,
+// e.g. after a crash, suspends again with sus.
+func (s *Step) notBefore(t time.Time, sus store.Suspension) {
+	d := t.Sub(s.e.clock.Now())
+	if d <= 0 {
+		return
+	}
+	if d > s.e.opts.ClaimAhead {
+		s.suspend(sus)
+	}
+	timer := s.e.clock.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.Chan():
+	case <-s.ctx.Done():
+		s.stop(unwind{kind: unwindAbandon, err: s.ctx.Err()})
+	}
+}
+
 // write runs a fenced store write, retrying while the store fails, and
 // abandons the execution once the lease is lost or the engine stops.
 func (s *Step) write(fn func(ctx context.Context) error) {
@@ -332,9 +352,8 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 			return nil, &StepError{Step: name, Attempts: h.Attempt, Name: h.ErrorName, Message: h.ErrorMessage}
 		}
 		attempt = h.Attempt
-		if h.WakeAt.After(s.e.clock.Now()) { // woken early, e.g. after a crash
-			s.suspend(store.Suspension{Status: store.StatusRunning, WakeAt: h.WakeAt})
-		}
+		// Claimed ahead of the retry, or woken early, e.g. after a crash.
+		s.notBefore(h.WakeAt, store.Suspension{Status: store.StatusRunning, WakeAt: h.WakeAt})
 	}
 	ref := s.ref(name, occ, store.KindDo, attempt)
 	s.before(ref)
@@ -452,9 +471,7 @@ func (s *Step) sleep(name string, target func(now time.Time) time.Time) error {
 		if h.State == store.StepDone || pos+1 < len(s.history) {
 			return nil
 		}
-		if h.WakeAt.After(now) {
-			s.suspend(store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt})
-		}
+		s.notBefore(h.WakeAt, store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt})
 		s.before(ref)
 		done := *h
 		done.State = store.StepDone
@@ -523,6 +540,12 @@ func (s *Step) WaitForEvent(name string, opts WaitOptions) (EventMessage, error)
 			return EventMessage{}, timeoutErr
 		}
 		deadline = h.WakeAt
+		if d := deadline.Sub(now); d > 0 && d <= s.e.opts.ClaimAhead {
+			// Claimed ahead of the timeout: an event sent meanwhile is
+			// buffered and taken below.
+			s.notBefore(deadline, store.Suspension{})
+			now = s.e.clock.Now()
+		}
 	}
 	ref := s.ref(name, occ, store.KindWait, 0)
 	s.before(ref)
