@@ -49,7 +49,7 @@ type Options struct {
 	// or timing-out instance is claimed: its checkpoints are read and its
 	// replay reaches the pending step early, then waits in memory (holding
 	// an execution slot) for the time, so that the claim and the read do
-	// not make the step after the timer late. Default 50 ms when Clock is
+	// not make the step after the timer late. Default 250 ms when Clock is
 	// unset (the real clock), and none when a Clock is given (a virtual
 	// clock moves only when a test advances it); negative: none.
 	ClaimAhead time.Duration
@@ -60,7 +60,13 @@ type Options struct {
 }
 
 // DefaultClaimAhead is Options.ClaimAhead's default with the real clock.
-const DefaultClaimAhead = 50 * time.Millisecond
+//
+// It is longer than a burst's claims and checkpoint reads take on a loaded
+// store (tens of milliseconds on SQLite, up to a few hundred on PostgreSQL),
+// so that they are done before the first of the burst is due; the instances
+// claimed ahead hold execution slots while they wait, so at most
+// MaxConcurrent are ever waiting.
+const DefaultClaimAhead = 250 * time.Millisecond
 
 // engineStore is the part of the store the engine runs on.
 type engineStore interface {
@@ -88,6 +94,7 @@ type Engine struct {
 	started  atomic.Bool // Start was called
 	running  atomic.Bool // Start finished: executions may be launched
 	stopping atomic.Bool
+	quit     chan struct{}   // closed when Stop begins
 	ctx      context.Context // executions run under it; cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // executions
@@ -152,6 +159,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		classes: make(map[string]*class),
 		slots:   make(chan struct{}, opts.MaxConcurrent),
 		renew:   make(chan struct{}, 1),
+		quit:    make(chan struct{}),
 	}
 	e.sched = newScheduler(e)
 	return e, nil
@@ -247,6 +255,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	if !e.started.Load() || !e.stopping.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(e.quit)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	select {

@@ -325,6 +325,8 @@ func (s *Step) notBefore(t time.Time, sus store.Suspension) {
 	defer timer.Stop()
 	select {
 	case <-timer.Chan():
+	case <-s.e.quit: // Stop releases the instance; whoever claims it next waits again
+		s.stop(unwind{kind: unwindAbandon})
 	case <-s.ctx.Done():
 		s.stop(unwind{kind: unwindAbandon, err: s.ctx.Err()})
 	}

@@ -57,6 +57,9 @@ type Config struct {
 
 	// MaxConcurrent is the engine's Options.MaxConcurrent; 0 keeps the engine default.
 	MaxConcurrent int
+	// ClaimAhead is the engine's Options.ClaimAhead; 0 keeps the engine
+	// default, negative turns it off.
+	ClaimAhead time.Duration
 
 	// steps
 	Workflows   int
@@ -207,6 +210,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the SQLite file (default a temporary directory, removed after)")
 	fs.StringVar(&cfg.Synchronous, "synchronous", cfg.Synchronous, "SQLite synchronous setting: FULL or NORMAL")
 	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "engine Options.MaxConcurrent (0: the engine default)")
+	fs.DurationVar(&cfg.ClaimAhead, "claim-ahead", 0, "engine Options.ClaimAhead (0: the engine default, 250ms; negative: off)")
 	fs.IntVar(&cfg.Workflows, "workflows", cfg.Workflows, "steps: workflows to run")
 	fs.IntVar(&cfg.Callers, "callers", cfg.Callers, "steps: concurrent callers of Create; agent-activate, schedules: concurrent callers of agents")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "steps: concurrent writers measuring the raw limit")
