@@ -7,15 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"agentflow/store"
 	"agentflow/store/sqlite"
 	"agentflow/workflow"
 )
 
-// TestClaimAhead checks the real clock's claim ahead of a timer: the
-// instance is claimed and replayed before its sleep ends, yet the step
-// after the sleep never starts before the sleep's end; an engine stopped
-// while an instance waits in memory hands it over, and the next engine
-// finishes it, still not early.
+// TestClaimAhead checks the claim ahead of a timer: the instance is claimed
+// and replayed, and its sleep's checkpoint written, before the sleep ends,
+// yet the step after the sleep never starts before the end; an engine
+// stopped while an instance waits in memory hands it over, and the next
+// engine replays the completed sleep and still waits for its end.
 func TestClaimAhead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a.db")
 	st, err := sqlite.Open(bg, path, sqlite.Options{Synchronous: sqlite.SynchronousOff})
@@ -76,15 +77,26 @@ func TestClaimAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the instance is claimed ahead of its sleep's end", func() bool {
+	// Claimed ahead, the sleep's checkpoint is written before its end.
+	eventually(t, "the sleep completed ahead of its end", func() bool {
 		in, err := st.GetInstance(bg, stopped.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
+		steps, err := st.ListSteps(bg, stopped.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
 		mu.Lock()
-		since := time.Since(before[stopped.ID])
+		began, ok := before[stopped.ID]
 		mu.Unlock()
-		return in.Owner != "" && in.WakeAt.IsZero() && since > nap/2 && since < nap
+		if !ok {
+			return false
+		}
+		if since := time.Since(began); since >= nap {
+			t.Fatalf("the sleep ended (%s after it began) before it was seen completed ahead", since)
+		}
+		return in.Owner != "" && len(steps) == 1 && steps[0].State == store.StepDone
 	})
 	stopAt := time.Now()
 	if err := e.Stop(bg); err != nil {

@@ -470,14 +470,25 @@ func (s *Step) sleep(name string, target func(now time.Time) time.Time) error {
 	now := s.e.clock.Now()
 	ref := s.ref(name, occ, store.KindSleep, 0)
 	if h != nil {
-		if h.State == store.StepDone || pos+1 < len(s.history) {
+		wait := store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt}
+		if last := pos+1 == len(s.history); h.State == store.StepDone || !last {
+			if last {
+				s.notBefore(h.WakeAt, wait) // completed ahead of its end, below
+			}
 			return nil
 		}
-		s.notBefore(h.WakeAt, store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt})
+		if h.WakeAt.Sub(now) > s.e.opts.ClaimAhead { // woken early, e.g. after a crash
+			s.suspend(wait)
+		}
+		// Claimed ahead of the sleep's end (Options.ClaimAhead): its
+		// completing checkpoint is written while the end is awaited, not
+		// after it. A replay of it waits for the end too (above), so no
+		// step after the sleep ever starts before the end.
 		s.before(ref)
 		done := *h
 		done.State = store.StepDone
 		s.save(done, ref)
+		s.notBefore(h.WakeAt, wait)
 		return nil
 	}
 	t := target(now)
