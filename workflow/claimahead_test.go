@@ -2,6 +2,8 @@ package workflow_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -122,6 +124,70 @@ func TestClaimAhead(t *testing.T) {
 	for _, id := range []string{"done", "stopped"} {
 		if late := after[id].Sub(before[id].Add(nap)); late < 0 {
 			t.Errorf("instance %s: the step after the sleep started %s before the sleep's end", id, -late)
+		}
+	}
+}
+
+// TestClaimAheadWait checks a wait claimed ahead of its timeout: an event
+// sent while it waits in memory is still delivered, and without one the
+// timeout comes no earlier than its time.
+func TestClaimAheadWait(t *testing.T) {
+	st, err := sqlite.Open(bg, filepath.Join(t.TempDir(), "w.db"), sqlite.Options{Synchronous: sqlite.SynchronousOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e, err := workflow.NewEngine(workflow.Options{Store: st, ClaimAhead: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	var (
+		mu      sync.Mutex
+		started = map[string]time.Time{}
+	)
+	workflow.MustRegister(e, "w", workflow.Func[struct{}, string](func(ctx context.Context, ev workflow.Event[struct{}], step *workflow.Step) (string, error) {
+		mu.Lock()
+		if _, ok := started[ev.InstanceID]; !ok {
+			started[ev.InstanceID] = time.Now()
+		}
+		mu.Unlock()
+		v, err := workflow.WaitForEvent[string](step, "go", workflow.WaitOptions{Type: "go", Timeout: timeout})
+		if errors.Is(err, workflow.ErrTimeout) {
+			mu.Lock()
+			defer mu.Unlock()
+			if early := started[ev.InstanceID].Add(timeout).Sub(time.Now()); early > 0 {
+				return "", fmt.Errorf("timed out %s early", early)
+			}
+			return "timeout", nil
+		}
+		return v, err
+	}))
+	if err := e.Start(bg); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop(bg)
+
+	sent, err := e.Create(bg, "w", workflow.CreateOptions{ID: "sent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet, err := e.Create(bg, "w", workflow.CreateOptions{ID: "quiet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(timeout / 3)
+	if err := sent.SendEvent(bg, "go", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[*workflow.Instance]string{sent: `"hello"`, quiet: `"timeout"`} {
+		s, err := in.Wait(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, s, workflow.StatusComplete)
+		if string(s.Output) != want {
+			t.Errorf("instance %s output %s, want %s", in.ID, s.Output, want)
 		}
 	}
 }

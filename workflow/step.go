@@ -553,21 +553,26 @@ func (s *Step) WaitForEvent(name string, opts WaitOptions) (EventMessage, error)
 			return EventMessage{}, timeoutErr
 		}
 		deadline = h.WakeAt
-		if d := deadline.Sub(now); d > 0 && d <= s.e.opts.ClaimAhead {
-			// Claimed ahead of the timeout: an event sent meanwhile is
-			// buffered and taken below.
-			s.notBefore(deadline, store.Suspension{})
-			now = s.e.clock.Now()
-		}
 	}
 	ref := s.ref(name, occ, store.KindWait, 0)
 	s.before(ref)
 	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindWait, State: store.StepPending, WakeAt: deadline, StartedAt: now}
 	var ev *store.Event
-	s.write(func(ctx context.Context) (err error) {
-		ev, err = s.e.store.TakeEvent(ctx, s.lease, opts.Type, st, s.e.clock.Now())
-		return err
-	})
+	take := func() {
+		s.write(func(ctx context.Context) (err error) {
+			ev, err = s.e.store.TakeEvent(ctx, s.lease, opts.Type, st, s.e.clock.Now())
+			return err
+		})
+	}
+	take()
+	if d := deadline.Sub(now); ev == nil && h != nil && d > 0 && d <= s.e.opts.ClaimAhead {
+		// Claimed ahead of the timeout (Options.ClaimAhead): wait for it
+		// here. The instance stays claimed, so an event sent meanwhile is
+		// buffered, and taken at the timeout instead of the timeout error.
+		s.notBefore(deadline, store.Suspension{})
+		now = s.e.clock.Now()
+		take()
+	}
 	if ev != nil {
 		s.after(ref)
 		return EventMessage{Type: ev.Type, Payload: ev.Payload}, nil
