@@ -50,6 +50,14 @@ type Options struct {
 	// the store does not signal it (store.Waker); default 1 s.
 	TimerHorizon time.Duration
 	PollInterval time.Duration
+	// ClaimAhead is how long before its wake-up time a sleeping, retrying
+	// or timing-out instance is claimed: its checkpoints are read and its
+	// replay reaches the pending step early, then waits in memory (holding
+	// an execution slot) for the time, so that the claim and the read do
+	// not make the step after the timer late. Default 250 ms when Clock is
+	// unset (the real clock), and none when a Clock is given (a virtual
+	// clock moves only when a test advances it); negative: none.
+	ClaimAhead time.Duration
 	// Retention is how long finished instances are kept; default 30 days.
 	Retention time.Duration
 	Limits    Limits
@@ -67,6 +75,15 @@ type Options struct {
 	// takes about 100-400 ms per million rows.
 	GaugeInterval time.Duration
 }
+
+// DefaultClaimAhead is Options.ClaimAhead's default with the real clock.
+//
+// It is longer than a burst's claims and checkpoint reads take on a loaded
+// store (tens of milliseconds on SQLite, up to a few hundred on PostgreSQL),
+// so that they are done before the first of the burst is due; the instances
+// claimed ahead hold execution slots while they wait, so at most
+// MaxConcurrent are ever waiting.
+const DefaultClaimAhead = 250 * time.Millisecond
 
 // engineStore is the part of the store the engine runs on.
 type engineStore interface {
@@ -96,6 +113,7 @@ type Engine struct {
 	started  atomic.Bool // Start was called
 	running  atomic.Bool // Start finished: executions may be launched
 	stopping atomic.Bool
+	quit     chan struct{}   // closed when Stop begins
 	ctx      context.Context // executions run under it; cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // executions
@@ -121,6 +139,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
+		if opts.ClaimAhead == 0 {
+			opts.ClaimAhead = DefaultClaimAhead
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -140,6 +161,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = time.Second
 	}
+	opts.ClaimAhead = max(opts.ClaimAhead, 0)
 	if opts.Retention <= 0 {
 		opts.Retention = 30 * 24 * time.Hour
 	}
@@ -164,6 +186,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		classes: make(map[string]*class),
 		slots:   make(chan struct{}, opts.MaxConcurrent),
 		renew:   make(chan struct{}, 1),
+		quit:    make(chan struct{}),
 	}
 	e.sched = newScheduler(e)
 	return e, nil
@@ -264,6 +287,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	if !e.started.Load() || !e.stopping.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(e.quit)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	select {

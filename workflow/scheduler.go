@@ -32,6 +32,7 @@ func newScheduler(e *Engine) *scheduler {
 			return e.store.NextWakeTimes(ctx, e.service, until, 10_000)
 		},
 		Claim:       s.claim,
+		Ahead:       e.opts.ClaimAhead,
 		OnLoadError: func(err error) { e.log.Warn("loading timers failed", "err", err) },
 	})
 	return s
@@ -66,7 +67,7 @@ func (s *scheduler) claim(ctx context.Context) {
 			return
 		}
 		s.starved.Store(false)
-		got, err := e.store.ClaimDue(ctx, e.nodeID, e.service, e.clock.Now(), n)
+		got, err := e.store.ClaimDue(ctx, e.nodeID, e.service, e.clock.Now().Add(e.opts.ClaimAhead), n)
 		for range n - len(got) {
 			<-e.slots
 		}

@@ -316,6 +316,28 @@ func (s *Step) suspend(sus store.Suspension) {
 	s.stop(unwind{kind: unwindSuspend})
 }
 
+// notBefore returns at t. An instance claimed ahead of its wake-up time
+// (Options.ClaimAhead) waits for it in memory; one woken earlier than that,
+// e.g. after a crash, suspends again with sus.
+func (s *Step) notBefore(t time.Time, sus store.Suspension) {
+	d := t.Sub(s.e.clock.Now())
+	if d <= 0 {
+		return
+	}
+	if d > s.e.opts.ClaimAhead {
+		s.suspend(sus)
+	}
+	timer := s.e.clock.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.Chan():
+	case <-s.e.quit: // Stop releases the instance; whoever claims it next waits again
+		s.stop(unwind{kind: unwindAbandon})
+	case <-s.ctx.Done():
+		s.stop(unwind{kind: unwindAbandon, err: s.ctx.Err()})
+	}
+}
+
 // write runs a fenced store write, retrying while the store fails, and
 // abandons the execution once the lease is lost or the engine stops.
 func (s *Step) write(fn func(ctx context.Context) error) {
@@ -338,12 +360,10 @@ func (s *Step) do(name string, cfg StepConfig, fn func(ctx context.Context, a At
 			return nil, &StepError{Step: name, Attempts: h.Attempt, Name: h.ErrorName, Message: h.ErrorMessage}
 		}
 		attempt = h.Attempt
-		now := s.e.clock.Now()
-		if h.WakeAt.After(now) { // woken early, e.g. after a crash
-			s.suspend(store.Suspension{Status: store.StatusRunning, WakeAt: h.WakeAt})
-		}
+		// Claimed ahead of the retry, or woken early, e.g. after a crash.
+		s.notBefore(h.WakeAt, store.Suspension{Status: store.StatusRunning, WakeAt: h.WakeAt})
 		if !h.WakeAt.IsZero() {
-			s.e.tel.TimerFired(s.ctx, "retry", now.Sub(h.WakeAt))
+			s.e.tel.TimerFired(s.ctx, "retry", s.e.clock.Now().Sub(h.WakeAt))
 		}
 	}
 	ref := s.ref(name, occ, store.KindDo, attempt)
@@ -470,17 +490,26 @@ func (s *Step) sleep(name string, target func(now time.Time) time.Time) error {
 	now := s.e.clock.Now()
 	ref := s.ref(name, occ, store.KindSleep, 0)
 	if h != nil {
-		if h.State == store.StepDone || pos+1 < len(s.history) {
+		wait := store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt}
+		if last := pos+1 == len(s.history); h.State == store.StepDone || !last {
+			if last {
+				s.notBefore(h.WakeAt, wait) // completed ahead of its end, below
+			}
 			return nil
 		}
-		if h.WakeAt.After(now) {
-			s.suspend(store.Suspension{Status: store.StatusWaiting, WakeAt: h.WakeAt})
+		if h.WakeAt.Sub(now) > s.e.opts.ClaimAhead { // woken early, e.g. after a crash
+			s.suspend(wait)
 		}
-		s.e.tel.TimerFired(s.ctx, "sleep", now.Sub(h.WakeAt))
+		// Claimed ahead of the sleep's end (Options.ClaimAhead): its
+		// completing checkpoint is written while the end is awaited, not
+		// after it. A replay of it waits for the end too (above), so no
+		// step after the sleep ever starts before the end.
 		s.before(ref)
 		done := *h
 		done.State = store.StepDone
 		s.save(done, ref)
+		s.notBefore(h.WakeAt, wait)
+		s.e.tel.TimerFired(s.ctx, "sleep", s.e.clock.Now().Sub(h.WakeAt))
 		return nil
 	}
 	t := target(now)
@@ -550,10 +579,21 @@ func (s *Step) WaitForEvent(name string, opts WaitOptions) (EventMessage, error)
 	s.before(ref)
 	st := store.Step{Seq: pos, Name: name, Occurrence: occ, Kind: store.KindWait, State: store.StepPending, WakeAt: deadline, StartedAt: now}
 	var ev *store.Event
-	s.write(func(ctx context.Context) (err error) {
-		ev, err = s.e.store.TakeEvent(ctx, s.lease, opts.Type, st, s.e.clock.Now())
-		return err
-	})
+	take := func() {
+		s.write(func(ctx context.Context) (err error) {
+			ev, err = s.e.store.TakeEvent(ctx, s.lease, opts.Type, st, s.e.clock.Now())
+			return err
+		})
+	}
+	take()
+	if d := deadline.Sub(now); ev == nil && h != nil && d > 0 && d <= s.e.opts.ClaimAhead {
+		// Claimed ahead of the timeout (Options.ClaimAhead): wait for it
+		// here. The instance stays claimed, so an event sent meanwhile is
+		// buffered, and taken at the timeout instead of the timeout error.
+		s.notBefore(deadline, store.Suspension{})
+		now = s.e.clock.Now()
+		take()
+	}
 	if ev != nil {
 		s.after(ref)
 		return EventMessage{Type: ev.Type, Payload: ev.Payload}, nil

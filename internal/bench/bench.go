@@ -39,7 +39,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster", "list"}
+	scenarios = []string{"steps", "sleepers", "timers", "timer-burst", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster", "list"}
 )
 
 // maxMessageBytes is the agent runtime's default MaxMessageBytes, which
@@ -60,6 +60,9 @@ type Config struct {
 
 	// MaxConcurrent is the engine's Options.MaxConcurrent; 0 keeps the engine default.
 	MaxConcurrent int
+	// ClaimAhead is the engine's Options.ClaimAhead; 0 keeps the engine
+	// default, negative turns it off.
+	ClaimAhead time.Duration
 
 	// steps
 	Workflows   int
@@ -75,6 +78,9 @@ type Config struct {
 	Timers int
 	Spread time.Duration
 	Lead   time.Duration
+
+	// timer-burst: instances started together, each Do → Sleep(1 s) → Do.
+	Burst int
 
 	// recovery
 	RecoveryInstances int
@@ -160,6 +166,7 @@ func DefaultConfig() Config {
 		Timers:            10_000,
 		Spread:            5 * time.Second,
 		Lead:              3 * time.Second,
+		Burst:             1_000,
 		RecoveryInstances: 5_000,
 		Calls:             20_000,
 		WriteCalls:        1_000,
@@ -210,6 +217,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the SQLite file (default a temporary directory, removed after)")
 	fs.StringVar(&cfg.Synchronous, "synchronous", cfg.Synchronous, "SQLite synchronous setting: FULL or NORMAL")
 	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "engine Options.MaxConcurrent (0: the engine default)")
+	fs.DurationVar(&cfg.ClaimAhead, "claim-ahead", 0, "engine Options.ClaimAhead (0: the engine default, 250ms; negative: off)")
 	fs.IntVar(&cfg.Workflows, "workflows", cfg.Workflows, "steps: workflows to run")
 	fs.IntVar(&cfg.Callers, "callers", cfg.Callers, "steps: concurrent callers of Create; agent-activate, schedules: concurrent callers of agents")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "steps: concurrent writers measuring the raw limit")
@@ -219,6 +227,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Timers, "timers", cfg.Timers, "timers: sleeping instances")
 	fs.DurationVar(&cfg.Spread, "spread", cfg.Spread, "timers, schedules: the wake-up times are spread uniformly over this long")
 	fs.DurationVar(&cfg.Lead, "lead", cfg.Lead, "timers, schedules: time from the start of creation to the first wake-up")
+	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "timer-burst: instances started together, each Do → Sleep(1s) → Do")
 	fs.IntVar(&cfg.RecoveryInstances, "recovery-instances", cfg.RecoveryInstances, "recovery: instances in flight at the kill")
 	fs.IntVar(&cfg.Calls, "calls", cfg.Calls, "agent-rpc: calls measured in process and over WebSocket (each)")
 	fs.IntVar(&cfg.WriteCalls, "write-calls", cfg.WriteCalls, "agent-rpc: state-writing calls measured in process and over WebSocket (each)")
@@ -329,7 +338,7 @@ func (c *Config) validate() error {
 		v    int
 	}{
 		{"--workflows", c.Workflows}, {"--callers", c.Callers}, {"--writers", c.Writers},
-		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers},
+		{"--instances", c.Instances}, {"--creators", c.Creators}, {"--timers", c.Timers}, {"--burst", c.Burst},
 		{"--recovery-instances", c.RecoveryInstances}, {"--calls", c.Calls}, {"--write-calls", c.WriteCalls},
 		{"--agents", c.Agents}, {"--schedules", c.Schedules}, {"--schedule-agents", c.ScheduleAgents},
 		{"--workflow-agents", c.WorkflowAgents}, {"--workflows-per-agent", c.WorkflowsPerAgent},
@@ -384,6 +393,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.sleepers(ctx)
 	case "timers":
 		rs, err = r.timers(ctx)
+	case "timer-burst":
+		rs, err = r.timerBurst(ctx)
 	case "recovery":
 		rs, err = r.recovery(ctx)
 	case "agent-rpc":

@@ -143,6 +143,7 @@ func tiny(t *testing.T, backend, scenario string) Config {
 	c.Workflows, c.Callers, c.Writers, c.RawDuration = 200, 8, 8, 100*time.Millisecond
 	c.Instances, c.Creators = 500, 2
 	c.Timers, c.Spread, c.Lead = 200, 300*time.Millisecond, 3*time.Second
+	c.Burst = 200
 	c.RecoveryInstances = 300
 	c.Calls, c.WriteCalls = 200, 20
 	c.Agents, c.IdleTimeout = 300, 50*time.Millisecond
@@ -214,6 +215,16 @@ func TestScenariosSQLite(t *testing.T) {
 		v := values(t, rs)
 		if v["lateness_p50_ms"] < 0 || v["lateness_p99_ms"] < v["lateness_p50_ms"] {
 			t.Errorf("lateness p50 %v p99 %v", v["lateness_p50_ms"], v["lateness_p99_ms"])
+		}
+	})
+	t.Run("timer-burst", func(t *testing.T) {
+		rs, err := Run(ctx, tiny(t, "sqlite", "timer-burst"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := values(t, rs)
+		if v["lateness_p50_ms"] < 0 || v["lateness_p99_ms"] < v["lateness_p50_ms"] || v["lateness_max_ms"] < v["lateness_p99_ms"] {
+			t.Errorf("lateness p50 %v p99 %v max %v", v["lateness_p50_ms"], v["lateness_p99_ms"], v["lateness_max_ms"])
 		}
 	})
 	t.Run("recovery", func(t *testing.T) {

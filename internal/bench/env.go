@@ -144,6 +144,7 @@ func (r *runner) newEngine(st store.Store, hooks workflow.Hooks) (*workflow.Engi
 		Store:          st,
 		Logger:         r.log,
 		MaxConcurrent:  r.cfg.MaxConcurrent,
+		ClaimAhead:     r.cfg.ClaimAhead,
 		Hooks:          hooks,
 		TracerProvider: r.tp,
 		MeterProvider:  r.mp,

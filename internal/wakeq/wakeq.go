@@ -27,8 +27,13 @@ type Options struct {
 	PollInterval time.Duration
 	// Load returns the stored wake-up times due at or before until.
 	Load func(ctx context.Context, until time.Time) ([]time.Time, error)
-	// Claim claims and starts the work that is due now.
+	// Claim claims and starts the work that is due now, or within Ahead.
 	Claim func(ctx context.Context)
+	// Ahead is how long before a time Claim is called for it: Claim may
+	// then take work due that much later, which waits for its time in
+	// memory, so that the claim's own latency is not added to the timer's.
+	// Default 0: at the time.
+	Ahead time.Duration
 	// OnLoadError is told when Load fails; it may be nil.
 	OnLoadError func(error)
 }
@@ -112,7 +117,7 @@ func (q *Queue) Run(ctx context.Context) {
 func (q *Queue) dispatchLoop(ctx context.Context) {
 	clock := q.o.Clock
 	for {
-		due, next, ok := q.popDue(clock.Now())
+		due, next, ok := q.popDue(clock.Now().Add(q.o.Ahead))
 		if q.poked.Swap(false) || due {
 			q.o.Claim(ctx)
 		}
@@ -124,7 +129,7 @@ func (q *Queue) dispatchLoop(ctx context.Context) {
 			timer clockwork.Timer
 		)
 		if ok {
-			timer = clock.NewTimer(next.Sub(clock.Now()))
+			timer = clock.NewTimer(next.Add(-q.o.Ahead).Sub(clock.Now()))
 			fire = timer.Chan()
 		}
 		select {
