@@ -283,8 +283,11 @@ func TestClusterFollowsAMovedAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "http://" + ln.Addr().String()
+	// a evicts dave once idle, so that c can take it up; long enough idle
+	// that a loaded machine does not evict it between the first two calls,
+	// which would let b take it up instead.
 	a := newEnv(t, envOptions{rt: agent.Options{AdvertiseURL: base + "/agents", ClusterSecret: clusterSecret,
-		IdleTimeout: 20 * time.Millisecond}, setup: registerTally})
+		IdleTimeout: 500 * time.Millisecond}, setup: registerTally})
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.rt.Handler(agent.HandlerOptions{})}}
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -297,6 +300,9 @@ func TestClusterFollowsAMovedAgent(t *testing.T) {
 	}
 	if n, err := agent.Call(ctx, b.rt, "dave", (*Tally).Increment, 1); err != nil || n != 2 {
 		t.Fatalf("Call through b = %d, %v", n, err)
+	}
+	if a.rt.Live() != 1 || b.rt.Live() != 0 {
+		t.Fatalf("Live: a %d, b %d; want dave on a, b having forwarded to it", a.rt.Live(), b.rt.Live())
 	}
 	// a lets it go; c takes it up.
 	for a.rt.Live() > 0 {
