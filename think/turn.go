@@ -99,7 +99,10 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		cancel()
 	}()
 
-	out, usage, err := a.turn(tctx, s)
+	cs := newChatStream(s)
+	a.chatBegin(cs)
+	a.chatSend(cs, cs.start(s.ID))
+	out, usage, err := a.turn(tctx, s, cs)
 	status, msg := store.SubmissionCompleted, ""
 	switch {
 	case ctx.Err() != nil:
@@ -116,10 +119,12 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		a.cfg.outbox.q.Poke() // its outbox message is due now
 	}
 	a.emit(map[string]any{"type": "cf_agent_think", "event": "done", "submissionId": s.ID, "status": status, "error": msg})
+	a.chatEnd(context.WithoutCancel(ctx), cs, status, msg)
 }
 
-// turn applies the submission's messages and runs the tool loop.
-func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessage, store.Usage, error) {
+// turn applies the submission's messages and runs the tool loop,
+// streaming it to chat clients through cs.
+func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream) (json.RawMessage, store.Usage, error) {
 	rt := a.Runtime()
 	st := a.store()
 	var usage store.Usage
@@ -156,6 +161,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 		}
 	}
 	mode := turnModeOf(s, tc.Tools)
+	cs.isFinal = mode.isFinal
 	offered = mode.offer(offered)
 	var (
 		text   string
@@ -165,9 +171,12 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 	for step := 0; step < tc.MaxSteps; step++ {
 		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
 			ToolChoice: mode.choice(&tc, step, offered), Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
+		a.chatSend(cs, cs.startStep(step))
 		resp, err := model.Collect(ctx, cfg.opts.Model, req, func(ev model.Event) {
 			a.emit(streamFrame(s.ID, step, ev))
+			a.chatSend(cs, cs.event(ev))
 		})
+		cs.reason = resp.FinishReason
 		usage.InputTokens += resp.Usage.InputTokens
 		usage.OutputTokens += resp.Usage.OutputTokens
 		if err != nil {
@@ -218,6 +227,12 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 				return nil, usage, err
 			}
 		}
+		for _, m := range added {
+			if m.Role == model.RoleTool {
+				a.chatSend(cs, cs.result(m))
+			}
+		}
+		a.chatSend(cs, cs.endStep())
 		history = append(append(history, added...), unsaved...)
 		if answer != nil || (len(calls) == 0 && len(resp.Invalid) == 0) { // answered, or the model ended the turn
 			ended = true
