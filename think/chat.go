@@ -379,7 +379,7 @@ func (a *Agent[S]) OnRequest(ctx context.Context, w http.ResponseWriter, r *http
 // ServeChat answers GET <agent>/get-messages and reports whether r was
 // that request.
 func (a *Agent[S]) ServeChat(ctx context.Context, w http.ResponseWriter, r *http.Request) bool {
-	if agent.Rest(r) != "get-messages" || r.Method != http.MethodGet {
+	if agent.Rest(r) != "/get-messages" || r.Method != http.MethodGet {
 		return false
 	}
 	msgs, err := a.UIMessages(ctx)
@@ -524,10 +524,12 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 	for _, m := range known {
 		ids[m.ID] = true
 	}
-	// The request carries the client's whole conversation: what the server
-	// has, then the new user messages.
+	// The request carries the client's conversation: messages the server
+	// has, then the new user message (sendMessage adds one; sends buffered
+	// while offline are requests of their own, in order, each carrying the
+	// ones before).
 	first := len(body.Messages)
-	for first > 0 && !ids[body.Messages[first-1].ID] {
+	if first > 0 && !ids[body.Messages[first-1].ID] {
 		first--
 	}
 	for _, m := range body.Messages[:first] {

@@ -20,7 +20,8 @@ import (
 //
 //   - a user message is the client's message as it was sent (id and parts
 //     kept verbatim), or, for one submitted from Go, a text part with the
-//     id "<submission>-<seq>";
+//     id "<submission>-<n>", n its place among the submission's messages
+//     (so it is the same before and after the submission is applied);
 //   - the assistant and tool messages one turn added are one assistant
 //     message with the id "a_<submission>" (the id its stream's start
 //     chunk carries, so the stream and the snapshot name one message):
@@ -125,6 +126,7 @@ func toUI(rows []store.ConversationMessage) ([]UIMessage, error) {
 		steps int        // its step-start parts
 		sub   string     // the submission whose turn it is
 		tools map[string]int
+		nth   = map[string]int{} // rows seen per submission
 	)
 	add := func(m *UIMessage, p uiPart) {
 		b, _ := json.Marshal(p) // no field of uiPart fails to encode
@@ -135,12 +137,14 @@ func toUI(rows []store.ConversationMessage) ([]UIMessage, error) {
 		if err := json.Unmarshal(r.Message, &sm); err != nil {
 			return nil, fmt.Errorf("conversation message %d: %w", r.Seq, err)
 		}
+		n := nth[r.SubmissionID]
+		nth[r.SubmissionID]++
 		switch sm.Role {
 		case model.RoleUser:
 			turn = nil
 			m := UIMessage{ID: sm.UIID, Role: "user", Parts: sm.UIParts}
 			if m.ID == "" {
-				m.ID = fmt.Sprintf("%s-%d", r.SubmissionID, r.Seq)
+				m.ID = fmt.Sprintf("%s-%d", r.SubmissionID, n)
 			}
 			if len(m.Parts) == 0 {
 				m.Parts = []json.RawMessage{}
