@@ -176,7 +176,7 @@ func chatTurn(t *testing.T) (*env, *httptest.Server, *chatClient, *chatClient, [
 	a, b := dialChat(t, srv, "/agents/helper/chat"), dialChat(t, srv, "/agents/helper/chat")
 	for _, c := range []*chatClient{a, b} {
 		fs := c.until("the conversation on connect", isType("cf_agent_chat_messages"))
-		if f := fs[len(fs)-1]; !f.Connect || len(f.Messages) != 0 {
+		if f := fs[len(fs)-1]; !f.Connect || f.Messages == nil || len(f.Messages) != 0 {
 			t.Fatalf("on connect: %s", f.raw)
 		}
 	}

@@ -14,6 +14,23 @@ import (
 // errMidTurn is what a submission cut off mid-turn by a crash ends with.
 const errMidTurn = "the turn was cut off by a crash after its messages entered the conversation"
 
+// errCancelled is the cause of a turn's context when CancelSubmission
+// cancelled it.
+var errCancelled = errors.New("the turn was cancelled")
+
+// keepCtx is the context a turn stores its messages with: ctx, or, once
+// the turn was cancelled, ctx without its cancellation, so that what the
+// clients were shown of the step that was cut off (its text, its tool
+// calls and their results) is kept; the turn then ends as aborted. A
+// runtime that stops cancels the turn another way, and then nothing more
+// is stored: recovery decides.
+func keepCtx(ctx context.Context) context.Context {
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
+
 // OnActivate recovers the submissions a dead runner left running and starts
 // the runner when submissions are pending. It is agent.Activator, so a
 // class keeps OnStart for itself.
@@ -85,18 +102,18 @@ func (a *Agent[S]) runQueue(ctx context.Context) {
 // run runs one started submission's turn and records its end.
 func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 	rt := a.Runtime()
-	tctx, cancel := context.WithCancel(ctx)
+	tctx, cancel := context.WithCancelCause(ctx)
 	a.mu.Lock()
 	if a.cancels == nil {
 		a.cancels = map[string]context.CancelFunc{}
 	}
-	a.cancels[s.ID] = cancel
+	a.cancels[s.ID] = func() { cancel(errCancelled) }
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		delete(a.cancels, s.ID)
 		a.mu.Unlock()
-		cancel()
+		cancel(nil)
 	}()
 
 	cs := newChatStream(s)
@@ -180,6 +197,12 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 		usage.InputTokens += resp.Usage.InputTokens
 		usage.OutputTokens += resp.Usage.OutputTokens
 		if err != nil {
+			if kctx := keepCtx(ctx); kctx != ctx && resp.Text != "" {
+				// Cancelled mid-answer: keep the text the clients saw.
+				if aerr := a.appendMessages(kctx, s.ID, []model.Message{{Role: model.RoleAssistant, Content: resp.Text}}); aerr == nil {
+					a.chatSend(cs, cs.endStep())
+				}
+			}
 			return nil, usage, err
 		}
 		text = resp.Text
@@ -223,7 +246,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 			added = added[1:] // only a final answer: nothing of the assistant's to keep
 		}
 		if len(added) > 0 {
-			if err := a.appendMessages(ctx, s.ID, added); err != nil {
+			if err := a.appendMessages(keepCtx(ctx), s.ID, added); err != nil {
 				return nil, usage, err
 			}
 		}

@@ -43,14 +43,15 @@ type UIMessage struct {
 	Parts    []json.RawMessage `json:"parts"`
 }
 
-// uiPart is a part of a UI message as think writes one. Parts a client
-// sent are kept as it sent them.
+// uiPart is a part of a UI message as think writes one, its fields in the
+// order the AI SDK client writes them. Parts a client sent are kept as it
+// sent them.
 type uiPart struct {
 	Type       string          `json:"type"`
 	ID         string          `json:"id,omitempty"`
 	ToolCallID string          `json:"toolCallId,omitempty"`
-	State      string          `json:"state,omitempty"`
 	Text       *string         `json:"text,omitempty"`
+	State      string          `json:"state,omitempty"`
 	Input      json.RawMessage `json:"input,omitempty"`
 	Output     json.RawMessage `json:"output,omitempty"`
 	ErrorText  string          `json:"errorText,omitempty"`
@@ -120,8 +121,8 @@ func fromUI(m UIMessage) (storedMessage, error) {
 
 // toUI converts conversation rows, in order, into UI messages.
 func toUI(rows []store.ConversationMessage) ([]UIMessage, error) {
+	out := []UIMessage{} // JSON [], never null: clients take the list as it is
 	var (
-		out   []UIMessage
 		turn  *UIMessage // the assistant message rows are being added to
 		steps int        // its step-start parts
 		sub   string     // the submission whose turn it is
