@@ -262,7 +262,7 @@ func (a *Agent[S]) resumeRequest(ctx context.Context, c *agent.Conn, probe strin
 
 // resumeAck sends a client that acked the stream of request id every chunk
 // of it so far; from then on it gets the live ones.
-func (a *Agent[S]) resumeAck(c *agent.Conn, id string) {
+func (a *Agent[S]) resumeAck(ctx context.Context, c *agent.Conn, id string) {
 	h := &a.chat
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -281,7 +281,19 @@ func (a *Agent[S]) resumeAck(c *agent.Conn, id string) {
 		replay(h.last)
 		send(c, h.lastEnd)
 	default:
-		send(c, responseFrame{ID: id, Done: true, Replay: true}.bytes())
+		// An older request, or one a restarted node's recovery ended: the
+		// ledger says how it ended.
+		end := responseFrame{ID: id, Done: true, Replay: true}
+		if s, err := a.chatSubmission(ctx, id); err == nil && s.Status.Finished() {
+			end.Outcome = outcome(s.Status)
+			if s.Status == store.SubmissionError {
+				end.Error, end.Body = true, s.Error
+			}
+			if m := chatMetaOf(s); m != nil {
+				end.MessageIDs = m.MessageIDs
+			}
+		}
+		send(c, end.bytes())
 	}
 }
 
@@ -455,7 +467,7 @@ func (a *Agent[S]) HandleChatMessage(ctx context.Context, c *agent.Conn, msg []b
 	case frameResumeAck:
 		var id string
 		if id, err = str(f.ID, "id", true); err == nil {
-			a.resumeAck(c, id)
+			a.resumeAck(ctx, c, id)
 		}
 	case frameToolResult, frameToolApproval:
 		var id string

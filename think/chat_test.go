@@ -320,8 +320,8 @@ type Waiter struct {
 type noArgs struct{}
 
 // waiterEnv serves a Waiter whose model calls the wait tool and, were the
-// tool to answer, says "done".
-func waiterEnv(t *testing.T) *httptest.Server {
+// tool to answer, says "done", on st (a new store when nil).
+func waiterEnv(t *testing.T, st store.Store) (*env, *httptest.Server) {
 	t.Helper()
 	wait, err := think.NewTool("wait", "Waits until cancelled", func(ctx context.Context, _ noArgs) (string, error) {
 		<-ctx.Done()
@@ -330,14 +330,14 @@ func waiterEnv(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, envOptions{model: scripted.New(), setup: func(_ *workflow.Engine, rt *agent.Runtime) {
+	e := newEnvWith(t, envOptions{model: scripted.New(), store: st, setup: func(_ *workflow.Engine, rt *agent.Runtime) {
 		think.MustRegister[Waiter](rt, "Waiter", think.Options{
 			Model: scripted.New(scripted.Turn{Text: "Waiting.", Calls: []model.ToolCall{{ID: "w1", Name: "wait", Arguments: json.RawMessage(`{}`)}}}, scripted.Say("done")),
 			Tools: []think.Tool{wait}})
 	}})
 	srv := httptest.NewServer(e.rt.Handler(agent.HandlerOptions{}))
 	t.Cleanup(srv.Close)
-	return srv
+	return e, srv
 }
 
 // TestChatResumeAndCancel: a client that connects while a turn streams is
@@ -346,7 +346,7 @@ func waiterEnv(t *testing.T) *httptest.Server {
 // probe after the turn is answered idle.
 func TestChatResumeAndCancel(t *testing.T) {
 	t.Parallel()
-	srv := waiterEnv(t)
+	_, srv := waiterEnv(t, nil)
 	a := dialChat(t, srv, "/agents/waiter/w")
 	a.until("the conversation on connect", isType("cf_agent_chat_messages"))
 	a.send(chatRequest("r1", "submit-message", userMsg("u1", "Wait.")))
@@ -413,5 +413,49 @@ func TestChatResumeAndCancel(t *testing.T) {
 	fs = c.until("the ended turn's replay", isDone("r1"))
 	if end := fs[len(fs)-1]; end.Outcome != "aborted" || !end.Replay || len(response(fs, "r1")) != len(ra) {
 		t.Errorf("late ack: %s", raws(fs))
+	}
+}
+
+// TestChatAfterRestart: a node that stops mid-turn leaves the turn to
+// recovery; a client of the node that takes over gets the conversation as
+// stored, is told no turn streams, and learns how the cut-off request
+// ended when it acks it.
+func TestChatAfterRestart(t *testing.T) {
+	t.Parallel()
+	e, srv := waiterEnv(t, nil)
+	a := dialChat(t, srv, "/agents/waiter/w")
+	a.until("the conversation on connect", isType("cf_agent_chat_messages"))
+	a.send(chatRequest("r1", "submit-message", userMsg("u1", "Wait.")))
+	a.until("the tool call", func(f chatFrame) bool { return f.chunkType() == "tool-input-available" })
+	srv.Close()
+	e.stop()
+
+	_, srv2 := waiterEnv(t, e.st)
+	b := dialChat(t, srv2, "/agents/waiter/w")
+	fs := b.until("the conversation on connect", isType("cf_agent_chat_messages"))
+	if m := fs[len(fs)-1].Messages; len(m) != 1 || m[0].ID != "u1" {
+		t.Fatalf("after the restart the conversation is %s", fs[len(fs)-1].raw)
+	}
+	b.send(map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p"})
+	fs = b.until("the probe's answer", func(f chatFrame) bool { return strings.HasPrefix(f.Type, "cf_agent_stream_") })
+	if f := fs[len(fs)-1]; f.Type != "cf_agent_stream_resume_none" {
+		t.Fatalf("probe after the restart answered %s", f.raw)
+	}
+	for _, f := range fs {
+		if f.Type == "cf_agent_use_chat_response" {
+			t.Errorf("a chunk of the cut-off turn after the restart: %s", f.raw)
+		}
+	}
+	b.send(map[string]any{"type": "cf_agent_stream_resume_ack", "id": "r1"})
+	fs = b.until("the cut-off request's end", isDone("r1"))
+	if f := fs[len(fs)-1]; !f.Replay || f.Outcome != "error" || f.Error != true || !strings.Contains(f.Body, "cut off by a crash") {
+		t.Errorf("ack of the cut-off request answered %s", f.raw)
+	}
+	s, err := e.st.GetSubmission(t.Context(), store.AgentKey{Class: "Waiter", Name: "w"}, "chat_r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Status != store.SubmissionError {
+		t.Errorf("the cut-off request's submission is %s, want error", s.Status)
 	}
 }
