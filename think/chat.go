@@ -70,7 +70,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,6 +131,11 @@ type chatHub struct {
 	lastEnd []byte                 // last's terminal frame
 	pending map[*agent.Conn]bool   // told of cur, not acked yet: no live chunks
 	parked  map[*agent.Conn]string // probed while a turn was queued: its probe id
+	// cutOff is the request of the turn this activation's recovery ended
+	// (a crash or a stop cut it off), until a later turn starts: a client
+	// that probes is offered it, and told on its ack how it ended, so one
+	// that was following it stops.
+	cutOff string
 }
 
 // responseFrame is a cf_agent_use_chat_response frame.
@@ -188,12 +193,23 @@ func (h *chatHub) pendingConns() []*agent.Conn {
 	return out
 }
 
+// chatCutOff notes the turn recovery ended after a crash or a stop.
+func (a *Agent[S]) chatCutOff(s *store.Submission) {
+	id := s.ID
+	if m := chatMetaOf(s); m != nil {
+		id = m.RequestID
+	}
+	a.chat.mu.Lock()
+	a.chat.cutOff = id
+	a.chat.mu.Unlock()
+}
+
 // chatBegin makes cs the running turn's stream and tells the clients that
 // probed while it was queued.
 func (a *Agent[S]) chatBegin(cs *chatStream) {
 	h := &a.chat
 	h.mu.Lock()
-	h.cur = cs
+	h.cur, h.cutOff = cs, ""
 	h.pending = map[*agent.Conn]bool{}
 	for c, probe := range h.parked {
 		send(c, encode(resumeFrame{Type: frameResuming, ID: cs.requestID, ProbeID: probe}))
@@ -232,7 +248,8 @@ type resumeFrame struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-// resumeRequest answers a client's probe: the running turn, a queued one
+// resumeRequest answers a client's probe: the running turn, the turn a
+// restart cut off (its ack is answered with how it ended), a queued one
 // (the client then waits for cf_agent_stream_resuming), or none.
 func (a *Agent[S]) resumeRequest(ctx context.Context, c *agent.Conn, probe string) {
 	h := &a.chat
@@ -241,6 +258,10 @@ func (a *Agent[S]) resumeRequest(ctx context.Context, c *agent.Conn, probe strin
 	if h.cur != nil {
 		send(c, encode(resumeFrame{Type: frameResuming, ID: h.cur.requestID, ProbeID: probe}))
 		h.pending[c] = true
+		return
+	}
+	if h.cutOff != "" {
+		send(c, encode(resumeFrame{Type: frameResuming, ID: h.cutOff, ProbeID: probe}))
 		return
 	}
 	queued, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{
@@ -545,7 +566,7 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 		first--
 	}
 	for _, m := range body.Messages[:first] {
-		if !ids[m.ID] {
+		if !a.knownID(ctx, ids, m.ID) {
 			fail("unknown message id %q: the conversation has no such message", m.ID)
 			return
 		}
@@ -576,6 +597,22 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 		return
 	}
 	a.broadcastChatMessages(ctx, c)
+}
+
+// knownID reports whether a client's message id names a message of the
+// conversation (ids) or the answer of a turn in the ledger that stored
+// nothing, such as one cut off by a restart before its first step was
+// stored: the client keeps what it was streamed of it.
+func (a *Agent[S]) knownID(ctx context.Context, ids map[string]bool, id string) bool {
+	if ids[id] {
+		return true
+	}
+	sub, ok := strings.CutPrefix(id, assistantUIID(""))
+	if !ok || sub == "" {
+		return false
+	}
+	_, err := a.store().GetSubmission(ctx, a.key(), sub)
+	return err == nil
 }
 
 // chatSubmission finds the submission of request id: a chat request's, or
@@ -672,8 +709,12 @@ func (a *Agent[S]) chatMessagesFromClient(ctx context.Context, raw json.RawMessa
 	if err != nil {
 		return err
 	}
+	ids := map[string]bool{}
+	for _, k := range known {
+		ids[k.ID] = true
+	}
 	for _, m := range msgs {
-		if !slices.ContainsFunc(known, func(k UIMessage) bool { return k.ID == m.ID }) {
+		if !a.knownID(ctx, ids, m.ID) {
 			return fmt.Errorf("%s frame: unknown message id %q: new messages are sent with %s; the conversation is unchanged",
 				frameChatMessages, m.ID, frameChatRequest)
 		}

@@ -436,9 +436,11 @@ func TestChatAfterRestart(t *testing.T) {
 	if m := fs[len(fs)-1].Messages; len(m) != 1 || m[0].ID != "u1" {
 		t.Fatalf("after the restart the conversation is %s", fs[len(fs)-1].raw)
 	}
+	// A probe is offered the cut-off request, so that a client that was
+	// following it learns how it ended.
 	b.send(map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p"})
 	fs = b.until("the probe's answer", func(f chatFrame) bool { return strings.HasPrefix(f.Type, "cf_agent_stream_") })
-	if f := fs[len(fs)-1]; f.Type != "cf_agent_stream_resume_none" {
+	if f := fs[len(fs)-1]; f.Type != "cf_agent_stream_resuming" || f.ID != "r1" || f.ProbeID != "p" {
 		t.Fatalf("probe after the restart answered %s", f.raw)
 	}
 	for _, f := range fs {
@@ -450,6 +452,15 @@ func TestChatAfterRestart(t *testing.T) {
 	fs = b.until("the cut-off request's end", isDone("r1"))
 	if f := fs[len(fs)-1]; !f.Replay || f.Outcome != "error" || f.Error != true || !strings.Contains(f.Body, "cut off by a crash") {
 		t.Errorf("ack of the cut-off request answered %s", f.raw)
+	}
+	// The requester kept what it was streamed of the cut-off turn, and
+	// sends it back with its next message: the server named that message,
+	// so it is no unknown id.
+	b.send(chatRequest("r2", "submit-message", userMsg("u1", "Wait."),
+		`{"id":"a_chat_r1","role":"assistant","parts":[{"type":"text","text":"Waiting."}]}`, userMsg("u2", "Again.")))
+	fs = b.until("the next turn", func(f chatFrame) bool { return f.ID == "r2" })
+	if f := fs[len(fs)-1]; f.chunkType() != "start" {
+		t.Errorf("a request after the cut-off turn answered %s", f.raw)
 	}
 	s, err := e.st.GetSubmission(t.Context(), store.AgentKey{Class: "Waiter", Name: "w"}, "chat_r1")
 	if err != nil {

@@ -47,6 +47,7 @@ func (a *Agent[S]) OnActivate(ctx context.Context) error {
 	}
 	for _, s := range failed {
 		a.Logger().Warn("submission cut off mid-turn by a crash", "submission", s.ID)
+		a.chatCutOff(&s)
 	}
 	pending, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
 	if err != nil {
