@@ -82,7 +82,16 @@ func (a *Agent[S]) submit(ctx context.Context, msgs []model.Message, o SubmitOpt
 	if err != nil {
 		return SubmitResult{}, fmt.Errorf("think: submit: %w", err)
 	}
-	var meta []byte
+	return a.create(ctx, raw, o, notifyInstance, notifyEvent)
+}
+
+// create appends a submission of raw, a JSON array of checked messages
+// (model.Message, or storedMessage for a chat request's), to the ledger.
+func (a *Agent[S]) create(ctx context.Context, raw []byte, o SubmitOptions, notifyInstance, notifyEvent string) (SubmitResult, error) {
+	var (
+		meta []byte
+		err  error
+	)
 	if o.Metadata != nil {
 		if meta, err = json.Marshal(o.Metadata); err != nil {
 			return SubmitResult{}, fmt.Errorf("think: submit: metadata: %w", err)

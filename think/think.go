@@ -150,6 +150,8 @@ type Agent[S any] struct {
 	mu      sync.Mutex
 	running bool                          // the runner goroutine is live
 	cancels map[string]context.CancelFunc // the running submission's, by id
+
+	chat chatHub // the chat protocol's streaming state (chat.go)
 }
 
 func (a *Agent[S]) setConfig(c *config) { a.cfg = c }

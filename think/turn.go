@@ -15,6 +15,23 @@ import (
 // errMidTurn is what a submission cut off mid-turn by a crash ends with.
 const errMidTurn = "the turn was cut off by a crash after its messages entered the conversation"
 
+// errCancelled is the cause of a turn's context when CancelSubmission
+// cancelled it.
+var errCancelled = errors.New("the turn was cancelled")
+
+// keepCtx is the context a turn stores its messages with: ctx, or, once
+// the turn was cancelled, ctx without its cancellation, so that what the
+// clients were shown of the step that was cut off (its text, its tool
+// calls and their results) is kept; the turn then ends as aborted. A
+// runtime that stops cancels the turn another way, and then nothing more
+// is stored: recovery decides.
+func keepCtx(ctx context.Context) context.Context {
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
+
 // OnActivate recovers the submissions a dead runner left running and starts
 // the runner when submissions are pending. It is agent.Activator, so a
 // class keeps OnStart for itself.
@@ -31,6 +48,7 @@ func (a *Agent[S]) OnActivate(ctx context.Context) error {
 	}
 	for _, s := range failed {
 		a.Logger().Warn("submission cut off mid-turn by a crash", "submission", s.ID)
+		a.chatCutOff(&s)
 	}
 	pending, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
 	if err != nil {
@@ -86,23 +104,26 @@ func (a *Agent[S]) runQueue(ctx context.Context) {
 // run runs one started submission's turn and records its end.
 func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 	rt := a.Runtime()
-	tctx, cancel := context.WithCancel(ctx)
+	tctx, cancel := context.WithCancelCause(ctx)
 	a.mu.Lock()
 	if a.cancels == nil {
 		a.cancels = map[string]context.CancelFunc{}
 	}
-	a.cancels[s.ID] = cancel
+	a.cancels[s.ID] = func() { cancel(errCancelled) }
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		delete(a.cancels, s.ID)
 		a.mu.Unlock()
-		cancel()
+		cancel(nil)
 	}()
 
 	tel := host(rt).Telemetry()
 	tctx, span := tel.StartTurn(tctx, a.key().Class, a.key().Name, s.ID, a.cfg.opts.ModelName)
-	out, usage, err := a.turn(tctx, s)
+	cs := newChatStream(s)
+	a.chatBegin(cs)
+	a.chatSend(cs, cs.start(s.ID))
+	out, usage, err := a.turn(tctx, s, cs)
 	status, msg := store.SubmissionCompleted, ""
 	switch {
 	case ctx.Err() != nil:
@@ -123,10 +144,12 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		a.cfg.outbox.q.Poke() // its outbox message is due now
 	}
 	a.emit(map[string]any{"type": "cf_agent_think", "event": "done", "submissionId": s.ID, "status": status, "error": msg})
+	a.chatEnd(context.WithoutCancel(ctx), cs, status, msg)
 }
 
-// turn applies the submission's messages and runs the tool loop.
-func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessage, store.Usage, error) {
+// turn applies the submission's messages and runs the tool loop,
+// streaming it to chat clients through cs.
+func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream) (json.RawMessage, store.Usage, error) {
 	rt := a.Runtime()
 	st := a.store()
 	var usage store.Usage
@@ -163,6 +186,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 		}
 	}
 	mode := turnModeOf(s, tc.Tools)
+	cs.isFinal = mode.isFinal
 	offered = mode.offer(offered)
 	tel := host(rt).Telemetry()
 	provider := ""
@@ -177,14 +201,23 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 	for step := 0; step < tc.MaxSteps; step++ {
 		req := model.Request{Model: tc.Model, System: tc.System, Messages: history, Tools: offered,
 			ToolChoice: mode.choice(&tc, step, offered), Temperature: tc.Temperature, TopP: tc.TopP, MaxTokens: tc.MaxTokens}
+		a.chatSend(cs, cs.startStep(step))
 		cctx, span, start := tel.StartChat(ctx, provider, tc.Model)
 		resp, err := model.Collect(cctx, cfg.opts.Model, req, func(ev model.Event) {
 			a.emit(streamFrame(s.ID, step, ev))
+			a.chatSend(cs, cs.event(ev))
 		})
 		tel.EndChat(cctx, span, start, provider, tc.Model, resp.Usage.InputTokens, resp.Usage.OutputTokens, string(resp.FinishReason), err)
+		cs.reason = resp.FinishReason
 		usage.InputTokens += resp.Usage.InputTokens
 		usage.OutputTokens += resp.Usage.OutputTokens
 		if err != nil {
+			if kctx := keepCtx(ctx); kctx != ctx && resp.Text != "" {
+				// Cancelled mid-answer: keep the text the clients saw.
+				if aerr := a.appendMessages(kctx, s.ID, []model.Message{{Role: model.RoleAssistant, Content: resp.Text}}); aerr == nil {
+					a.chatSend(cs, cs.endStep())
+				}
+			}
 			return nil, usage, err
 		}
 		text = resp.Text
@@ -228,10 +261,16 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission) (json.RawMessa
 			added = added[1:] // only a final answer: nothing of the assistant's to keep
 		}
 		if len(added) > 0 {
-			if err := a.appendMessages(ctx, s.ID, added); err != nil {
+			if err := a.appendMessages(keepCtx(ctx), s.ID, added); err != nil {
 				return nil, usage, err
 			}
 		}
+		for _, m := range added {
+			if m.Role == model.RoleTool {
+				a.chatSend(cs, cs.result(m))
+			}
+		}
+		a.chatSend(cs, cs.endStep())
 		history = append(append(history, added...), unsaved...)
 		if answer != nil || (len(calls) == 0 && len(resp.Invalid) == 0) { // answered, or the model ended the turn
 			ended = true

@@ -21,6 +21,7 @@ import (
 	"agentflow/admin"
 	"agentflow/agent"
 	"agentflow/examples/assistant"
+	"agentflow/examples/assistant/web"
 	"agentflow/examples/counter"
 	"agentflow/examples/flights"
 	"agentflow/examples/flights/email"
@@ -215,6 +216,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		// rest, both behind the token.
 		mux := http.NewServeMux()
 		mux.Handle("/agents/", rt.Handler(agent.HandlerOptions{Token: token}))
+		// The Assistant's chat page: static files only, its data comes
+		// from the agent (with ?token= when there is one).
+		mux.Handle("/chat/", http.StripPrefix("/chat", web.Handler()))
 		mux.Handle("/", withMetrics(admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}), prom.Handler, token))
 		srv, err := httpserver.New(httpserver.Options{
 			Handler:  mux,
@@ -236,7 +240,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		}()
 		p.printf("agents: ws://%s/agents/%s/<name>  (the %s example; any name is an instance)", ln.Addr(), agent.Kebab(counter.Name), counter.Name)
 		p.printf("agents: curl -X POST -H 'user-id: you' http://%s/agents/%s/<name>  (the flights example; GET <name>/state shows it)", ln.Addr(), agent.Kebab(flights.AgentClass))
-		p.printf("agents: ws://%s/agents/%s/<name>  (the %s, a Think agent: call \"ask\" with a message; its turns stream as cf_agent_think frames)", ln.Addr(), agent.Kebab(assistant.Name), assistant.Name)
+		p.printf("agents: ws://%s/agents/%s/<name>  (the %s, a Think agent: useAgentChat of @cloudflare/ai-chat works unchanged, or call \"ask\" and read cf_agent_think frames)", ln.Addr(), agent.Kebab(assistant.Name), assistant.Name)
+		chatURL := fmt.Sprintf("http://%s/chat/?name=ada", ln.Addr())
+		if token != "" {
+			chatURL += "&token=<token>"
+		}
+		p.printf("chat: %s  (open it in a browser: the %s's chat page, a React app on useAgentChat)", chatURL, assistant.Name)
 		p.printf("agents: curl -d 'What time is it in Asia/Tokyo?' http://%s/agents/%s/<name>  (then GET <name>?submission=<id> for the answer)", ln.Addr(), agent.Kebab(assistant.Name))
 		p.printf("api: http://%s%s/  (agentflow workflows list --server http://%s)", ln.Addr(), admin.APIPrefix, ln.Addr())
 		p.printf("dashboard: http://%s/  (open it in a browser: instances, their step timelines and controls, agents, the outbox)", ln.Addr())

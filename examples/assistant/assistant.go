@@ -184,8 +184,13 @@ const MaxMessageBytes = 64 << 10
 // and answers {"submissionId", "accepted", "status"} (202), or 413 when it
 // is over MaxMessageBytes; GET
 // ?submission=<id> answers that submission (its status, output, error and
-// token usage); GET without it answers the conversation.
+// token usage); GET without it answers the conversation. GET
+// /agents/assistant/<name>/get-messages answers it as AI SDK UI messages,
+// as useAgentChat asks for it (think.Agent.ServeChat).
 func (a *Assistant) OnRequest(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	if a.ServeChat(ctx, w, r) { // GET …/get-messages, for useAgentChat
+		return
+	}
 	if rest := agent.Rest(r); rest != "" {
 		http.Error(w, "not found: "+rest, http.StatusNotFound)
 		return
