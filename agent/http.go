@@ -160,8 +160,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			route = h.prefix + callPath
 		}
 		ctx, span := h.rt.tel.StartHTTP(ctx, r.Method, route)
-		defer span.End()
-		r = r.WithContext(ctx)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() { h.rt.tel.EndHTTP(span, sw.status) }()
+		w, r = sw, r.WithContext(ctx)
 	}
 	if internal {
 		h.serveCall(w, r)
@@ -375,4 +376,29 @@ func (h *handler) acceptOptions() *websocket.AcceptOptions {
 		}
 	}
 	return o
+}
+
+// statusWriter notes the status code of a traced request's response. It
+// unwraps to the server's writer, so that http.ResponseController — and
+// through it hijacking, for WebSockets and the cluster's splice, and
+// flushing — reaches the real one.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -19,8 +20,9 @@ import (
 	"agentflow/internal/telemetry"
 )
 
-// TestTelemetry: a WebSocket upgrade carrying a traceparent is served in
-// that trace (the agent's activation under it), a call on the connection is
+// TestTelemetry: every request to the agents has a server span with its
+// status code (101 for the upgrade); a WebSocket upgrade carrying a
+// traceparent is served in that trace (the agent's activation under it), a call on the connection is
 // a span linked to the upgrade, and an in-process call is a child of its
 // caller's span; the connection and the calls are measured.
 func TestTelemetry(t *testing.T) {
@@ -47,18 +49,25 @@ func TestTelemetry(t *testing.T) {
 	c.send(`{"type":"rpc","id":"r1","method":"increment","args":[2]}`)
 	for m := c.next(); m["type"] != "rpc"; m = c.next() {
 	}
+	resp, err := http.Get(base + "/agents/no-such-class/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	cctx, caller := tp.Tracer("test").Start(t.Context(), "caller")
 	if _, err := e.rt.Ref("Counter", "c1").Call(cctx, "increment", 1); err != nil {
 		t.Fatal(err)
 	}
 	caller.End()
 
-	var upgrade, activation, wsCall, localCall sdktrace.ReadOnlySpan
+	var upgrade, refused, activation, wsCall, localCall sdktrace.ReadOnlySpan
 	eventually(t, 5*time.Second, "the spans", func() bool {
 		for _, s := range rec.Ended() {
 			switch a := spanAttrs(s); {
-			case s.Name() == "GET /agents/{class}/{name}":
+			case s.Name() == "GET /agents/{class}/{name}" && a["http.response.status_code"].AsInt64() == http.StatusSwitchingProtocols:
 				upgrade = s
+			case s.Name() == "GET /agents/{class}/{name}" && a["http.response.status_code"].AsInt64() == http.StatusBadRequest:
+				refused = s
 			case s.Name() == "activate Counter":
 				activation = s
 			case s.Name() == "call Counter.increment" && a[telemetry.KeyTransport].AsString() == telemetry.TransportWebSocket:
@@ -67,7 +76,7 @@ func TestTelemetry(t *testing.T) {
 				localCall = s
 			}
 		}
-		return upgrade != nil && activation != nil && wsCall != nil && localCall != nil
+		return upgrade != nil && refused != nil && activation != nil && wsCall != nil && localCall != nil
 	})
 	tests := []struct {
 		name        string
@@ -81,6 +90,9 @@ func TestTelemetry(t *testing.T) {
 		{"activation is under the upgrade", activation, traceID, upgrade.SpanContext().SpanID(), trace.SpanID{}, false},
 		{"a WebSocket call links to the upgrade", wsCall, "", trace.SpanID{}, upgrade.SpanContext().SpanID(), false},
 		{"an in-process call is under its caller", localCall, caller.SpanContext().TraceID().String(), caller.SpanContext().SpanID(), trace.SpanID{}, false},
+	}
+	if st := refused.Status(); st.Code == codes.Error {
+		t.Errorf("a 400's span is marked as an error (%v); only a 5xx is, for a server", st)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,9 +2,11 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -120,6 +122,23 @@ func (t *T) EndSchedule(ctx context.Context, span trace.Span, class string, atte
 		span.SetAttributes(attribute.Int("agentflow.schedule.attempts", attempts))
 		End(span, err, "")
 	}
+}
+
+// EndHTTP ends an HTTP request's server span with the response's status
+// code (101 for a WebSocket upgrade; 0 when nothing was written, which is
+// not recorded). As the HTTP semantic conventions say for a server, only a
+// 5xx marks the span as an error.
+func (t *T) EndHTTP(span trace.Span, status int) {
+	if span == nil {
+		return
+	}
+	if status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+	}
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	span.End()
 }
 
 // StartHTTP starts the server span of an HTTP request for an agent, a child
