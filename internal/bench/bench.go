@@ -39,7 +39,7 @@ type Result struct {
 // Backends and scenarios, in the order `all` runs them.
 var (
 	backends  = []string{"sqlite", "postgres"}
-	scenarios = []string{"steps", "sleepers", "timers", "timer-burst", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "agent-conns", "cross-service", "cluster", "list"}
+	scenarios = []string{"steps", "sleepers", "timers", "timer-burst", "recovery", "agent-rpc", "agent-activate", "schedules", "agent-workflows", "think-turn", "prompt-step", "chat-turn", "agent-conns", "cross-service", "cluster", "list"}
 )
 
 // maxMessageBytes is the agent runtime's default MaxMessageBytes, which
@@ -116,6 +116,10 @@ type Config struct {
 	PromptWorkflows int
 	PromptAgents    int
 
+	// chat-turn: ChatTurns turns over the chat protocol and as many over
+	// cf_agent_think, alternately, from one WebSocket client.
+	ChatTurns int
+
 	// agent-conns: Conns idle WebSocket connections to a server in a child
 	// process, spread over ConnAgents agents, each after sending one
 	// message of MessageBytes.
@@ -180,6 +184,7 @@ func DefaultConfig() Config {
 		ThinkAgents:       20,
 		PromptWorkflows:   200,
 		PromptAgents:      20,
+		ChatTurns:         200,
 		Conns:             10_000,
 		ConnAgents:        1_000,
 		MessageBytes:      256 << 10,
@@ -241,6 +246,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.ThinkAgents, "think-agents", cfg.ThinkAgents, "think-turn: Think agents the turns are spread across, running concurrently")
 	fs.IntVar(&cfg.PromptWorkflows, "prompt-workflows", cfg.PromptWorkflows, "prompt-step: workflows run, each doing one think.Prompt")
 	fs.IntVar(&cfg.PromptAgents, "prompt-agents", cfg.PromptAgents, "prompt-step: Think agents starting the workflows, running concurrently")
+	fs.IntVar(&cfg.ChatTurns, "chat-turns", cfg.ChatTurns, "chat-turn: turns over the chat protocol, and as many over cf_agent_think, alternately (after a warm-up)")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "agent-conns: idle WebSocket connections held open")
 	fs.IntVar(&cfg.ConnAgents, "conn-agents", cfg.ConnAgents, "agent-conns: agents the connections are spread across")
 	fs.IntVar(&cfg.MessageBytes, "message-bytes", cfg.MessageBytes, "agent-conns: size of the one message each connection sends (at most the runtime's MaxMessageBytes, 1 MiB)")
@@ -344,6 +350,7 @@ func (c *Config) validate() error {
 		{"--workflow-agents", c.WorkflowAgents}, {"--workflows-per-agent", c.WorkflowsPerAgent},
 		{"--think-submissions", c.ThinkSubmissions}, {"--think-agents", c.ThinkAgents},
 		{"--prompt-workflows", c.PromptWorkflows}, {"--prompt-agents", c.PromptAgents},
+		{"--chat-turns", c.ChatTurns},
 		{"--cross-service-rounds", c.CrossServiceRounds},
 		{"--conns", c.Conns}, {"--conn-agents", c.ConnAgents}, {"--message-bytes", c.MessageBytes},
 		{"--cluster-calls", c.ClusterCalls}, {"--list-instances", c.ListInstances},
@@ -409,6 +416,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		rs, err = r.thinkTurn(ctx)
 	case "prompt-step":
 		rs, err = r.promptStep(ctx)
+	case "chat-turn":
+		rs, err = r.chatTurn(ctx)
 	case "cross-service":
 		rs, err = r.crossService(ctx)
 	case "agent-conns":

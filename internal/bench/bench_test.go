@@ -110,6 +110,7 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{[]string{"--scenario", "agent-activate", "--agents", "0"}, []string{"--agents"}},
 		{[]string{"--scenario", "think-turn", "--think-submissions", "0"}, []string{"--think-submissions"}},
 		{[]string{"--scenario", "prompt-step", "--prompt-agents", "0"}, []string{"--prompt-agents"}},
+		{[]string{"--scenario", "chat-turn", "--chat-turns", "0"}, []string{"--chat-turns"}},
 		{[]string{"--scenario", "agent-activate", "--idle-timeout", "0s"}, []string{"--idle-timeout"}},
 		{[]string{"--scenario", "agent-conns", "--conns", "0"}, []string{"--conns"}},
 		{[]string{"--scenario", "agent-conns", "--message-bytes", "2000000"}, []string{"--message-bytes", "MaxMessageBytes"}},
@@ -151,6 +152,7 @@ func tiny(t *testing.T, backend, scenario string) Config {
 	c.WorkflowAgents, c.WorkflowsPerAgent = 5, 20
 	c.ThinkSubmissions, c.ThinkAgents = 40, 4
 	c.PromptWorkflows, c.PromptAgents = 20, 4
+	c.ChatTurns = 20
 	c.Conns, c.ConnAgents, c.MessageBytes = 200, 20, 64<<10
 	c.ListInstances = 25_000
 	c.Timeout = 2 * time.Minute
@@ -352,6 +354,15 @@ func checkAgentScenarios(t *testing.T, backend string, tweak func(*Config)) {
 		v := run(t, "prompt-step")
 		if v["prompt_p50_ms"] <= 0 || v["prompt_p99_ms"] < v["prompt_p50_ms"] || v["prompts_per_s"] <= 0 {
 			t.Errorf("prompt-step figures %v", v)
+		}
+	})
+	t.Run("chat-turn", func(t *testing.T) {
+		v := run(t, "chat-turn")
+		for _, path := range []string{"chat", "think"} {
+			first, text, p50, p99 := v[path+"_first_part_p50_ms"], v[path+"_first_text_p50_ms"], v[path+"_turn_p50_ms"], v[path+"_turn_p99_ms"]
+			if first <= 0 || text < first || p50 < text || p99 < p50 || v[path+"_first_part_p99_ms"] < first {
+				t.Errorf("%s: first part %v ms, first text %v ms, turn p50 %v ms p99 %v ms", path, first, text, p50, p99)
+			}
 		}
 	})
 	t.Run("agent-conns", func(t *testing.T) {
