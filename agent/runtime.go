@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -201,7 +202,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 	}
 	unreg, err := rt.tel.ObserveGauge(telemetry.MetricAgentsLive, "{agent}", "Agent instances live in this runtime's memory.",
 		0, rt.clock.Now, func(context.Context) ([]telemetry.Gauge, error) {
-			return []telemetry.Gauge{{Value: int64(rt.Live())}}, nil
+			return []telemetry.Gauge{{Value: int64(rt.Live()), Attrs: []attribute.KeyValue{telemetry.KeyNode.String(rt.node)}}}, nil
 		})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

@@ -45,6 +45,10 @@ const (
 	KeySchedule   = attribute.Key("agentflow.schedule.id")
 	KeySubmission = attribute.Key("agentflow.think.submission_id")
 	KeyErrorType  = attribute.Key("error.type")
+	// KeyNode names the node (process) a per-process gauge describes, so
+	// that two runtimes sharing a MeterProvider report apart. Nodes are
+	// few and long-lived, so it keeps the series few.
+	KeyNode = attribute.Key("agentflow.node")
 )
 
 // Outcomes of a step attempt, an RPC or a delivery.
