@@ -17,6 +17,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,6 +69,13 @@ type Options struct {
 	// DefaultCountsMaxAge, negative to count on every request. Either
 	// way, concurrent requests for the same counts share one count.
 	CountsMaxAge time.Duration
+	// CancelRunning, when set, cancels a running Think submission: the
+	// store alone cannot interrupt a turn, which lives in the memory of
+	// the node running the agent. A program with an agent runtime sets it
+	// to think.CancelSubmission over that runtime, which reaches the agent
+	// on whichever node of the cluster it is live (agentflow dev does).
+	// Without it, a cancel of a running submission answers 409.
+	CancelRunning func(ctx context.Context, agent store.AgentKey, id string) error
 }
 
 // APIPrefix is where the API's routes live.
@@ -82,6 +90,7 @@ type handler struct {
 	api     *http.ServeMux
 	dash    http.Handler
 	counts  *countCache
+	cancel  func(ctx context.Context, agent store.AgentKey, id string) error
 	// openapiJSON is the OpenAPI document as JSON.
 	openapiJSON []byte
 }
@@ -95,7 +104,7 @@ func NewHandler(o Options) http.Handler {
 	if o.Store == nil {
 		panic("admin: Options.Store is required")
 	}
-	h := &handler{st: o.Store, log: o.Logger, now: o.Now, maxBody: o.MaxBodyBytes, dash: o.Dashboard}
+	h := &handler{st: o.Store, log: o.Logger, now: o.Now, maxBody: o.MaxBodyBytes, dash: o.Dashboard, cancel: o.CancelRunning}
 	if h.log == nil {
 		h.log = slog.Default()
 	}

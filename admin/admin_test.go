@@ -561,3 +561,49 @@ func TestDashboardHook(t *testing.T) {
 		t.Errorf("GET / without a dashboard: %d %q", rec.Code, rec.Body)
 	}
 }
+
+// TestCancelRunning: a running submission is cancelled through
+// Options.CancelRunning, the agent's side (here a stand-in that ends the
+// turn as the agent's runtime would), and answered with how it ended;
+// without the option it is refused, and nothing changes.
+func TestCancelRunning(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "admin.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	k := store.AgentKey{Class: "Assistant", Name: "carol"}
+	if _, _, err := st.CreateSubmission(ctx, &store.Submission{ID: "sub_run", AgentKey: k,
+		Messages: []byte(`[{"role":"user","content":"hi"}]`), CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StartSubmission(ctx, k, "node-1", t0); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	cancel := func(ctx context.Context, a store.AgentKey, id string) error {
+		asked = append(asked, a.String()+" "+id)
+		return st.FinishSubmission(ctx, a, id, "node-1", store.SubmissionAborted, "cancelled", nil, store.Usage{}, t0)
+	}
+	p := "/api/v1/agents/Assistant/carol/submissions/sub_run/cancel"
+	post := func(h http.Handler) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest("POST", p, nil)
+		r.Header.Set("Authorization", "Bearer "+testToken)
+		h.ServeHTTP(rec, r)
+		return rec
+	}
+	if rec := post(NewHandler(Options{Store: st, Token: testToken})); rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "CancelRunning") {
+		t.Fatalf("without CancelRunning: %d %s, want 409 naming the option", rec.Code, rec.Body)
+	}
+	rec := post(NewHandler(Options{Store: st, Token: testToken, CancelRunning: cancel}))
+	var got CancelResult
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("with CancelRunning: %d %s", rec.Code, rec.Body)
+	}
+	if got.PreviousStatus != "running" || got.Submission.Status != "aborted" || len(asked) != 1 || asked[0] != "Assistant/carol sub_run" {
+		t.Errorf("cancel = %+v, asked %q; want running → aborted, asked once for Assistant/carol sub_run", got, asked)
+	}
+}

@@ -2,14 +2,17 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"agentflow/internal/ids"
 	"agentflow/store"
@@ -433,6 +436,9 @@ func (h *handler) cancelSubmission(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, submissionErr(err, k, id)
 	}
+	if s.Status == store.SubmissionRunning && h.cancel != nil {
+		return h.cancelRunning(ctx, k, id)
+	}
 	if s.Status != store.SubmissionPending {
 		return nil, cancelRefused(k, id, s.Status)
 	}
@@ -449,10 +455,39 @@ func (h *handler) cancelSubmission(r *http.Request) (any, error) {
 	return CancelResult{PreviousStatus: string(prev), Submission: submissionJSON(s, false)}, nil
 }
 
+// cancelRunning cancels a running submission's turn through
+// Options.CancelRunning, then waits a moment for the turn to record its
+// end, so that the answer shows it aborted (or, should it end first
+// another way, how it ended).
+func (h *handler) cancelRunning(ctx context.Context, k store.AgentKey, id string) (any, error) {
+	if err := h.cancel(ctx, k, id); err != nil {
+		return nil, fmt.Errorf("cancel running submission %q of agent %q: %w", id, k.String(), err)
+	}
+	wait, stop := context.WithTimeout(ctx, cancelSettle)
+	defer stop()
+	for {
+		s, err := h.st.GetSubmission(ctx, k, id)
+		if err != nil {
+			return nil, submissionErr(err, k, id)
+		}
+		if s.Status != store.SubmissionRunning || wait.Err() != nil {
+			return CancelResult{PreviousStatus: string(store.SubmissionRunning), Submission: submissionJSON(s, false)}, nil
+		}
+		select {
+		case <-wait.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// cancelSettle bounds how long a cancel of a running submission waits for
+// the turn to record its end before answering with what the store holds.
+const cancelSettle = 2 * time.Second
+
 func cancelRefused(k store.AgentKey, id string, st store.SubmissionStatus) *Error {
 	if st == store.SubmissionRunning {
 		return apiErr(http.StatusConflict, CodeFailedPrecondition,
-			"submission %q of agent %q is running: only a pending one can be cancelled here; the agent's CancelSubmission cancels a running turn", id, k.String())
+			"submission %q of agent %q is running: this server cannot reach the agent's turn (no agent runtime; see admin.Options.CancelRunning), only a pending one can be cancelled here", id, k.String())
 	}
 	return apiErr(http.StatusConflict, CodeFailedPrecondition, "submission %q of agent %q has finished (%s)", id, k.String(), st)
 }

@@ -306,13 +306,11 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 		te := &TimeoutError{Name: name, SubmissionID: sub.SubmissionID, Timeout: opts.Timeout}
 		if opts.CancelOnTimeout == nil || *opts.CancelOnTimeout {
 			cancelled, err := workflow.Do(step, name+":cancel", func(ctx context.Context, _ workflow.Attempt) (bool, error) {
-				raw, err := rt.Ref(key.Class, key.Name).Call(ctx, cancelPromptMethod, sub.SubmissionID)
+				ok, err := CancelSubmission(ctx, rt, key.Class, key.Name, sub.SubmissionID)
 				if err != nil {
-					return false, fmt.Errorf("think: prompt %q: cancel submission %s of agent %s: %w", name, sub.SubmissionID, key, err)
+					return false, fmt.Errorf("think: prompt %q: %w", name, err)
 				}
-				var ok bool
-				err = json.Unmarshal(raw, &ok)
-				return ok, err
+				return ok, nil
 			})
 			if err != nil {
 				return zero, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"agentflow/agent"
 	"agentflow/internal/ids"
 	"agentflow/model"
 	"agentflow/store"
@@ -157,6 +158,25 @@ func (a *Agent[S]) CancelSubmission(ctx context.Context, id string) (bool, error
 		return false, err
 	}
 	return !prev.Finished(), nil
+}
+
+// CancelSubmission cancels submission id of the Think agent class/name
+// wherever in rt's cluster the agent is live, as Agent.CancelSubmission
+// does there: a pending submission never runs, a running one has its turn
+// cancelled. It is a named call routed to the agent's node (or activating
+// the agent here when it is live nowhere), so it works from any node, and
+// from code, such as an operator API, that holds no reference to the
+// agent. It reports whether the submission was unfinished.
+func CancelSubmission(ctx context.Context, rt *agent.Runtime, class, name, id string) (bool, error) {
+	raw, err := rt.Ref(class, name).Call(ctx, cancelPromptMethod, id)
+	if err != nil {
+		return false, fmt.Errorf("think: cancel submission %s of agent %s/%s: %w", id, class, name, err)
+	}
+	var unfinished bool
+	if err := json.Unmarshal(raw, &unfinished); err != nil {
+		return false, fmt.Errorf("think: cancel submission %s of agent %s/%s: the agent's answer: %w", id, class, name, err)
+	}
+	return unfinished, nil
 }
 
 // DeleteSubmissions removes finished submissions (all of them when no id

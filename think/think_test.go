@@ -222,6 +222,27 @@ func TestSubmissionsRunInOrderAndCancel(t *testing.T) {
 	}
 }
 
+// TestCancelSubmissionByName: think.CancelSubmission reaches a running
+// turn by the agent's name alone, as an operator API does through it.
+func TestCancelSubmissionByName(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, scripted.New(scripted.Stall()), nil)
+	r := with(t, e, "h9", func(ctx context.Context, h *Helper) (think.SubmitResult, error) {
+		return h.SubmitMessages(ctx, user("hang"), think.SubmitOptions{})
+	})
+	waitStatus(t, e, "h9", r.Submission.ID, store.SubmissionRunning)
+	for _, want := range []bool{true, false} { // running, then finished
+		got, err := think.CancelSubmission(t.Context(), e.rt, "Helper", "h9", r.Submission.ID)
+		if err != nil || got != want {
+			t.Fatalf("CancelSubmission = %v, %v; want %v", got, err, want)
+		}
+		waitStatus(t, e, "h9", r.Submission.ID, store.SubmissionAborted)
+	}
+	if _, err := think.CancelSubmission(t.Context(), e.rt, "Helper", "h9", "sub_nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("cancel of an unknown submission: %v, want store.ErrNotFound", err)
+	}
+}
+
 func TestTurnErrorsAndInvalidCalls(t *testing.T) {
 	t.Parallel()
 	m := scripted.New(

@@ -219,7 +219,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		// The Assistant's chat page: static files only, its data comes
 		// from the agent (with ?token= when there is one).
 		mux.Handle("/chat/", http.StripPrefix("/chat", web.Handler()))
-		mux.Handle("/", withMetrics(admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger}), prom.Handler, token))
+		// A running Think turn lives in a runtime's memory: the API cancels
+		// it through a named call to the agent, wherever it is live.
+		cancelRunning := func(ctx context.Context, k store.AgentKey, id string) error {
+			_, err := think.CancelSubmission(ctx, rt, k.Class, k.Name, id)
+			return err
+		}
+		mux.Handle("/", withMetrics(admin.NewHandler(admin.Options{Store: st, Token: token, Logger: logger, CancelRunning: cancelRunning}), prom.Handler, token))
 		srv, err := httpserver.New(httpserver.Options{
 			Handler:  mux,
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
