@@ -185,7 +185,11 @@ func chatTurn(t *testing.T) (*env, *httptest.Server, *chatClient, *chatClient, [
 	// The other client sees the new message at once.
 	// (The turn may start streaming before this frame is sent: what b
 	// read up to it counts.)
-	early := b.until("the new user message", isType("cf_agent_chat_messages"))
+	// (A snapshot still empty may come first: a's connect, handled
+	// after b connected, sends the conversation to the others too.)
+	early := b.until("the new user message", func(f chatFrame) bool {
+		return f.Type == "cf_agent_chat_messages" && len(f.Messages) > 0
+	})
 	if m := early[len(early)-1].Messages; len(m) != 1 || m[0].ID != "u1" {
 		t.Fatalf("after the request, client b got %s", early[len(early)-1].raw)
 	}

@@ -157,6 +157,20 @@ func (a *Agent[S]) CancelSubmission(ctx context.Context, id string) (bool, error
 	if err != nil {
 		return false, err
 	}
+	if prev == store.SubmissionRunning {
+		// The runner has started it but its turn has not registered yet
+		// (or has just done so): leave word for the turn.
+		a.mu.Lock()
+		if cancel := a.cancels[id]; cancel != nil {
+			cancel()
+		} else {
+			if a.cancelled == nil {
+				a.cancelled = map[string]bool{}
+			}
+			a.cancelled[id] = true
+		}
+		a.mu.Unlock()
+	}
 	return !prev.Finished(), nil
 }
 

@@ -150,6 +150,10 @@ type Agent[S any] struct {
 	mu      sync.Mutex
 	running bool                          // the runner goroutine is live
 	cancels map[string]context.CancelFunc // the running submission's, by id
+	// cancelled holds cancels that came after the runner marked a
+	// submission running in the store but before its turn registered in
+	// cancels; the turn, registering, finds its id here and stops at once.
+	cancelled map[string]bool
 
 	chat chatHub // the chat protocol's streaming state (chat.go)
 }

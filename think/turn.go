@@ -110,6 +110,10 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		a.cancels = map[string]context.CancelFunc{}
 	}
 	a.cancels[s.ID] = func() { cancel(errCancelled) }
+	if a.cancelled[s.ID] {
+		delete(a.cancelled, s.ID)
+		cancel(errCancelled)
+	}
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()

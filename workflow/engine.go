@@ -117,6 +117,10 @@ type Engine struct {
 	ctx      context.Context // executions run under it; cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // executions
+	// launchMu orders launches against Stop: a launch checks stopping and
+	// adds to wg under it, so that Stop, having set stopping, can pass it
+	// once and then wait for wg with no Add racing the Wait.
+	launchMu sync.Mutex
 	loops    sync.WaitGroup // background loops
 	nodeMu   sync.Mutex
 	node     store.Node
@@ -288,6 +292,9 @@ func (e *Engine) Stop(ctx context.Context) error {
 		return nil
 	}
 	close(e.quit)
+	// Every launch from here on sees stopping and starts nothing.
+	e.launchMu.Lock()
+	e.launchMu.Unlock()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	select {
@@ -363,6 +370,14 @@ func (e *Engine) freeSlots() int { return cap(e.slots) - len(e.slots) }
 
 // launch executes a claimed instance in the background; the caller holds a slot.
 func (e *Engine) launch(inst *store.Instance, fresh bool) {
+	e.launchMu.Lock()
+	defer e.launchMu.Unlock()
+	if e.stopping.Load() {
+		// Claimed as Stop began: it stays this node's until Stop's
+		// RemoveNode releases it for another engine.
+		<-e.slots
+		return
+	}
 	e.wg.Add(1)
 	go func() {
 		defer func() {
