@@ -107,8 +107,13 @@ func TestDevServesWithToken(t *testing.T) {
 			t.Fatalf("dev printed no agents address\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 		}
 	}
-	if want := "agents: clients must send the token (--token or AGENTFLOW_TOKEN)"; !strings.Contains(stdout.String(), want) {
-		t.Errorf("output lacks %q:\n%s", want, stdout.String())
+	// dev prints the token's line a moment after the addresses.
+	want := "agents: clients must send the token (--token or AGENTFLOW_TOKEN)"
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stdout.String(), want); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+			break
+		}
 	}
 
 	for _, tc := range []struct {
