@@ -19,7 +19,7 @@ func (c *cli) agentsCommand() *cobra.Command {
 	c.clientFlags(cmd)
 
 	var f admin.AgentFilter
-	var watch bool
+	var watching bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List agent instances, by class then name",
@@ -29,10 +29,9 @@ func (c *cli) agentsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.watch(cmd.Context(), watch, func(ctx context.Context) (any, error) {
+			return display(cmd.Context(), c, watching, func(ctx context.Context) (*admin.AgentPage, error) {
 				return cl.ListAgents(ctx, f)
-			}, func(v any, w io.Writer) {
-				page := v.(*admin.AgentPage)
+			}, func(w io.Writer, page *admin.AgentPage) {
 				if len(page.Agents) == 0 {
 					fmt.Fprintln(w, "no agents")
 					return
@@ -43,16 +42,12 @@ func (c *cli) agentsCommand() *cobra.Command {
 					fmt.Fprintf(tw, "%s/%s\t%s\t%d B\t%s\t%s\n", a.Class, a.Name, orDash(a.Owner), a.StateBytes, when(a.CreatedAt), when(a.UpdatedAt))
 				}
 				tw.Flush()
-				if page.NextPageToken != "" {
-					fmt.Fprintf(w, "\nmore: --page-token %s\n", page.NextPageToken)
-				}
+				drawMore(w, page.NextPageToken)
 			})
 		},
 	}
 	list.Flags().StringVar(&f.Class, "class", "", "only the agents of this class")
-	list.Flags().IntVar(&f.Limit, "limit", 0, "page size, 1 to 100 (default 100)")
-	list.Flags().StringVar(&f.PageToken, "page-token", "", "the page after the one that printed this token")
-	list.Flags().BoolVar(&watch, "watch", false, "re-draw when the list changes (polls every second)")
+	pageFlags(list, &f.Limit, &f.PageToken, &watching)
 
 	var watchOne bool
 	describe := &cobra.Command{
@@ -64,9 +59,9 @@ func (c *cli) agentsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.watch(cmd.Context(), watchOne, func(ctx context.Context) (any, error) {
+			return display(cmd.Context(), c, watchOne, func(ctx context.Context) (*admin.AgentDescription, error) {
 				return cl.DescribeAgent(ctx, class, name)
-			}, func(v any, w io.Writer) { drawAgent(w, v.(*admin.AgentDescription)) })
+			}, drawAgent)
 		},
 	}
 	describe.Flags().BoolVar(&watchOne, "watch", false, "re-draw when the agent changes (polls every second)")
@@ -268,7 +263,7 @@ func (c *cli) outboxCommand() *cobra.Command {
 	}
 	c.clientFlags(cmd)
 	var f admin.OutboxFilter
-	var watch bool
+	var watching bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List outbox rows, newest first",
@@ -278,16 +273,14 @@ func (c *cli) outboxCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.watch(cmd.Context(), watch, func(ctx context.Context) (any, error) {
+			return display(cmd.Context(), c, watching, func(ctx context.Context) (*admin.OutboxPage, error) {
 				return cl.ListOutbox(ctx, f)
-			}, func(v any, w io.Writer) { drawOutbox(w, v.(*admin.OutboxPage)) })
+			}, drawOutbox)
 		},
 	}
 	list.Flags().StringVar(&f.Agent, "agent", "", "only this agent class, or CLASS/NAME")
 	list.Flags().BoolVar(&f.Undelivered, "undelivered", false, "only rows not yet delivered")
-	list.Flags().IntVar(&f.Limit, "limit", 0, "page size, 1 to 100 (default 100)")
-	list.Flags().StringVar(&f.PageToken, "page-token", "", "the page after the one that printed this token")
-	list.Flags().BoolVar(&watch, "watch", false, "re-draw when the list changes (polls every second)")
+	pageFlags(list, &f.Limit, &f.PageToken, &watching)
 	cmd.AddCommand(list)
 	return cmd
 }
@@ -308,9 +301,7 @@ func drawOutbox(w io.Writer, page *admin.OutboxPage) {
 			o.EventType, state, o.Attempts, when(o.CreatedAt), orDash(o.LastError))
 	}
 	tw.Flush()
-	if page.NextPageToken != "" {
-		fmt.Fprintf(w, "\nmore: --page-token %s\n", page.NextPageToken)
-	}
+	drawMore(w, page.NextPageToken)
 }
 
 // outboxState says where an outbox row is: pending, delivered (when) or failed.

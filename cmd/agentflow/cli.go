@@ -104,9 +104,9 @@ func (c *cli) show(v any, draw func(w io.Writer)) error {
 	return err
 }
 
-// watch calls fetch and prints its answer once or, with --watch, again
+// display calls fetch and prints its answer once or, with --watch, again
 // each time it changes (polled every second) until ctx is done.
-func (c *cli) watch(ctx context.Context, watching bool, fetch func(ctx context.Context) (any, error), draw func(v any, w io.Writer)) error {
+func display[T any](ctx context.Context, c *cli, watching bool, fetch func(ctx context.Context) (T, error), draw func(w io.Writer, v T)) error {
 	var last []byte
 	every := c.pollEvery
 	if every == 0 {
@@ -130,7 +130,7 @@ func (c *cli) watch(ctx context.Context, watching bool, fetch func(ctx context.C
 					fmt.Fprintf(c.stdout, "--- %s\n", time.Now().Format(time.TimeOnly))
 				}
 			}
-			if err := c.show(v, func(w io.Writer) { draw(v, w) }); err != nil {
+			if err := c.show(v, func(w io.Writer) { draw(w, v) }); err != nil {
 				return err
 			}
 		}
@@ -155,6 +155,21 @@ func isTerminal(w io.Writer) bool {
 }
 
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+// pageFlags adds a paged list's --limit, --page-token and --watch.
+func pageFlags(cmd *cobra.Command, limit *int, token *string, watching *bool) {
+	fl := cmd.Flags()
+	fl.IntVar(limit, "limit", 0, "page size, 1 to 100 (default 100)")
+	fl.StringVar(token, "page-token", "", "the page after the one that printed this token")
+	fl.BoolVar(watching, "watch", false, "re-draw when the list changes (polls every second; Ctrl-C to stop)")
+}
+
+// drawMore tells how to get the page after this one, if there is one.
+func drawMore(w io.Writer, token string) {
+	if token != "" {
+		fmt.Fprintf(w, "\nmore: --page-token %s\n", token)
+	}
+}
 
 // ago formats a time for a table: local clock time, with the date when it
 // is not today.

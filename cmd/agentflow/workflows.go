@@ -53,7 +53,7 @@ func (c *cli) workflowsList() *cobra.Command {
 	var (
 		f                                              admin.WorkflowFilter
 		createdFrom, createdTo, updatedFrom, updatedTo string
-		watch                                          bool
+		watching                                       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -78,7 +78,7 @@ func (c *cli) workflowsList() *cobra.Command {
 				Counts *admin.WorkflowCounts `json:"counts"`
 				Page   *admin.WorkflowPage   `json:"page"`
 			}
-			return c.watch(cmd.Context(), watch, func(ctx context.Context) (any, error) {
+			return display(cmd.Context(), c, watching, func(ctx context.Context) (any, error) {
 				page, err := cl.ListWorkflows(ctx, f)
 				if err != nil {
 					return nil, err
@@ -88,8 +88,8 @@ func (c *cli) workflowsList() *cobra.Command {
 				}
 				counts, err := cl.CountWorkflows(ctx, f)
 				return listing{counts, page}, err
-			}, func(v any, w io.Writer) {
-				l := v.(listing)
+			}, func(w io.Writer, v any) {
+				l := v.(listing) // drawn only without --json
 				drawCounts(w, l.Counts)
 				drawWorkflows(w, l.Page)
 			})
@@ -104,9 +104,7 @@ func (c *cli) workflowsList() *cobra.Command {
 	fl.StringVar(&createdTo, "created-to", "", "created before (RFC 3339)")
 	fl.StringVar(&updatedFrom, "updated-from", "", "changed at or after (RFC 3339)")
 	fl.StringVar(&updatedTo, "updated-to", "", "changed before (RFC 3339)")
-	fl.IntVar(&f.Limit, "limit", 0, "page size, 1 to 100 (default 100)")
-	fl.StringVar(&f.PageToken, "page-token", "", "the page after the one that printed this token")
-	fl.BoolVar(&watch, "watch", false, "re-draw when the list changes (polls every second; Ctrl-C to stop)")
+	pageFlags(cmd, &f.Limit, &f.PageToken, &watching)
 	return cmd
 }
 
@@ -139,13 +137,11 @@ func drawWorkflows(w io.Writer, page *admin.WorkflowPage) {
 			when(x.CreatedAt), when(x.UpdatedAt), errText)
 	}
 	tw.Flush()
-	if page.NextPageToken != "" {
-		fmt.Fprintf(w, "\nmore: --page-token %s\n", page.NextPageToken)
-	}
+	drawMore(w, page.NextPageToken)
 }
 
 func (c *cli) workflowsDescribe() *cobra.Command {
-	var watch bool
+	var watching bool
 	cmd := &cobra.Command{
 		Use:   "describe ID",
 		Short: "Show an instance: its params, output or error, step timeline and events",
@@ -155,12 +151,12 @@ func (c *cli) workflowsDescribe() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.watch(cmd.Context(), watch, func(ctx context.Context) (any, error) {
+			return display(cmd.Context(), c, watching, func(ctx context.Context) (*admin.WorkflowDescription, error) {
 				return cl.DescribeWorkflow(ctx, a[0])
-			}, func(v any, w io.Writer) { drawDescription(w, v.(*admin.WorkflowDescription), time.Now()) })
+			}, func(w io.Writer, d *admin.WorkflowDescription) { drawDescription(w, d, time.Now()) })
 		},
 	}
-	cmd.Flags().BoolVar(&watch, "watch", false, "re-draw when the instance changes (polls every second; Ctrl-C to stop)")
+	cmd.Flags().BoolVar(&watching, "watch", false, "re-draw when the instance changes (polls every second; Ctrl-C to stop)")
 	return cmd
 }
 
