@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -90,16 +88,5 @@ func (r *runner) timerBurst(ctx context.Context) (_ []Result, err error) {
 		}
 	}
 	col.mu.Unlock()
-	if len(lat) != cfg.Burst {
-		return nil, fmt.Errorf("recorded lateness for %d instances, want %d", len(lat), cfg.Burst)
-	}
-	slices.Sort(lat)
-	if lat[0] < 0 {
-		return nil, fmt.Errorf("a step after a sleep started %.3f ms before the sleep's end", -lat[0])
-	}
-	return []Result{
-		metric("lateness_p50_ms", percentileSorted(lat, 50), "ms"),
-		metric("lateness_p99_ms", percentileSorted(lat, 99), "ms"),
-		metric("lateness_max_ms", lat[len(lat)-1], "ms"),
-	}, nil
+	return latenessResults(lat, cfg.Burst, "a step after a sleep started %.3f ms before the sleep's end")
 }

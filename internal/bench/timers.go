@@ -93,12 +93,19 @@ func (r *runner) timers(ctx context.Context) (_ []Result, err error) {
 		lat = append(lat, v)
 	}
 	col.mu.Unlock()
-	if len(lat) != cfg.Timers {
-		return nil, fmt.Errorf("recorded lateness for %d instances, want %d", len(lat), cfg.Timers)
+	return latenessResults(lat, cfg.Timers, "a sleep returned %.3f ms before its time")
+}
+
+// latenessResults checks that every one of want timers recorded its
+// lateness and none fired early (early formats how early, in ms), and
+// returns their percentiles.
+func latenessResults(lat []float64, want int, early string) ([]Result, error) {
+	if len(lat) != want {
+		return nil, fmt.Errorf("recorded lateness for %d instances, want %d", len(lat), want)
 	}
 	slices.Sort(lat)
 	if lat[0] < 0 {
-		return nil, fmt.Errorf("a sleep returned %.3f ms before its time", -lat[0])
+		return nil, fmt.Errorf(early, -lat[0])
 	}
 	return []Result{
 		metric("lateness_p50_ms", percentileSorted(lat, 50), "ms"),
