@@ -211,26 +211,9 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{envConfig: cfg, envToken: "tok"}
-	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int)
-	go func() { done <- runWith(ctx, []string{"serve"}, getenv, &stdout, &stderr) }()
-	var base string
-	for base == "" {
-		if _, rest, ok := strings.Cut(stdout.String(), "dashboard: "); ok {
-			base = strings.TrimSuffix(strings.TrimSpace(strings.SplitN(rest, "\n", 2)[0]), "/")
-			break
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d: %s", code, stderr.String())
-		case <-ctx.Done():
-			t.Fatalf("serve printed no address: %s", stdout.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	base, done, stderr := startServe(ctx, t, nil, func(k string) string { return env[k] })
 	// /metrics, behind the token: the instances by status, from the store.
 	for _, tc := range []struct {
 		token string
@@ -261,5 +244,28 @@ func TestServe(t *testing.T) {
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("serve ended with exit %d: %s", code, stderr.String())
+	}
+}
+
+// startServe runs `agentflow serve` with args and getenv until ctx is done
+// and returns its dashboard's base URL once it prints it, the channel its
+// exit code arrives on, and its stderr.
+func startServe(ctx context.Context, t *testing.T, args []string, getenv func(string) string) (base string, done <-chan int, stderr *syncBuffer) {
+	t.Helper()
+	var stdout syncBuffer
+	stderr = &syncBuffer{}
+	exit := make(chan int, 1)
+	go func() { exit <- runWith(ctx, append([]string{"serve"}, args...), getenv, &stdout, stderr) }()
+	for {
+		if _, rest, ok := strings.Cut(stdout.String(), "dashboard: "); ok {
+			return strings.TrimSuffix(strings.TrimSpace(strings.SplitN(rest, "\n", 2)[0]), "/"), exit, stderr
+		}
+		select {
+		case code := <-exit:
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		case <-ctx.Done():
+			t.Fatalf("serve printed no address: %s", stdout.String())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
