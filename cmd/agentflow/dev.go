@@ -100,6 +100,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer prom.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // nothing to flush
+	// Traces go to an OTLP collector when the standard variables name one.
+	traces, err := newTraceExport(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer stopWithin(ctx, logger, "the trace exporter", traces.Shutdown)
 	st, where, err := openDevStore(ctx, *dbPath, *pgDSN, prom.MeterProvider)
 	if err != nil {
 		return err
@@ -119,7 +125,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return nil
 		},
 	}
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks, MeterProvider: prom.MeterProvider})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks,
+		TracerProvider: traces.tracerProvider(), MeterProvider: prom.MeterProvider})
 	if err != nil {
 		return err
 	}
@@ -128,7 +135,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	// The flights example's other service: in production a process of its
 	// own (examples/flights/cmd/email-workflows) sharing the store.
 	emails, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Hooks: hooks, Service: email.Service,
-		MeterProvider: prom.MeterProvider})
+		TracerProvider: traces.tracerProvider(), MeterProvider: prom.MeterProvider})
 	if err != nil {
 		return err
 	}
@@ -198,6 +205,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer stopWithin(ctx, logger, "the agent runtime", rt.Stop)
 	p.printf("agentflow dev: engine %s on %s; engine %s of service %q on the same store", eng.NodeID(), where, emails.NodeID(), email.Service)
+	if traces.Endpoint != "" {
+		p.printf("traces: sent to %s (OTLP over HTTP)", traces.Endpoint)
+	}
 	if ro.AdvertiseURL != "" {
 		p.printf("cluster: this node's agents are reached at %s; requests for agents live on other nodes are sent there", ro.AdvertiseURL)
 	}

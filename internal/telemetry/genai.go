@@ -66,7 +66,8 @@ func (t *T) EndTurn(ctx context.Context, span trace.Span, class, status string, 
 	}
 }
 
-// StartChat starts the span of one model call ("chat <model>").
+// StartChat starts the span of one model call ("chat <model>", or "chat"
+// when the model is not named).
 func (t *T) StartChat(ctx context.Context, provider, model string) (context.Context, trace.Span, time.Time) {
 	var start time.Time
 	if t.Metrics() {
@@ -75,7 +76,11 @@ func (t *T) StartChat(ctx context.Context, provider, model string) (context.Cont
 	if !t.Tracing() {
 		return ctx, nil, start
 	}
-	ctx, span := t.tracer.Start(ctx, "chat "+model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+	name := "chat" // with no model named, the operation alone, as the GenAI conventions say
+	if model != "" {
+		name += " " + model
+	}
+	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
 		KeyGenAIOperation.String("chat"), KeyGenAIProvider.String(provider), KeyGenAISystem.String(provider),
 		KeyGenAIRequestModel.String(model)))
 	return ctx, span, start
