@@ -107,6 +107,28 @@ const clearWait = 10 * time.Second
 type chatMeta struct {
 	RequestID  string   `json:"requestId"`
 	MessageIDs []string `json:"messageIds,omitempty"`
+	// ClientTools are the tools the client declared (the request body's
+	// clientTools): offered to the model in this turn, run by the client.
+	ClientTools []clientTool `json:"clientTools,omitempty"`
+	// Continuation: the submission answers waiting tool calls (a client
+	// tool's result, an approval) and its turn continues the assistant
+	// message before it.
+	Continuation bool `json:"continuation,omitempty"`
+	// StoreOnly: the submission stores its answer and runs approved tools
+	// but does not call the model (a result or an approval sent without
+	// autoContinue, or while other calls of its step still wait).
+	StoreOnly bool `json:"storeOnly,omitempty"`
+	// Approved are the waiting calls this submission approved: the turn
+	// runs them first.
+	Approved []string `json:"approved,omitempty"`
+}
+
+// clientTool is a tool a chat client declared: useAgentChat's tools with
+// an execute function, as extractClientToolSchemas sends them.
+type clientTool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
 }
 
 // chatMetaOf returns the chat request a submission came from, or nil.
@@ -150,6 +172,7 @@ type responseFrame struct {
 	Seq            *int     `json:"seq,omitempty"`
 	MessageIDs     []string `json:"messageIds,omitempty"`
 	Outcome        string   `json:"outcome,omitempty"`
+	Continuation   bool     `json:"continuation,omitempty"`
 }
 
 func encode(v any) []byte {
@@ -169,7 +192,7 @@ func send(c *agent.Conn, frame []byte) { _ = c.Send(frame) }
 // chatSend streams chunks of the running turn cs to every client but those
 // that have not acked its resume yet.
 func (a *Agent[S]) chatSend(cs *chatStream, chunks []chunk) {
-	if len(chunks) == 0 {
+	if len(chunks) == 0 || cs.silent {
 		return
 	}
 	h := &a.chat
@@ -178,7 +201,7 @@ func (a *Agent[S]) chatSend(cs *chatStream, chunks []chunk) {
 	except := h.pendingConns()
 	for _, c := range chunks {
 		seq, b := cs.add(c)
-		frame := responseFrame{ID: cs.requestID, Body: string(b), Seq: &seq}
+		frame := responseFrame{ID: cs.requestID, Body: string(b), Seq: &seq, Continuation: cs.continuation}
 		if err := a.Broadcast(frame.bytes(), except...); err != nil {
 			a.Logger().Warn("broadcasting a chat chunk failed", "err", err)
 		}
@@ -207,6 +230,9 @@ func (a *Agent[S]) chatCutOff(s *store.Submission) {
 // chatBegin makes cs the running turn's stream and tells the clients that
 // probed while it was queued.
 func (a *Agent[S]) chatBegin(cs *chatStream) {
+	if cs.silent {
+		return
+	}
 	h := &a.chat
 	h.mu.Lock()
 	h.cur, h.cutOff = cs, ""
@@ -222,8 +248,12 @@ func (a *Agent[S]) chatBegin(cs *chatStream) {
 // chatEnd ends the running turn's stream: its last chunks and the
 // terminal frame to every client, then the conversation.
 func (a *Agent[S]) chatEnd(ctx context.Context, cs *chatStream, status store.SubmissionStatus, errMsg string) {
+	if cs.silent {
+		a.broadcastChatMessages(ctx)
+		return
+	}
 	a.chatSend(cs, cs.finish(status, cs.reason))
-	end := responseFrame{ID: cs.requestID, Done: true, MessageIDs: cs.messageIDs, Outcome: outcome(status)}
+	end := responseFrame{ID: cs.requestID, Done: true, MessageIDs: cs.messageIDs, Outcome: outcome(status), Continuation: cs.continuation}
 	if status == store.SubmissionError {
 		end.Error, end.Body = true, errMsg
 	}
@@ -291,13 +321,13 @@ func (a *Agent[S]) resumeAck(ctx context.Context, c *agent.Conn, id string) {
 	replay := func(cs *chatStream) {
 		for i, b := range cs.bodies {
 			seq := i
-			send(c, responseFrame{ID: id, Body: string(b), Replay: true, Seq: &seq}.bytes())
+			send(c, responseFrame{ID: id, Body: string(b), Replay: true, Seq: &seq, Continuation: cs.continuation}.bytes())
 		}
 	}
 	switch {
 	case h.cur != nil && h.cur.requestID == id:
 		replay(h.cur)
-		send(c, responseFrame{ID: id, Replay: true, ReplayComplete: true}.bytes())
+		send(c, responseFrame{ID: id, Replay: true, ReplayComplete: true, Continuation: h.cur.continuation}.bytes())
 	case h.last != nil && h.last.requestID == id:
 		replay(h.last)
 		send(c, h.lastEnd)
@@ -443,6 +473,14 @@ type chatFrame struct {
 	Messages   json.RawMessage `json:"messages"`
 	ProbeID    json.RawMessage `json:"probeId"`
 	ToolCallID json.RawMessage `json:"toolCallId"`
+	// cf_agent_tool_result and cf_agent_tool_approval
+	ToolName     json.RawMessage `json:"toolName"`
+	Output       json.RawMessage `json:"output"`
+	State        json.RawMessage `json:"state"`
+	ErrorText    json.RawMessage `json:"errorText"`
+	AutoContinue json.RawMessage `json:"autoContinue"`
+	ClientTools  json.RawMessage `json:"clientTools"`
+	Approved     json.RawMessage `json:"approved"`
 }
 
 // HandleChatMessage handles msg if it is a chat protocol frame and reports
@@ -490,11 +528,10 @@ func (a *Agent[S]) HandleChatMessage(ctx context.Context, c *agent.Conn, msg []b
 		if id, err = str(f.ID, "id", true); err == nil {
 			a.resumeAck(ctx, c, id)
 		}
-	case frameToolResult, frameToolApproval:
-		var id string
-		if id, err = str(f.ToolCallID, "toolCallId", true); err == nil {
-			err = a.clientToolFrame(ctx, f.Type, id)
-		}
+	case frameToolResult:
+		err = a.toolResult(ctx, c, &f)
+	case frameToolApproval:
+		err = a.toolApproval(ctx, c, &f)
 	default:
 		return false
 	}
@@ -525,15 +562,22 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 		return
 	}
 	var body struct {
-		Messages []UIMessage `json:"messages"`
-		Trigger  string      `json:"trigger"`
+		Messages    []UIMessage     `json:"messages"`
+		Trigger     string          `json:"trigger"`
+		ClientTools json.RawMessage `json:"clientTools"`
 	}
 	if err := json.Unmarshal([]byte(*init.Body), &body); err != nil {
 		fail("the body is not a JSON object with a messages array: %v", err)
 		return
 	}
 	if body.Trigger != "" && body.Trigger != "submit-message" {
-		fail("trigger %q is not supported: this server takes new user messages (submit-message) only", body.Trigger)
+		fail("trigger %q is not supported: this server takes new user messages (submit-message) only; "+
+			"the conversation is an append-only record of applied submissions, so an answer is not dropped and run again", body.Trigger)
+		return
+	}
+	clientTools, err := a.parseClientTools(body.ClientTools, "the body")
+	if err != nil {
+		fail("%v", err)
 		return
 	}
 	sid := chatSubmissionPrefix + id
@@ -577,7 +621,7 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 		return
 	}
 	stored := make([]storedMessage, len(news))
-	meta := chatMeta{RequestID: id}
+	meta := chatMeta{RequestID: id, ClientTools: clientTools}
 	for i, m := range news {
 		if stored[i], err = fromUI(m); err != nil {
 			fail("%v", err)
@@ -722,21 +766,3 @@ func (a *Agent[S]) chatMessagesFromClient(ctx context.Context, raw json.RawMessa
 	return nil
 }
 
-// clientToolFrame refuses a client tool result or approval: Think tools
-// run on the server, without approval. A call the conversation does not
-// have is named as such.
-func (a *Agent[S]) clientToolFrame(ctx context.Context, typ, callID string) error {
-	conv, err := a.Conversation(ctx)
-	if err != nil {
-		return err
-	}
-	for _, m := range conv {
-		for _, c := range m.ToolCalls {
-			if c.ID == callID {
-				return fmt.Errorf("%s frame: tool call %q (%s) is run by the server; this agent has no client tools or approvals",
-					typ, callID, c.Name)
-			}
-		}
-	}
-	return fmt.Errorf("%s frame: there is no tool call %q in the conversation", typ, callID)
-}

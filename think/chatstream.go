@@ -21,6 +21,7 @@ type chunk struct {
 	Input          json.RawMessage `json:"input,omitempty"`
 	Output         json.RawMessage `json:"output,omitempty"`
 	ErrorText      string          `json:"errorText,omitempty"`
+	ApprovalID     string          `json:"approvalId,omitempty"`
 	FinishReason   string          `json:"finishReason,omitempty"`
 }
 
@@ -33,6 +34,14 @@ type chatStream struct {
 	requestID  string   // the chat request's id, or the submission's
 	messageIDs []string // the ids of the user messages the request sent
 	isFinal    func(name string) bool
+	// continuation: the turn continues the assistant message before it
+	// (after a client tool's result or an approval): its start chunk names
+	// no message and its frames say continuation, as the pinned server's
+	// do, so that clients append to that message.
+	continuation bool
+	// silent: the submission only stores a tool result or an approval
+	// (no autoContinue); nothing is streamed, the snapshot says it all.
+	silent bool
 
 	bodies   [][]byte           // every chunk so far, in order: chunk i has seq i
 	reason   model.FinishReason // the last model call's
@@ -47,6 +56,7 @@ func newChatStream(s *store.Submission) *chatStream {
 	cs := &chatStream{requestID: s.ID, isFinal: func(string) bool { return false }}
 	if meta := chatMetaOf(s); meta != nil {
 		cs.requestID, cs.messageIDs = meta.RequestID, meta.MessageIDs
+		cs.continuation, cs.silent = meta.Continuation, meta.StoreOnly
 	}
 	return cs
 }
@@ -60,6 +70,9 @@ func (cs *chatStream) add(c chunk) (int, []byte) {
 
 // start is the turn's first chunk.
 func (cs *chatStream) start(submissionID string) []chunk {
+	if cs.continuation {
+		return []chunk{{Type: "start"}}
+	}
 	return []chunk{{Type: "start", MessageID: assistantUIID(submissionID)}}
 }
 
@@ -158,6 +171,16 @@ func (cs *chatStream) result(m model.Message) []chunk {
 		return []chunk{{Type: "tool-output-error", ToolCallID: m.ToolCallID, ErrorText: m.Content}}
 	}
 	return []chunk{{Type: "tool-output-available", ToolCallID: m.ToolCallID, Output: toolOutput(m.Content)}}
+}
+
+// approvalRequest is the chunk of a call that waits for approval.
+func (cs *chatStream) approvalRequest(callID string) []chunk {
+	return []chunk{{Type: "tool-approval-request", ApprovalID: approvalID(callID), ToolCallID: callID}}
+}
+
+// denied is the chunk of a call whose approval was denied.
+func (cs *chatStream) denied(callID string) []chunk {
+	return []chunk{{Type: "tool-output-denied", ToolCallID: callID}}
 }
 
 // endStep ends the model call step.
