@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,8 +38,16 @@ func talkerModel() *scripted.Model {
 	return scripted.New(scripted.Turn{Respond: func(req model.Request) scripted.Turn {
 		last := req.Messages[len(req.Messages)-1]
 		switch {
+		case last.Role == model.RoleTool && last.ToolName == "pick_color":
+			return scripted.Say("You picked " + last.Content)
+		case last.Role == model.RoleTool && last.ToolName == "delete_file":
+			return scripted.Say("Done: " + last.Content)
 		case last.Role == model.RoleTool:
 			return scripted.Say("It is sunny in Oslo.")
+		case strings.Contains(last.Content, "color"):
+			return scripted.Call("pick_color", `{"hint":"sky"}`)
+		case strings.Contains(last.Content, "delete"):
+			return scripted.Call("delete_file", `{"path":"a.txt"}`)
 		case strings.Contains(strings.ToLower(last.Content), "wait"):
 			return scripted.Turn{Text: "Waiting.", Calls: []model.ToolCall{{Name: "wait", Arguments: json.RawMessage(`{}`)}}}
 		}
@@ -50,7 +59,9 @@ func talkerModel() *scripted.Model {
 // useAgent) of the pinned packages in Node against a real runtime on
 // loopback: a message answered with a streamed text and a tool call, two
 // clients seeing one conversation live, the history after reconnecting,
-// and a client that connects mid-turn resuming it and cancelling it.
+// a client that connects mid-turn resuming it and cancelling it, a client
+// tool answered by onToolCall's addToolOutput, and an approval given with
+// addToolApprovalResponse, each continuing the turn.
 //
 // It needs Node and npm, and installs the pinned packages with `npm ci`
 // when chatclient/node_modules is missing. Without Node it is skipped,
@@ -67,11 +78,18 @@ func TestChatClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	del, err := think.NewTool("delete_file", "Deletes a file", func(ctx context.Context, a deleteArgs) (string, error) {
+		return "deleted " + a.Path, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	del.NeedsApproval = true
 	var rt *agent.Runtime
 	newEnvWith(t, envOptions{model: scripted.New(), setup: func(_ *workflow.Engine, r *agent.Runtime) {
 		rt = r
 		think.MustRegister[Talker](r, "Talker", think.Options{Model: talkerModel(), System: "You help.",
-			Tools: []think.Tool{weatherTool(t), wait}})
+			Tools: []think.Tool{weatherTool(t), wait, del}})
 	}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,8 +130,10 @@ func TestChatClient(t *testing.T) {
 		}
 		got = append(got, s.Status)
 	}
-	want := []store.SubmissionStatus{store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionAborted}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	// The client tool's result and the approval are submissions too.
+	want := []store.SubmissionStatus{store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionAborted,
+		store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted}
+	if !slices.Equal(got, want) {
 		t.Errorf("the ledger's statuses = %v, want %v", got, want)
 	}
 }

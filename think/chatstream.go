@@ -178,11 +178,6 @@ func (cs *chatStream) approvalRequest(callID string) []chunk {
 	return []chunk{{Type: "tool-approval-request", ApprovalID: approvalID(callID), ToolCallID: callID}}
 }
 
-// denied is the chunk of a call whose approval was denied.
-func (cs *chatStream) denied(callID string) []chunk {
-	return []chunk{{Type: "tool-output-denied", ToolCallID: callID}}
-}
-
 // endStep ends the model call step.
 func (cs *chatStream) endStep() []chunk {
 	if !cs.stepOpen {

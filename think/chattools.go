@@ -40,6 +40,12 @@ import (
 // of the wrong kind (a result for a call that needs approval, an approval
 // for a client tool's call) is refused with a cf_agent_error frame and
 // changes nothing.
+//
+// A continuation streams what the model does next. The answer itself,
+// and an approved tool's output, reach the clients as snapshots
+// (cf_agent_chat_messages), not as chunks of the continuation: the pinned
+// client applies a resumed stream to a new message unless a tool input
+// is still streaming, so a tool-output chunk there would find no call.
 
 // denialText is the tool result the model sees for a denied approval.
 const denialText = "The user denied this tool call; it was not run."
@@ -313,7 +319,8 @@ func (a *Agent[S]) toolApproval(ctx context.Context, c *agent.Conn, f *chatFrame
 }
 
 // answer stores the answer to a waiting call as a submission and shows
-// the other clients the conversation with it.
+// every client the conversation with it (the one that answered too: an
+// approval's part becomes output-denied there only so).
 func (a *Agent[S]) answer(ctx context.Context, c *agent.Conn, w *waiting, meta chatMeta, msgs []storedMessage) error {
 	if msgs == nil {
 		msgs = []storedMessage{}
@@ -331,6 +338,6 @@ func (a *Agent[S]) answer(ctx context.Context, c *agent.Conn, w *waiting, meta c
 	if !res.Accepted {
 		return fmt.Errorf("tool call %q (%s) is already answered; the first answer stands", w.call.ID, w.call.Name)
 	}
-	a.broadcastChatMessages(ctx, c)
+	a.broadcastChatMessages(ctx)
 	return nil
 }

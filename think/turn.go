@@ -193,16 +193,6 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 	if meta == nil {
 		meta = &chatMeta{}
 	}
-	if meta.Continuation {
-		// A denial the submission applied is the call's outcome.
-		var answers []storedMessage
-		_ = json.Unmarshal(s.Messages, &answers) // stored by toolApproval
-		for _, m := range answers {
-			if m.Denied {
-				a.chatSend(cs, cs.denied(m.ToolCallID))
-			}
-		}
-	}
 	// A chat client's own tools are offered too; their calls wait for
 	// the client's result.
 	clientTools := map[string]bool{}
@@ -214,7 +204,9 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 		offered = append(offered, model.Tool{Name: ct.Name, Description: ct.Description, Parameters: jsonOr(ct.Parameters, `{"type":"object"}`)})
 	}
 	// Calls this submission approved run first, as the step that made
-	// them would have run them.
+	// them would have run them. Their results are shown in a snapshot,
+	// not streamed: the pinned client applies a continuation's stream to
+	// a new message, where a tool output finds no call to attach to.
 	for _, id := range meta.Approved {
 		c, ok := findCall(history, id)
 		if !ok {
@@ -224,8 +216,10 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 		if err := a.appendMessages(keepCtx(ctx), s.ID, []storedMessage{{Message: res}}); err != nil {
 			return nil, usage, err
 		}
-		a.chatSend(cs, cs.result(res))
 		history = append(history, res)
+	}
+	if len(meta.Approved) > 0 {
+		a.broadcastChatMessages(ctx)
 	}
 	if meta.StoreOnly {
 		return plainTurn{}.output("", nil, true), usage, nil
