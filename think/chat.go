@@ -111,8 +111,8 @@ type chatMeta struct {
 	// clientTools): offered to the model in this turn, run by the client.
 	ClientTools []clientTool `json:"clientTools,omitempty"`
 	// Continuation: the submission answers waiting tool calls (a client
-	// tool's result, an approval) and its turn continues the assistant
-	// message before it.
+	// tool's result, an approval) and its turn continues the
+	// conversation (chatStream.continuation).
 	Continuation bool `json:"continuation,omitempty"`
 	// StoreOnly: the submission stores its answer and runs approved tools
 	// but does not call the model (a result or an approval sent without
@@ -153,6 +153,15 @@ type chatHub struct {
 	lastEnd []byte                 // last's terminal frame
 	pending map[*agent.Conn]bool   // told of cur, not acked yet: no live chunks
 	parked  map[*agent.Conn]string // probed while a turn was queued: its probe id
+	// answered holds the clients that answered a waiting call with
+	// autoContinue, by the request id of the continuation: each probes
+	// for it right after (useAgentChat's tool continuation), so it gets
+	// no live chunk of it before its ack, which replays them all; live
+	// ones first would make the pinned client show the answer twice.
+	answered map[*agent.Conn]string
+	// missed holds the clients that were waiting to ack last's stream
+	// when it ended: a probe of theirs is offered it.
+	missed map[*agent.Conn]bool
 	// cutOff is the request of the turn this activation's recovery ended
 	// (a crash or a stop cut it off), until a later turn starts: a client
 	// that probes is offered it, and told on its ack how it ended, so one
@@ -235,14 +244,32 @@ func (a *Agent[S]) chatBegin(cs *chatStream) {
 	}
 	h := &a.chat
 	h.mu.Lock()
-	h.cur, h.cutOff = cs, ""
+	h.cur, h.cutOff, h.missed = cs, "", nil
 	h.pending = map[*agent.Conn]bool{}
 	for c, probe := range h.parked {
 		send(c, encode(resumeFrame{Type: frameResuming, ID: cs.requestID, ProbeID: probe}))
 		h.pending[c] = true
 	}
 	h.parked = nil
+	for c, id := range h.answered {
+		if id == cs.requestID {
+			h.pending[c] = true
+			delete(h.answered, c)
+		}
+	}
 	h.mu.Unlock()
+}
+
+// chatAnswered notes that client c answered a waiting call and will probe
+// for the continuation, request id.
+func (a *Agent[S]) chatAnswered(c *agent.Conn, id string) {
+	h := &a.chat
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.answered == nil {
+		h.answered = map[*agent.Conn]string{}
+	}
+	h.answered[c] = id
 }
 
 // chatEnd ends the running turn's stream: its last chunks and the
@@ -263,7 +290,7 @@ func (a *Agent[S]) chatEnd(ctx context.Context, cs *chatStream, status store.Sub
 	if err := a.Broadcast(end.bytes(), except...); err != nil {
 		a.Logger().Warn("broadcasting a chat turn's end failed", "err", err)
 	}
-	h.cur, h.last, h.pending = nil, cs, nil
+	h.cur, h.last, h.missed, h.pending = nil, cs, h.pending, nil
 	end.Replay = true
 	h.lastEnd = end.bytes()
 	h.mu.Unlock()
@@ -292,6 +319,12 @@ func (a *Agent[S]) resumeRequest(ctx context.Context, c *agent.Conn, probe strin
 	}
 	if h.cutOff != "" {
 		send(c, encode(resumeFrame{Type: frameResuming, ID: h.cutOff, ProbeID: probe}))
+		return
+	}
+	if h.missed[c] && h.last != nil {
+		// It was to ack the turn that has just ended: its ack replays it.
+		delete(h.missed, c)
+		send(c, encode(resumeFrame{Type: frameResuming, ID: h.last.requestID, ProbeID: probe}))
 		return
 	}
 	queued, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{
@@ -765,4 +798,3 @@ func (a *Agent[S]) chatMessagesFromClient(ctx context.Context, raw json.RawMessa
 	}
 	return nil
 }
-

@@ -34,10 +34,14 @@ type chatStream struct {
 	requestID  string   // the chat request's id, or the submission's
 	messageIDs []string // the ids of the user messages the request sent
 	isFinal    func(name string) bool
-	// continuation: the turn continues the assistant message before it
-	// (after a client tool's result or an approval): its start chunk names
-	// no message and its frames say continuation, as the pinned server's
-	// do, so that clients append to that message.
+	// continuation: the turn continues after a client tool's result or an
+	// approval; its frames say so, as the pinned server's do, which lets a
+	// client skip the chunks it got live when they are replayed to it.
+	// Unlike the pinned server's, its answer is an assistant message of
+	// its own (start names it): the pinned client applies a continuation's
+	// resumed stream to a new message, whose id must be the one the
+	// conversation then has, or a late write of the stream would leave a
+	// second copy beside the server's snapshot.
 	continuation bool
 	// silent: the submission only stores a tool result or an approval
 	// (no autoContinue); nothing is streamed, the snapshot says it all.
@@ -70,9 +74,6 @@ func (cs *chatStream) add(c chunk) (int, []byte) {
 
 // start is the turn's first chunk.
 func (cs *chatStream) start(submissionID string) []chunk {
-	if cs.continuation {
-		return []chunk{{Type: "start"}}
-	}
 	return []chunk{{Type: "start", MessageID: assistantUIID(submissionID)}}
 }
 

@@ -30,9 +30,10 @@ import (
 // or "chat_ap_<call>", so a second answer is refused): a result's tool
 // message, a denial's ("output-denied"), or, for an approval, the call to
 // run. With autoContinue, once no call of that step waits any more, its
-// turn continues the assistant message (frames with continuation set, a
-// start chunk without a message id, as the pinned server sends them);
-// without it, the answer is stored and shown and the model is not called.
+// turn continues the conversation (its frames with continuation set, as
+// the pinned server's); without it, the answer is stored and shown and the model is not called.
+// The continued answer is an assistant message of its own, "a_<answer's
+// submission>" (see chatStream.continuation for why).
 // Every client gets the conversation with the answer at once.
 //
 // An answer for a call the conversation does not have, that is already
@@ -330,6 +331,9 @@ func (a *Agent[S]) answer(ctx context.Context, c *agent.Conn, w *waiting, meta c
 		return err
 	}
 	sid := answerID(w.kind, w.call.ID)
+	if !meta.StoreOnly {
+		a.chatAnswered(c, meta.RequestID)
+	}
 	res, err := a.create(ctx, raw, SubmitOptions{SubmissionID: sid, IdempotencyKey: "chat-tool:" + w.call.ID,
 		Metadata: map[string]any{"chat": meta}}, "", "")
 	if err != nil {

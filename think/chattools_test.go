@@ -122,6 +122,29 @@ func chunkTypes(fs []chatFrame, id string) []string {
 	return out
 }
 
+// followContinuation does what useAgentChat does after it sent an answer
+// with autoContinue: it probes for the continuation, acks the offer, and
+// reads the stream to its end, which it returns.
+func followContinuation(c *chatClient, id string) []chatFrame {
+	c.t.Helper()
+	c.send(map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p-" + id})
+	fs := c.until("the continuation's offer", func(f chatFrame) bool {
+		return f.ProbeID == "p-"+id && (f.Type == "cf_agent_stream_resuming" || f.Type == "cf_agent_stream_resume_none")
+	})
+	if f := fs[len(fs)-1]; f.Type != "cf_agent_stream_resuming" || f.ID != id {
+		c.t.Fatalf("the continuation %s was not offered: %s", id, raws(fs))
+	}
+	c.send(map[string]any{"type": "cf_agent_stream_resume_ack", "id": id})
+	fs = append(fs, c.until("the continuation's end", isDone(id))...)
+	for _, f := range response(fs, id) {
+		if !f.Replay && !f.Done && f.Body != "" {
+			c.t.Errorf("a live chunk before the ack: %s", f.raw)
+		}
+		break
+	}
+	return fs
+}
+
 // expectError sends frame and checks the error frame it is answered with.
 func expectError(t *testing.T, c *chatClient, frame any, want string) {
 	t.Helper()
@@ -135,7 +158,7 @@ func expectError(t *testing.T, c *chatClient, frame any, want string) {
 // TestChatClientTool: a client tool declared in the request is offered to
 // the model; its call streams and waits; the client's result is stored
 // through the ledger, shown to every client and, with autoContinue,
-// continues the assistant message in a continuation turn. Bad answers are
+// continues the turn with an answer of its own. Bad answers are
 // refused and change nothing.
 func TestChatClientTool(t *testing.T) {
 	t.Parallel()
@@ -180,19 +203,7 @@ func TestChatClientTool(t *testing.T) {
 	// The result, as useAgentChat's addToolOutput sends it, and the
 	// continuation probe it starts.
 	a.send(`{"type":"cf_agent_tool_result","toolCallId":"k1","toolName":"pick_color","output":{"color":"blue"},"autoContinue":true,"clientTools":[` + pickColor + `]}`)
-	a.send(map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p1"})
-	afs := a.until("the continuation's offer", func(f chatFrame) bool {
-		return f.ProbeID == "p1" && (f.Type == "cf_agent_stream_resuming" || f.Type == "cf_agent_stream_resume_none")
-	})
-	if f := afs[len(afs)-1]; f.Type == "cf_agent_stream_resuming" {
-		if f.ID != "tr_k1" {
-			t.Fatalf("offered %s", f.raw)
-		}
-		a.send(map[string]any{"type": "cf_agent_stream_resume_ack", "id": "tr_k1"})
-	}
-	if !slices.ContainsFunc(afs, isDone("tr_k1")) {
-		afs = append(afs, a.until("the continuation's end", isDone("tr_k1"))...)
-	}
+	afs := followContinuation(a, "tr_k1")
 	// (The continuation may run before the snapshot with the result is
 	// sent: b's frames are read from here on.)
 	fs = b.until("the continuation's end", isDone("tr_k1"))
@@ -211,15 +222,18 @@ func TestChatClientTool(t *testing.T) {
 				t.Errorf("a continuation frame without continuation: %s", f.raw)
 			}
 		}
-		if resp[0].Body != `{"type":"start"}` {
-			t.Errorf("the continuation's start names a message: %s", resp[0].raw)
+		if resp[0].Body != `{"type":"start","messageId":"a_chat_tr_k1"}` {
+			t.Errorf("the continuation's start: %s", resp[0].raw)
 		}
 	}
-	snap = lastSnapshot(b, "the conversation after the continuation")
-	if len(snap) != 2 || snap[1].ID != "a_chat_r1" {
-		t.Fatalf("the continuation is not part of the assistant message: %s", jsonOf(snap))
+	fs = b.until("the conversation after the continuation", func(f chatFrame) bool {
+		return f.Type == "cf_agent_chat_messages" && len(f.Messages) == 3
+	})
+	snap = fs[len(fs)-1].Messages
+	if len(snap) != 3 || snap[1].ID != "a_chat_r1" || snap[2].ID != "a_chat_tr_k1" {
+		t.Fatalf("the conversation after the continuation: %s", jsonOf(snap))
 	}
-	parts := snap[1].Parts
+	parts := snap[2].Parts
 	var last map[string]any
 	_ = json.Unmarshal(parts[len(parts)-1], &last)
 	if last["text"] != `Done: {"color":"blue"}` {
@@ -292,11 +306,16 @@ func TestChatApproval(t *testing.T) {
 				t.Fatalf("after the restart the call is %v", p)
 			}
 			b.send(map[string]any{"type": "cf_agent_tool_approval", "toolCallId": "d1", "approved": approve, "autoContinue": true})
-			fs = b.until("the continuation's end", isDone("ap_d1"))
+			fs = followContinuation(b, "ap_d1")
 			if got, want := chunkTypes(fs, "ap_d1"), []string{"start", "start-step", "text-start", "text-delta", "text-end", "finish-step", "finish"}; !slices.Equal(got, want) {
 				t.Errorf("continuation chunks = %v, want %v", got, want)
 			}
-			snap := lastSnapshot(b, "the conversation after the continuation")
+			// (The snapshot with the answer may come after the
+			// continuation's end: the one with its answer is awaited.)
+			fs = b.until("the conversation after the continuation", func(f chatFrame) bool {
+				return f.Type == "cf_agent_chat_messages" && len(f.Messages) == 3
+			})
+			snap := fs[len(fs)-1].Messages
 			p = partOf(t, snap, "d1")
 			ap, _ := p["approval"].(map[string]any)
 			wantState := map[bool]string{true: "output-available", false: "output-denied"}[approve]
@@ -307,9 +326,12 @@ func TestChatApproval(t *testing.T) {
 				t.Errorf("delete_file ran %d times", n)
 			}
 			var last map[string]any
-			_ = json.Unmarshal(snap[1].Parts[len(snap[1].Parts)-1], &last)
 			wantText := map[bool]string{true: `Done: "deleted a.txt"`, false: "Done: The user denied this tool call; it was not run."}[approve]
-			if len(snap) != 2 || last["text"] != wantText {
+			if len(snap) != 3 || snap[2].ID != "a_chat_ap_d1" {
+				t.Fatalf("the conversation after the answer: %s", jsonOf(snap))
+			}
+			_ = json.Unmarshal(snap[2].Parts[len(snap[2].Parts)-1], &last)
+			if last["text"] != wantText {
 				t.Errorf("the conversation after the answer: %s", jsonOf(snap))
 			}
 			expectError(t, b, `{"type":"cf_agent_tool_approval","toolCallId":"d1","approved":true}`, `already answered`)

@@ -257,7 +257,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 		if err != nil {
 			if kctx := keepCtx(ctx); kctx != ctx && resp.Text != "" {
 				// Cancelled mid-answer: keep the text the clients saw.
-				if aerr := a.appendMessages(kctx, s.ID, []storedMessage{{Message: model.Message{Role: model.RoleAssistant, Content: resp.Text}, Continues: meta.Continuation}}); aerr == nil {
+				if aerr := a.appendMessages(kctx, s.ID, []storedMessage{{Message: model.Message{Role: model.RoleAssistant, Content: resp.Text}}}); aerr == nil {
 					a.chatSend(cs, cs.endStep())
 				}
 			}
@@ -318,11 +318,8 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 			rows := make([]storedMessage, len(added))
 			for i, m := range added {
 				rows[i] = storedMessage{Message: m}
-				if m.Role == model.RoleAssistant {
-					rows[i].Continues = meta.Continuation
-					if len(await) > 0 {
-						rows[i].Await = await
-					}
+				if m.Role == model.RoleAssistant && len(await) > 0 {
+					rows[i].Await = await
 				}
 			}
 			if err := a.appendMessages(keepCtx(ctx), s.ID, rows); err != nil {

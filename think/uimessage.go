@@ -87,10 +87,6 @@ type storedMessage struct {
 	// runs it and sends the result), awaitApproval for a tool that needs
 	// approval.
 	Await map[string]string `json:"await,omitempty"`
-	// Continues marks an assistant message of a continuation turn (after
-	// a client tool's result or an approval): in UI form it is more of
-	// the assistant message before it.
-	Continues bool `json:"continues,omitempty"`
 	// Denied marks a tool result that records a denied approval.
 	Denied bool `json:"denied,omitempty"`
 }
@@ -180,7 +176,7 @@ func toUI(rows []store.ConversationMessage) ([]UIMessage, error) {
 			}
 			out = append(out, m)
 		case model.RoleAssistant:
-			if turn == nil || sm.UIID != "" || (sub != r.SubmissionID && !sm.Continues) {
+			if turn == nil || sm.UIID != "" || sub != r.SubmissionID {
 				id := sm.UIID
 				if id == "" {
 					id = assistantUIID(r.SubmissionID)

@@ -240,11 +240,13 @@ const d = mount("d", {
 });
 await waitFor(() => settled(d) && d.chat.messages.length === 6, "client d to connect");
 await d.chat.sendMessage({ text: "Pick a color." });
-const colored = (x) => x.chat.status === "ready" && textOf(last(x)).includes("You picked") && toolPart(last(x), "pick_color")?.state === "output-available";
+// The continued answer is an assistant message of its own.
+const before2 = (x) => x.chat.messages.at(-2);
+const colored = (x) => x.chat.status === "ready" && textOf(last(x)).includes("You picked") && toolPart(before2(x), "pick_color")?.state === "output-available";
 await waitFor(() => colored(d) && colored(b), "the client tool's result and the continued answer on d and b");
 check(picked.length === 1 && picked[0].toolName === "pick_color" && picked[0].input?.hint === "sky", `onToolCall got ${show(picked)}`);
-check(same(toolPart(last(d), "pick_color").output, { color: "blue" }) && textOf(last(d)).includes('{"color":"blue"}'), `after the result: ${show(last(d))}`);
-await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 8, "d and b to agree");
+check(same(toolPart(before2(d), "pick_color").output, { color: "blue" }) && textOf(last(d)).includes('{"color":"blue"}'), `after the result: ${show(d.chat.messages.slice(-2))}`);
+await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 9, "d and b to agree");
 await valid(d);
 
 // 6. Approval: delete_file needs it; the call waits as approval-requested
@@ -257,10 +259,10 @@ await waitFor(() => d.chat.status === "ready" && asked(d) && asked(b), "the appr
 const approval = toolPart(last(d), "delete_file").approval;
 check(typeof approval?.id === "string", `the approval request: ${show(toolPart(last(d), "delete_file"))}`);
 d.chat.addToolApprovalResponse({ id: approval.id, approved: true });
-const done = (x) => x.chat.status === "ready" && toolPart(last(x), "delete_file")?.state === "output-available" && textOf(last(x)).includes("deleted a.txt");
+const done = (x) => x.chat.status === "ready" && toolPart(before2(x), "delete_file")?.state === "output-available" && textOf(last(x)).includes("deleted a.txt");
 await waitFor(() => done(d) && done(b), "the approved tool's output and the continued answer on d and b");
-check(toolPart(last(d), "delete_file").approval?.approved === true, `after the approval: ${show(toolPart(last(d), "delete_file"))}`);
-await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 10, "d and b to agree after the approval");
+check(toolPart(before2(d), "delete_file").approval?.approved === true, `after the approval: ${show(toolPart(before2(d), "delete_file"))}`);
+await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 12, "d and b to agree after the approval");
 await valid(d);
 
 step = "end";
