@@ -1,20 +1,17 @@
 package think_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/nodetest"
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
@@ -68,8 +65,7 @@ func talkerModel() *scripted.Model {
 // unless the CI environment variable is set: then it fails.
 func TestChatClient(t *testing.T) {
 	t.Parallel()
-	node := requireTool(t, "node")
-	npmInstall(t, requireTool(t, "npm"))
+	nodetest.Install(t, chatClientDir)
 
 	wait, err := think.NewTool("wait", "Waits until the turn is cancelled", func(ctx context.Context, _ noArgs) (string, error) {
 		<-ctx.Done()
@@ -100,21 +96,7 @@ func TestChatClient(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	base := "http://" + ln.Addr().String()
 
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "e2e.mjs", base, "e2e")
-	cmd.Dir = chatClientDir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("node e2e.mjs %s e2e (%s):\n%s", base, time.Since(start).Round(time.Millisecond), &out)
-	if err != nil {
-		t.Fatalf("node e2e.mjs failed: %v (its output is above)", err)
-	}
-	if !strings.Contains(out.String(), "PASS") {
-		t.Fatal("node e2e.mjs exited 0 without printing PASS")
-	}
+	nodetest.Run(t, chatClientDir, 90*time.Second, "e2e.mjs", base, "e2e")
 
 	// What the clients did is what the ledger holds.
 	subs, err := agent.With(t.Context(), rt, "e2e", func(ctx context.Context, a *Talker) ([]think.SubmissionInfo, error) {
@@ -135,53 +117,5 @@ func TestChatClient(t *testing.T) {
 		store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted}
 	if !slices.Equal(got, want) {
 		t.Errorf("the ledger's statuses = %v, want %v", got, want)
-	}
-}
-
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not on PATH, and CI is set: the chat client test must run in CI (install Node.js 20+ with npm)", name)
-	}
-	t.Skipf("skipping the chat client test: %s is not on PATH (install Node.js 20+ with npm to run it; with CI set it fails instead)", name)
-	return ""
-}
-
-// npmInstall runs `npm ci` in chatClientDir unless its node_modules already
-// holds the versions package.json pins.
-func npmInstall(t *testing.T, npm string) {
-	t.Helper()
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(chatClientDir, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("%s/package.json: %v", chatClientDir, err)
-	}
-	installed := true
-	for dep, want := range pkg.Dependencies {
-		var got struct{ Version string }
-		b, err := os.ReadFile(filepath.Join(chatClientDir, "node_modules", dep, "package.json"))
-		if err != nil || json.Unmarshal(b, &got) != nil || got.Version != want {
-			installed = false
-			break
-		}
-	}
-	if installed {
-		return
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	cmd.Dir = chatClientDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in %s: %v\n%s", chatClientDir, err, out)
 	}
 }
