@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,14 +41,15 @@ func Tool(t testing.TB, name string) string {
 var installMu sync.Mutex
 
 // Install runs `npm ci` in dir unless its node_modules already holds the
-// versions dir/package.json pins.
+// versions dir/package.json pins (dependencies and devDependencies).
 func Install(t testing.TB, dir string) {
 	t.Helper()
 	npm := Tool(t, "npm")
 	installMu.Lock()
 	defer installMu.Unlock()
 	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
+		Dependencies    map[string]string `json:"dependencies"`
+		DevDependencies map[string]string `json:"devDependencies"`
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
 	if err != nil {
@@ -57,7 +59,10 @@ func Install(t testing.TB, dir string) {
 		t.Fatalf("%s/package.json: %v", dir, err)
 	}
 	installed := true
-	for dep, want := range pkg.Dependencies {
+	deps := map[string]string{}
+	maps.Copy(deps, pkg.Dependencies)
+	maps.Copy(deps, pkg.DevDependencies)
+	for dep, want := range deps {
 		var got struct{ Version string }
 		b, err := os.ReadFile(filepath.Join(dir, "node_modules", dep, "package.json"))
 		if err != nil || json.Unmarshal(b, &got) != nil || got.Version != want {
