@@ -28,22 +28,31 @@ package think
 //
 // Frames think serves (client → server):
 //
-//	cf_agent_use_chat_request {id, init: {method: "POST", body}}  a turn
+//	cf_agent_use_chat_request {id, init: {method: "POST", body}}  a turn; body {messages, trigger, clientTools?}
 //	cf_agent_chat_request_cancel {id}                           cancel it
 //	cf_agent_chat_clear                                         clear the conversation
 //	cf_agent_chat_messages {messages}                           accepted only when it changes nothing
 //	cf_agent_stream_resume_request {probeId}                    is a turn streaming?
 //	cf_agent_stream_resume_ack {id}                             send me its stream
-//	cf_agent_tool_result, cf_agent_tool_approval                refused: no client tools, no approvals
+//	cf_agent_tool_result {toolCallId, toolName?, output, state?, errorText?, autoContinue?, clientTools?}
+//	                                                            a client tool's result (chattools.go)
+//	cf_agent_tool_approval {toolCallId, approved, autoContinue?}  approve or deny a waiting call
 //
 // and sends (server → client):
 //
 //	cf_agent_chat_messages {messages, connect?}   the conversation as UI messages, on connect and after each change
-//	cf_agent_use_chat_response {id, body, done, seq, error?, replay?, replayComplete?, outcome?, messageIds?}
+//	cf_agent_use_chat_response {id, body, done, seq, error?, replay?, replayComplete?, outcome?, messageIds?, continuation?}
 //	cf_agent_chat_clear                           to the other clients
 //	cf_agent_stream_resuming {id, probeId?}, cf_agent_stream_resume_none {reason: "idle", probeId?},
 //	cf_agent_stream_pending {id, probeId?}
 //	cf_agent_error {error}                        a chat frame think could not take, and why
+//
+// A request with trigger "regenerate-message" (drop the last answer and
+// run the turn again) is refused: the conversation is an append-only
+// record of applied submissions — each row belongs to the submission that
+// added it, applied exactly once — and dropping a stored answer would
+// break what the ledger promises of it (and what other clients and a
+// crash recovery have seen).
 //
 // A chat request is a submission like any other (id "chat_<request id>",
 // metadata {"chat": {"requestId", "messageIds"}}): the ledger, its FIFO
