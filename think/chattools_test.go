@@ -336,7 +336,14 @@ func TestChatApproval(t *testing.T) {
 			}
 			expectError(t, b, `{"type":"cf_agent_tool_approval","toolCallId":"d1","approved":true}`, `already answered`)
 			expectError(t, b, `{"type":"cf_agent_chat_request_cancel","id":"ap_d1"}`, `has already ended (completed)`)
-			_ = e2
+			subs := withDesk(t, e2, func(ctx context.Context, d *Desk) ([]think.SubmissionInfo, error) { return d.ListSubmissions(ctx) })
+			var ids []string
+			for _, s := range subs {
+				ids = append(ids, s.ID+":"+string(s.Status))
+			}
+			if want := []string{"chat_r1:completed", "chat_ap_d1:completed"}; !slices.Equal(ids, want) {
+				t.Errorf("the ledger: %v, want %v", ids, want)
+			}
 		})
 	}
 }
