@@ -78,6 +78,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -302,7 +303,19 @@ func (a *Agent[S]) chatEnd(ctx context.Context, cs *chatStream, status store.Sub
 	h.cur, h.last, h.missed, h.pending = nil, cs, h.pending, nil
 	end.Replay = true
 	h.lastEnd = end.bytes()
+	answered := maps.Clone(h.answered)
 	h.mu.Unlock()
+	// A client's note for a continuation that will not run (cancelled
+	// while queued, or answered StoreOnly after all) is dropped here.
+	for c, id := range answered {
+		if s, err := a.chatSubmission(ctx, id); err != nil || s.Status.Finished() {
+			h.mu.Lock()
+			if h.answered[c] == id {
+				delete(h.answered, c)
+			}
+			h.mu.Unlock()
+		}
+	}
 	a.broadcastChatMessages(ctx)
 }
 
