@@ -57,8 +57,8 @@ func talkerModel() *scripted.Model {
 // loopback: a message answered with a streamed text and a tool call, two
 // clients seeing one conversation live, the history after reconnecting,
 // a client that connects mid-turn resuming it and cancelling it, a client
-// tool answered by onToolCall's addToolOutput, and an approval given with
-// addToolApprovalResponse, each continuing the turn.
+// tool answered by onToolCall's addToolOutput, and an approval given and
+// one refused with addToolApprovalResponse, each continuing the turn.
 //
 // It needs Node and npm, and installs the pinned packages with `npm ci`
 // when chatclient/node_modules is missing. Without Node it is skipped,
@@ -114,7 +114,8 @@ func TestChatClient(t *testing.T) {
 	}
 	// The client tool's result and the approval are submissions too.
 	want := []store.SubmissionStatus{store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionAborted,
-		store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted}
+		store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted,
+		store.SubmissionCompleted, store.SubmissionCompleted}
 	if !slices.Equal(got, want) {
 		t.Errorf("the ledger's statuses = %v, want %v", got, want)
 	}

@@ -265,6 +265,18 @@ check(toolPart(before2(d), "delete_file").approval?.approved === true, `after th
 await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 12, "d and b to agree after the approval");
 await valid(d);
 
+// 7. Denial: the call is not run; the denial is its outcome
+// (output-denied), and the model, told so, answers.
+step = "denial";
+await d.chat.sendMessage({ text: "Please delete b.txt." });
+await waitFor(() => d.chat.status === "ready" && asked(d) && asked(b), "the second approval request on d and b");
+d.chat.addToolApprovalResponse({ id: toolPart(last(d), "delete_file").approval.id, approved: false });
+const denied = (x) => x.chat.status === "ready" && toolPart(before2(x), "delete_file")?.state === "output-denied" && textOf(last(x)).includes("denied");
+await waitFor(() => denied(d) && denied(b), "the denial and the continued answer on d and b");
+check(toolPart(before2(d), "delete_file").approval?.approved === false, `after the denial: ${show(toolPart(before2(d), "delete_file"))}`);
+await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 15, "d and b to agree after the denial");
+await valid(d);
+
 step = "end";
 for (const x of [...clients]) x.unmount();
 clearTimeout(overall);
