@@ -355,3 +355,47 @@ func TestChatApproval(t *testing.T) {
 		})
 	}
 }
+
+// TestChatToolResultSurvivesRestart: a client tool's result is stored
+// through the ledger as it arrives; when the node stops while the
+// continuation runs, the node that takes over has the result in the
+// conversation (the call is answered, a second result is refused) and the
+// cut-off continuation ended as error, not lost and not run twice.
+func TestChatToolResultSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	stalling := scripted.New(scripted.Turn{Respond: func(req model.Request) scripted.Turn {
+		if last := req.Messages[len(req.Messages)-1]; last.Role == model.RoleTool {
+			return scripted.Stall() // the continuation hangs until the node stops
+		}
+		return scripted.Turn{Calls: []model.ToolCall{{ID: "k1", Name: "pick_color", Arguments: json.RawMessage(`{"hint":"sky"}`)}}}
+	}})
+	var deleted atomic.Int32
+	e, srv := deskEnv(t, nil, &deleted, stalling)
+	a := dialChat(t, srv, "/agents/desk/d")
+	lastSnapshot(a, "the conversation on connect")
+	a.send(withTools(chatRequest("r1", "submit-message", userMsg("u1", "Pick a color.")), pickColor))
+	a.until("the turn's end", isDone("r1"))
+	a.send(`{"type":"cf_agent_tool_result","toolCallId":"k1","toolName":"pick_color","output":{"color":"blue"},"autoContinue":true}`)
+	a.send(map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p"})
+	a.until("the continuation's offer", func(f chatFrame) bool { return f.Type == "cf_agent_stream_resuming" && f.ID == "tr_k1" })
+	a.send(map[string]any{"type": "cf_agent_stream_resume_ack", "id": "tr_k1"})
+	a.until("the continuation's start", func(f chatFrame) bool { return f.ID == "tr_k1" && f.chunkType() == "start" })
+	srv.Close()
+	e.stop()
+
+	e2, srv2 := deskEnv(t, e.st, &deleted, deskModel())
+	b := dialChat(t, srv2, "/agents/desk/d")
+	snap := lastSnapshot(b, "the conversation after the restart")
+	if p := partOf(t, snap, "k1"); p["state"] != "output-available" || jsonOf(p["output"]) != `{"color":"blue"}` {
+		t.Fatalf("after the restart the call is %v", p)
+	}
+	expectError(t, b, `{"type":"cf_agent_tool_result","toolCallId":"k1","toolName":"pick_color","output":"red"}`, `already answered`)
+	subs := withDesk(t, e2, func(ctx context.Context, d *Desk) ([]think.SubmissionInfo, error) { return d.ListSubmissions(ctx) })
+	var ids []string
+	for _, s := range subs {
+		ids = append(ids, s.ID+":"+string(s.Status))
+	}
+	if want := []string{"chat_r1:completed", "chat_tr_k1:error"}; !slices.Equal(ids, want) {
+		t.Errorf("the ledger: %v, want %v", ids, want)
+	}
+}
