@@ -9,16 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"agentflow/agent"
 	"agentflow/examples/counter"
+	"agentflow/internal/nodetest"
 	"agentflow/store"
 	"agentflow/store/sqlite"
 	"agentflow/workflow"
@@ -51,8 +48,7 @@ func (r *readonlyCounter) OnConnect(_ context.Context, c *agent.Conn, req *http.
 // the CI environment variable is set: then it fails.
 func TestJavaScriptClient(t *testing.T) {
 	t.Parallel()
-	node := requireTool(t, "node")
-	npmInstall(t, requireTool(t, "npm"))
+	nodetest.Install(t, jsclientDir)
 
 	ctx := t.Context()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "agents.db"), sqlite.Options{})
@@ -65,21 +61,7 @@ func TestJavaScriptClient(t *testing.T) {
 	url1, rt := startJSNode(t, st)
 	url2, _ := startJSNode(t, st)
 
-	runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(runCtx, node, "e2e.mjs", url1, "js-e2e", url2)
-	cmd.Dir = jsclientDir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("node e2e.mjs %s js-e2e %s (%s):\n%s", url1, url2, time.Since(start).Round(time.Millisecond), &out)
-	if err != nil {
-		t.Fatalf("node e2e.mjs failed: %v (its output is above)", err)
-	}
-	if !strings.Contains(out.String(), "PASS") {
-		t.Fatalf("node e2e.mjs exited 0 without printing PASS")
-	}
+	nodetest.Run(t, jsclientDir, 60*time.Second, "e2e.mjs", url1, "js-e2e", url2)
 
 	// What the clients did is what the server stored.
 	for _, tc := range []struct{ class, name, want string }{
@@ -141,64 +123,6 @@ func startJSNode(t *testing.T, st store.Store) (string, *agent.Runtime) {
 		}
 	})
 	return base, rt
-}
-
-// requireTool returns the path of a command the test needs. A missing one
-// skips the test, or fails it when the CI environment variable is set.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not on PATH, and CI is set: the JavaScript client test must run in CI (install Node.js 20+ with npm)", name)
-	}
-	t.Skipf("skipping the JavaScript client test: %s is not on PATH (install Node.js 20+ with npm to run it; with CI set it fails instead)", name)
-	return ""
-}
-
-// npmMu keeps runs of the test in one process (-count) from installing at
-// the same time.
-var npmMu sync.Mutex
-
-// npmInstall runs `npm ci` in jsclientDir unless its node_modules already
-// holds the versions package.json pins.
-func npmInstall(t *testing.T, npm string) {
-	t.Helper()
-	npmMu.Lock()
-	defer npmMu.Unlock()
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(jsclientDir, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("%s/package.json: %v", jsclientDir, err)
-	}
-	installed := true
-	for dep, want := range pkg.Dependencies {
-		var got struct{ Version string }
-		b, err := os.ReadFile(filepath.Join(jsclientDir, "node_modules", dep, "package.json"))
-		if err != nil || json.Unmarshal(b, &got) != nil || got.Version != want {
-			installed = false
-			break
-		}
-	}
-	if installed {
-		return
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	cmd.Dir = jsclientDir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("npm ci in agent/%s: %v\n%s", jsclientDir, err, out)
-	}
-	t.Logf("npm ci in agent/%s:\n%s", jsclientDir, out)
 }
 
 func jsonEqual(a []byte, b string) bool {

@@ -28,22 +28,31 @@ package think
 //
 // Frames think serves (client → server):
 //
-//	cf_agent_use_chat_request {id, init: {method: "POST", body}}  a turn
+//	cf_agent_use_chat_request {id, init: {method: "POST", body}}  a turn; body {messages, trigger, clientTools?}
 //	cf_agent_chat_request_cancel {id}                           cancel it
 //	cf_agent_chat_clear                                         clear the conversation
 //	cf_agent_chat_messages {messages}                           accepted only when it changes nothing
 //	cf_agent_stream_resume_request {probeId}                    is a turn streaming?
 //	cf_agent_stream_resume_ack {id}                             send me its stream
-//	cf_agent_tool_result, cf_agent_tool_approval                refused: no client tools, no approvals
+//	cf_agent_tool_result {toolCallId, toolName?, output, state?, errorText?, autoContinue?, clientTools?}
+//	                                                            a client tool's result (chattools.go)
+//	cf_agent_tool_approval {toolCallId, approved, autoContinue?}  approve or deny a waiting call
 //
 // and sends (server → client):
 //
 //	cf_agent_chat_messages {messages, connect?}   the conversation as UI messages, on connect and after each change
-//	cf_agent_use_chat_response {id, body, done, seq, error?, replay?, replayComplete?, outcome?, messageIds?}
+//	cf_agent_use_chat_response {id, body, done, seq, error?, replay?, replayComplete?, outcome?, messageIds?, continuation?}
 //	cf_agent_chat_clear                           to the other clients
 //	cf_agent_stream_resuming {id, probeId?}, cf_agent_stream_resume_none {reason: "idle", probeId?},
 //	cf_agent_stream_pending {id, probeId?}
 //	cf_agent_error {error}                        a chat frame think could not take, and why
+//
+// A request with trigger "regenerate-message" (drop the last answer and
+// run the turn again) is refused: the conversation is an append-only
+// record of applied submissions — each row belongs to the submission that
+// added it, applied exactly once — and dropping a stored answer would
+// break what the ledger promises of it (and what other clients and a
+// crash recovery have seen).
 //
 // A chat request is a submission like any other (id "chat_<request id>",
 // metadata {"chat": {"requestId", "messageIds"}}): the ledger, its FIFO
@@ -69,6 +78,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -107,6 +117,28 @@ const clearWait = 10 * time.Second
 type chatMeta struct {
 	RequestID  string   `json:"requestId"`
 	MessageIDs []string `json:"messageIds,omitempty"`
+	// ClientTools are the tools the client declared (the request body's
+	// clientTools): offered to the model in this turn, run by the client.
+	ClientTools []clientTool `json:"clientTools,omitempty"`
+	// Continuation: the submission answers waiting tool calls (a client
+	// tool's result, an approval) and its turn continues the
+	// conversation (chatStream.continuation).
+	Continuation bool `json:"continuation,omitempty"`
+	// StoreOnly: the submission stores its answer and runs approved tools
+	// but does not call the model (a result or an approval sent without
+	// autoContinue, or while other calls of its step still wait).
+	StoreOnly bool `json:"storeOnly,omitempty"`
+	// Approved are the waiting calls this submission approved: the turn
+	// runs them first.
+	Approved []string `json:"approved,omitempty"`
+}
+
+// clientTool is a tool a chat client declared: useAgentChat's tools with
+// an execute function, as extractClientToolSchemas sends them.
+type clientTool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
 }
 
 // chatMetaOf returns the chat request a submission came from, or nil.
@@ -131,6 +163,15 @@ type chatHub struct {
 	lastEnd []byte                 // last's terminal frame
 	pending map[*agent.Conn]bool   // told of cur, not acked yet: no live chunks
 	parked  map[*agent.Conn]string // probed while a turn was queued: its probe id
+	// answered holds the clients that answered a waiting call with
+	// autoContinue, by the request id of the continuation: each probes
+	// for it right after (useAgentChat's tool continuation), so it gets
+	// no live chunk of it before its ack, which replays them all; live
+	// ones first would make the pinned client show the answer twice.
+	answered map[*agent.Conn]string
+	// missed holds the clients that were waiting to ack last's stream
+	// when it ended: a probe of theirs is offered it.
+	missed map[*agent.Conn]bool
 	// cutOff is the request of the turn this activation's recovery ended
 	// (a crash or a stop cut it off), until a later turn starts: a client
 	// that probes is offered it, and told on its ack how it ended, so one
@@ -150,6 +191,7 @@ type responseFrame struct {
 	Seq            *int     `json:"seq,omitempty"`
 	MessageIDs     []string `json:"messageIds,omitempty"`
 	Outcome        string   `json:"outcome,omitempty"`
+	Continuation   bool     `json:"continuation,omitempty"`
 }
 
 func encode(v any) []byte {
@@ -169,7 +211,7 @@ func send(c *agent.Conn, frame []byte) { _ = c.Send(frame) }
 // chatSend streams chunks of the running turn cs to every client but those
 // that have not acked its resume yet.
 func (a *Agent[S]) chatSend(cs *chatStream, chunks []chunk) {
-	if len(chunks) == 0 {
+	if len(chunks) == 0 || cs.silent {
 		return
 	}
 	h := &a.chat
@@ -178,7 +220,7 @@ func (a *Agent[S]) chatSend(cs *chatStream, chunks []chunk) {
 	except := h.pendingConns()
 	for _, c := range chunks {
 		seq, b := cs.add(c)
-		frame := responseFrame{ID: cs.requestID, Body: string(b), Seq: &seq}
+		frame := responseFrame{ID: cs.requestID, Body: string(b), Seq: &seq, Continuation: cs.continuation}
 		if err := a.Broadcast(frame.bytes(), except...); err != nil {
 			a.Logger().Warn("broadcasting a chat chunk failed", "err", err)
 		}
@@ -207,23 +249,48 @@ func (a *Agent[S]) chatCutOff(s *store.Submission) {
 // chatBegin makes cs the running turn's stream and tells the clients that
 // probed while it was queued.
 func (a *Agent[S]) chatBegin(cs *chatStream) {
+	if cs.silent {
+		return
+	}
 	h := &a.chat
 	h.mu.Lock()
-	h.cur, h.cutOff = cs, ""
+	h.cur, h.cutOff, h.missed = cs, "", nil
 	h.pending = map[*agent.Conn]bool{}
 	for c, probe := range h.parked {
 		send(c, encode(resumeFrame{Type: frameResuming, ID: cs.requestID, ProbeID: probe}))
 		h.pending[c] = true
 	}
 	h.parked = nil
+	for c, id := range h.answered {
+		if id == cs.requestID {
+			h.pending[c] = true
+			delete(h.answered, c)
+		}
+	}
 	h.mu.Unlock()
+}
+
+// chatAnswered notes that client c answered a waiting call and will probe
+// for the continuation, request id.
+func (a *Agent[S]) chatAnswered(c *agent.Conn, id string) {
+	h := &a.chat
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.answered == nil {
+		h.answered = map[*agent.Conn]string{}
+	}
+	h.answered[c] = id
 }
 
 // chatEnd ends the running turn's stream: its last chunks and the
 // terminal frame to every client, then the conversation.
 func (a *Agent[S]) chatEnd(ctx context.Context, cs *chatStream, status store.SubmissionStatus, errMsg string) {
+	if cs.silent {
+		a.broadcastChatMessages(ctx)
+		return
+	}
 	a.chatSend(cs, cs.finish(status, cs.reason))
-	end := responseFrame{ID: cs.requestID, Done: true, MessageIDs: cs.messageIDs, Outcome: outcome(status)}
+	end := responseFrame{ID: cs.requestID, Done: true, MessageIDs: cs.messageIDs, Outcome: outcome(status), Continuation: cs.continuation}
 	if status == store.SubmissionError {
 		end.Error, end.Body = true, errMsg
 	}
@@ -233,10 +300,22 @@ func (a *Agent[S]) chatEnd(ctx context.Context, cs *chatStream, status store.Sub
 	if err := a.Broadcast(end.bytes(), except...); err != nil {
 		a.Logger().Warn("broadcasting a chat turn's end failed", "err", err)
 	}
-	h.cur, h.last, h.pending = nil, cs, nil
+	h.cur, h.last, h.missed, h.pending = nil, cs, h.pending, nil
 	end.Replay = true
 	h.lastEnd = end.bytes()
+	answered := maps.Clone(h.answered)
 	h.mu.Unlock()
+	// A client's note for a continuation that will not run (cancelled
+	// while queued, or answered StoreOnly after all) is dropped here.
+	for c, id := range answered {
+		if s, err := a.chatSubmission(ctx, id); err != nil || s.Status.Finished() {
+			h.mu.Lock()
+			if h.answered[c] == id {
+				delete(h.answered, c)
+			}
+			h.mu.Unlock()
+		}
+	}
 	a.broadcastChatMessages(ctx)
 }
 
@@ -262,6 +341,12 @@ func (a *Agent[S]) resumeRequest(ctx context.Context, c *agent.Conn, probe strin
 	}
 	if h.cutOff != "" {
 		send(c, encode(resumeFrame{Type: frameResuming, ID: h.cutOff, ProbeID: probe}))
+		return
+	}
+	if h.missed[c] && h.last != nil {
+		// It was to ack the turn that has just ended: its ack replays it.
+		delete(h.missed, c)
+		send(c, encode(resumeFrame{Type: frameResuming, ID: h.last.requestID, ProbeID: probe}))
 		return
 	}
 	queued, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{
@@ -291,13 +376,13 @@ func (a *Agent[S]) resumeAck(ctx context.Context, c *agent.Conn, id string) {
 	replay := func(cs *chatStream) {
 		for i, b := range cs.bodies {
 			seq := i
-			send(c, responseFrame{ID: id, Body: string(b), Replay: true, Seq: &seq}.bytes())
+			send(c, responseFrame{ID: id, Body: string(b), Replay: true, Seq: &seq, Continuation: cs.continuation}.bytes())
 		}
 	}
 	switch {
 	case h.cur != nil && h.cur.requestID == id:
 		replay(h.cur)
-		send(c, responseFrame{ID: id, Replay: true, ReplayComplete: true}.bytes())
+		send(c, responseFrame{ID: id, Replay: true, ReplayComplete: true, Continuation: h.cur.continuation}.bytes())
 	case h.last != nil && h.last.requestID == id:
 		replay(h.last)
 		send(c, h.lastEnd)
@@ -443,6 +528,14 @@ type chatFrame struct {
 	Messages   json.RawMessage `json:"messages"`
 	ProbeID    json.RawMessage `json:"probeId"`
 	ToolCallID json.RawMessage `json:"toolCallId"`
+	// cf_agent_tool_result and cf_agent_tool_approval
+	ToolName     json.RawMessage `json:"toolName"`
+	Output       json.RawMessage `json:"output"`
+	State        json.RawMessage `json:"state"`
+	ErrorText    json.RawMessage `json:"errorText"`
+	AutoContinue json.RawMessage `json:"autoContinue"`
+	ClientTools  json.RawMessage `json:"clientTools"`
+	Approved     json.RawMessage `json:"approved"`
 }
 
 // HandleChatMessage handles msg if it is a chat protocol frame and reports
@@ -490,11 +583,10 @@ func (a *Agent[S]) HandleChatMessage(ctx context.Context, c *agent.Conn, msg []b
 		if id, err = str(f.ID, "id", true); err == nil {
 			a.resumeAck(ctx, c, id)
 		}
-	case frameToolResult, frameToolApproval:
-		var id string
-		if id, err = str(f.ToolCallID, "toolCallId", true); err == nil {
-			err = a.clientToolFrame(ctx, f.Type, id)
-		}
+	case frameToolResult:
+		err = a.toolResult(ctx, c, &f)
+	case frameToolApproval:
+		err = a.toolApproval(ctx, c, &f)
 	default:
 		return false
 	}
@@ -525,15 +617,22 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 		return
 	}
 	var body struct {
-		Messages []UIMessage `json:"messages"`
-		Trigger  string      `json:"trigger"`
+		Messages    []UIMessage     `json:"messages"`
+		Trigger     string          `json:"trigger"`
+		ClientTools json.RawMessage `json:"clientTools"`
 	}
 	if err := json.Unmarshal([]byte(*init.Body), &body); err != nil {
 		fail("the body is not a JSON object with a messages array: %v", err)
 		return
 	}
 	if body.Trigger != "" && body.Trigger != "submit-message" {
-		fail("trigger %q is not supported: this server takes new user messages (submit-message) only", body.Trigger)
+		fail("trigger %q is not supported: this server takes new user messages (submit-message) only; "+
+			"the conversation is an append-only record of applied submissions, so an answer is not dropped and run again", body.Trigger)
+		return
+	}
+	clientTools, err := a.parseClientTools(body.ClientTools, "the body")
+	if err != nil {
+		fail("%v", err)
 		return
 	}
 	sid := chatSubmissionPrefix + id
@@ -577,7 +676,7 @@ func (a *Agent[S]) chatRequest(ctx context.Context, c *agent.Conn, id string, ra
 		return
 	}
 	stored := make([]storedMessage, len(news))
-	meta := chatMeta{RequestID: id}
+	meta := chatMeta{RequestID: id, ClientTools: clientTools}
 	for i, m := range news {
 		if stored[i], err = fromUI(m); err != nil {
 			fail("%v", err)
@@ -720,23 +819,4 @@ func (a *Agent[S]) chatMessagesFromClient(ctx context.Context, raw json.RawMessa
 		}
 	}
 	return nil
-}
-
-// clientToolFrame refuses a client tool result or approval: Think tools
-// run on the server, without approval. A call the conversation does not
-// have is named as such.
-func (a *Agent[S]) clientToolFrame(ctx context.Context, typ, callID string) error {
-	conv, err := a.Conversation(ctx)
-	if err != nil {
-		return err
-	}
-	for _, m := range conv {
-		for _, c := range m.ToolCalls {
-			if c.ID == callID {
-				return fmt.Errorf("%s frame: tool call %q (%s) is run by the server; this agent has no client tools or approvals",
-					typ, callID, c.Name)
-			}
-		}
-	}
-	return fmt.Errorf("%s frame: there is no tool call %q in the conversation", typ, callID)
 }

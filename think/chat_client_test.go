@@ -1,19 +1,17 @@
 package think_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"agentflow/agent"
+	"agentflow/internal/nodetest"
 	"agentflow/model"
 	"agentflow/model/scripted"
 	"agentflow/store"
@@ -37,8 +35,16 @@ func talkerModel() *scripted.Model {
 	return scripted.New(scripted.Turn{Respond: func(req model.Request) scripted.Turn {
 		last := req.Messages[len(req.Messages)-1]
 		switch {
+		case last.Role == model.RoleTool && last.ToolName == "pick_color":
+			return scripted.Say("You picked " + last.Content)
+		case last.Role == model.RoleTool && last.ToolName == "delete_file":
+			return scripted.Say("Done: " + last.Content)
 		case last.Role == model.RoleTool:
 			return scripted.Say("It is sunny in Oslo.")
+		case strings.Contains(last.Content, "color"):
+			return scripted.Call("pick_color", `{"hint":"sky"}`)
+		case strings.Contains(last.Content, "delete"):
+			return scripted.Call("delete_file", `{"path":"a.txt"}`)
 		case strings.Contains(strings.ToLower(last.Content), "wait"):
 			return scripted.Turn{Text: "Waiting.", Calls: []model.ToolCall{{Name: "wait", Arguments: json.RawMessage(`{}`)}}}
 		}
@@ -50,15 +56,16 @@ func talkerModel() *scripted.Model {
 // useAgent) of the pinned packages in Node against a real runtime on
 // loopback: a message answered with a streamed text and a tool call, two
 // clients seeing one conversation live, the history after reconnecting,
-// and a client that connects mid-turn resuming it and cancelling it.
+// a client that connects mid-turn resuming it and cancelling it, a client
+// tool answered by onToolCall's addToolOutput, and an approval given and
+// one refused with addToolApprovalResponse, each continuing the turn.
 //
 // It needs Node and npm, and installs the pinned packages with `npm ci`
 // when chatclient/node_modules is missing. Without Node it is skipped,
 // unless the CI environment variable is set: then it fails.
 func TestChatClient(t *testing.T) {
 	t.Parallel()
-	node := requireTool(t, "node")
-	npmInstall(t, requireTool(t, "npm"))
+	nodetest.Install(t, chatClientDir)
 
 	wait, err := think.NewTool("wait", "Waits until the turn is cancelled", func(ctx context.Context, _ noArgs) (string, error) {
 		<-ctx.Done()
@@ -67,11 +74,18 @@ func TestChatClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	del, err := think.NewTool("delete_file", "Deletes a file", func(ctx context.Context, a deleteArgs) (string, error) {
+		return "deleted " + a.Path, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	del.NeedsApproval = true
 	var rt *agent.Runtime
 	newEnvWith(t, envOptions{model: scripted.New(), setup: func(_ *workflow.Engine, r *agent.Runtime) {
 		rt = r
 		think.MustRegister[Talker](r, "Talker", think.Options{Model: talkerModel(), System: "You help.",
-			Tools: []think.Tool{weatherTool(t), wait}})
+			Tools: []think.Tool{weatherTool(t), wait, del}})
 	}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -82,21 +96,7 @@ func TestChatClient(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	base := "http://" + ln.Addr().String()
 
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "e2e.mjs", base, "e2e")
-	cmd.Dir = chatClientDir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("node e2e.mjs %s e2e (%s):\n%s", base, time.Since(start).Round(time.Millisecond), &out)
-	if err != nil {
-		t.Fatalf("node e2e.mjs failed: %v (its output is above)", err)
-	}
-	if !strings.Contains(out.String(), "PASS") {
-		t.Fatal("node e2e.mjs exited 0 without printing PASS")
-	}
+	nodetest.Run(t, chatClientDir, 90*time.Second, "e2e.mjs", base, "e2e")
 
 	// What the clients did is what the ledger holds.
 	subs, err := agent.With(t.Context(), rt, "e2e", func(ctx context.Context, a *Talker) ([]think.SubmissionInfo, error) {
@@ -112,56 +112,11 @@ func TestChatClient(t *testing.T) {
 		}
 		got = append(got, s.Status)
 	}
-	want := []store.SubmissionStatus{store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionAborted}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	// The client tool's result and the approval are submissions too.
+	want := []store.SubmissionStatus{store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionAborted,
+		store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted, store.SubmissionCompleted,
+		store.SubmissionCompleted, store.SubmissionCompleted}
+	if !slices.Equal(got, want) {
 		t.Errorf("the ledger's statuses = %v, want %v", got, want)
-	}
-}
-
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not on PATH, and CI is set: the chat client test must run in CI (install Node.js 20+ with npm)", name)
-	}
-	t.Skipf("skipping the chat client test: %s is not on PATH (install Node.js 20+ with npm to run it; with CI set it fails instead)", name)
-	return ""
-}
-
-// npmInstall runs `npm ci` in chatClientDir unless its node_modules already
-// holds the versions package.json pins.
-func npmInstall(t *testing.T, npm string) {
-	t.Helper()
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(chatClientDir, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("%s/package.json: %v", chatClientDir, err)
-	}
-	installed := true
-	for dep, want := range pkg.Dependencies {
-		var got struct{ Version string }
-		b, err := os.ReadFile(filepath.Join(chatClientDir, "node_modules", dep, "package.json"))
-		if err != nil || json.Unmarshal(b, &got) != nil || got.Version != want {
-			installed = false
-			break
-		}
-	}
-	if installed {
-		return
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	cmd.Dir = chatClientDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in %s: %v\n%s", chatClientDir, err, out)
 	}
 }

@@ -21,6 +21,7 @@ type chunk struct {
 	Input          json.RawMessage `json:"input,omitempty"`
 	Output         json.RawMessage `json:"output,omitempty"`
 	ErrorText      string          `json:"errorText,omitempty"`
+	ApprovalID     string          `json:"approvalId,omitempty"`
 	FinishReason   string          `json:"finishReason,omitempty"`
 }
 
@@ -33,6 +34,18 @@ type chatStream struct {
 	requestID  string   // the chat request's id, or the submission's
 	messageIDs []string // the ids of the user messages the request sent
 	isFinal    func(name string) bool
+	// continuation: the turn continues after a client tool's result or an
+	// approval; its frames say so, as the pinned server's do, which lets a
+	// client skip the chunks it got live when they are replayed to it.
+	// Unlike the pinned server's, its answer is an assistant message of
+	// its own (start names it): the pinned client applies a continuation's
+	// resumed stream to a new message, whose id must be the one the
+	// conversation then has, or a late write of the stream would leave a
+	// second copy beside the server's snapshot.
+	continuation bool
+	// silent: the submission only stores a tool result or an approval
+	// (no autoContinue); nothing is streamed, the snapshot says it all.
+	silent bool
 
 	bodies   [][]byte           // every chunk so far, in order: chunk i has seq i
 	reason   model.FinishReason // the last model call's
@@ -47,6 +60,7 @@ func newChatStream(s *store.Submission) *chatStream {
 	cs := &chatStream{requestID: s.ID, isFinal: func(string) bool { return false }}
 	if meta := chatMetaOf(s); meta != nil {
 		cs.requestID, cs.messageIDs = meta.RequestID, meta.MessageIDs
+		cs.continuation, cs.silent = meta.Continuation, meta.StoreOnly
 	}
 	return cs
 }
@@ -158,6 +172,11 @@ func (cs *chatStream) result(m model.Message) []chunk {
 		return []chunk{{Type: "tool-output-error", ToolCallID: m.ToolCallID, ErrorText: m.Content}}
 	}
 	return []chunk{{Type: "tool-output-available", ToolCallID: m.ToolCallID, Output: toolOutput(m.Content)}}
+}
+
+// approvalRequest is the chunk of a call that waits for approval.
+func (cs *chatStream) approvalRequest(callID string) []chunk {
+	return []chunk{{Type: "tool-approval-request", ApprovalID: approvalID(callID), ToolCallID: callID}}
 }
 
 // endStep ends the model call step.

@@ -67,6 +67,16 @@ type Tool struct {
 	// Run runs the tool on validated JSON arguments and returns its result,
 	// which is sent to the model as JSON.
 	Run func(ctx context.Context, args json.RawMessage) (any, error)
+	// NeedsApproval holds every call of the tool until a person approves
+	// it (human in the loop): the turn that made the call ends with the
+	// call waiting, which a chat client shows as a tool part in state
+	// "approval-requested" (the AI SDK's needsApproval); the client's
+	// cf_agent_tool_approval frame (useAgentChat's addToolApprovalResponse)
+	// is stored through the ledger, and a submission of it runs the tool
+	// when approved, or records the denial as the call's outcome, and then
+	// continues the turn. A waiting call survives restarts: it is in the
+	// stored conversation.
+	NeedsApproval bool
 
 	wire json.RawMessage // the strict schema sent to providers
 }

@@ -67,6 +67,9 @@ type envOptions struct {
 	limits workflow.Limits
 	// setup registers more on the engine and runtime before they start.
 	setup func(eng *workflow.Engine, rt *agent.Runtime)
+	// advertise and secret make the runtime a node of a cluster
+	// (agent.Options' AdvertiseURL and ClusterSecret).
+	advertise, secret string
 }
 
 func newEnvWith(t *testing.T, o envOptions) *env {
@@ -89,7 +92,8 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger, PollInterval: 50 * time.Millisecond})
+	rt, err := agent.NewRuntime(agent.Options{Engine: eng, Logger: logger, PollInterval: 50 * time.Millisecond,
+		AdvertiseURL: o.advertise, ClusterSecret: o.secret})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,6 +189,45 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 			offered = append(offered, model.Tool{Name: t.Name, Description: t.Description, Parameters: t.wire})
 		}
 	}
+	meta := chatMetaOf(s)
+	if meta == nil {
+		meta = &chatMeta{}
+	}
+	// A chat client's own tools are offered too; their calls wait for
+	// the client's result.
+	clientTools := map[string]bool{}
+	for _, ct := range meta.ClientTools {
+		if _, ok := byName[ct.Name]; ok || clientTools[ct.Name] {
+			continue // a server tool of the same name wins (chatRequest refuses it)
+		}
+		clientTools[ct.Name] = true
+		offered = append(offered, model.Tool{Name: ct.Name, Description: ct.Description, Parameters: jsonOr(ct.Parameters, `{"type":"object"}`)})
+	}
+	// Calls this submission approved run first, as the step that made
+	// them would have run them. Their results are shown in a snapshot,
+	// not streamed: the pinned client applies a continuation's stream to
+	// a new message, where a tool output finds no call to attach to.
+	for _, id := range meta.Approved {
+		c, ok := findCall(history, id)
+		if !ok {
+			return nil, usage, fmt.Errorf("approved tool call %q is not in the conversation", id)
+		}
+		res := a.runTool(ctx, byName, c)
+		if err := a.appendMessages(keepCtx(ctx), s.ID, []storedMessage{{Message: res}}); err != nil {
+			return nil, usage, err
+		}
+		history = append(history, res)
+	}
+	if len(meta.Approved) > 0 {
+		a.broadcastChatMessages(ctx)
+	}
+	if meta.StoreOnly {
+		return plainTurn{}.output("", nil, true), usage, nil
+	}
+	// A call that never got its result (a client tool or an approval that
+	// a later message passed by) is answered, for the model only, as
+	// such: providers refuse a call without a result.
+	history = closeWaiting(history)
 	mode := turnModeOf(s, tc.Tools)
 	cs.isFinal = mode.isFinal
 	offered = mode.offer(offered)
@@ -218,7 +257,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 		if err != nil {
 			if kctx := keepCtx(ctx); kctx != ctx && resp.Text != "" {
 				// Cancelled mid-answer: keep the text the clients saw.
-				if aerr := a.appendMessages(kctx, s.ID, []model.Message{{Role: model.RoleAssistant, Content: resp.Text}}); aerr == nil {
+				if aerr := a.appendMessages(kctx, s.ID, []storedMessage{{Message: model.Message{Role: model.RoleAssistant, Content: resp.Text}}}); aerr == nil {
 					a.chatSend(cs, cs.endStep())
 				}
 			}
@@ -258,14 +297,32 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 			added[0] = reply
 			added = append(added, result)
 		}
+		// A client tool's call and one that needs approval wait; the
+		// others run now.
+		await := map[string]string{}
 		for _, c := range calls {
-			added = append(added, a.runTool(ctx, byName, c))
+			switch t, ok := byName[c.Name]; {
+			case ok && t.NeedsApproval:
+				await[c.ID] = awaitApproval
+				a.chatSend(cs, cs.approvalRequest(c.ID))
+			case !ok && clientTools[c.Name]:
+				await[c.ID] = awaitClient
+			default:
+				added = append(added, a.runTool(ctx, byName, c))
+			}
 		}
 		if reply.Content == "" && len(reply.ToolCalls) == 0 {
 			added = added[1:] // only a final answer: nothing of the assistant's to keep
 		}
 		if len(added) > 0 {
-			if err := a.appendMessages(keepCtx(ctx), s.ID, added); err != nil {
+			rows := make([]storedMessage, len(added))
+			for i, m := range added {
+				rows[i] = storedMessage{Message: m}
+				if m.Role == model.RoleAssistant && len(await) > 0 {
+					rows[i].Await = await
+				}
+			}
+			if err := a.appendMessages(keepCtx(ctx), s.ID, rows); err != nil {
 				return nil, usage, err
 			}
 		}
@@ -276,7 +333,9 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 		}
 		a.chatSend(cs, cs.endStep())
 		history = append(append(history, added...), unsaved...)
-		if answer != nil || (len(calls) == 0 && len(resp.Invalid) == 0) { // answered, or the model ended the turn
+		if answer != nil || len(await) > 0 || (len(calls) == 0 && len(resp.Invalid) == 0) {
+			// answered, waiting for a client or a person, or the model
+			// ended the turn
 			ended = true
 			break
 		}
@@ -361,7 +420,47 @@ func (a *Agent[S]) runTool(ctx context.Context, tools map[string]Tool, c model.T
 	return res
 }
 
-func (a *Agent[S]) appendMessages(ctx context.Context, id string, msgs []model.Message) error {
+// findCall finds tool call id in history, newest first.
+func findCall(history []model.Message, id string) (model.ToolCall, bool) {
+	for i := len(history) - 1; i >= 0; i-- {
+		for _, c := range history[i].ToolCalls {
+			if c.ID == id {
+				return c, true
+			}
+		}
+	}
+	return model.ToolCall{}, false
+}
+
+// errNoResult is what the model is told of a call that never got a result.
+const errNoResult = "the tool call got no result: the conversation went on without it"
+
+// closeWaiting returns history with an error result after every tool call
+// that has none (results follow their call's message).
+func closeWaiting(history []model.Message) []model.Message {
+	out := make([]model.Message, 0, len(history))
+	for i := 0; i < len(history); i++ {
+		m := history[i]
+		out = append(out, m)
+		if m.Role != model.RoleAssistant || len(m.ToolCalls) == 0 {
+			continue
+		}
+		answered := map[string]bool{}
+		for i+1 < len(history) && history[i+1].Role == model.RoleTool {
+			i++
+			answered[history[i].ToolCallID] = true
+			out = append(out, history[i])
+		}
+		for _, c := range m.ToolCalls {
+			if !answered[c.ID] {
+				out = append(out, model.Message{Role: model.RoleTool, ToolCallID: c.ID, ToolName: c.Name, IsError: true, Content: errNoResult})
+			}
+		}
+	}
+	return out
+}
+
+func (a *Agent[S]) appendMessages(ctx context.Context, id string, msgs []storedMessage) error {
 	rows := make([][]byte, len(msgs))
 	for i, m := range msgs {
 		b, err := json.Marshal(m)

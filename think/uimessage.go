@@ -55,6 +55,13 @@ type uiPart struct {
 	Input      json.RawMessage `json:"input,omitempty"`
 	Output     json.RawMessage `json:"output,omitempty"`
 	ErrorText  string          `json:"errorText,omitempty"`
+	Approval   *uiApproval     `json:"approval,omitempty"`
+}
+
+// uiApproval is a tool part's approval (a tool that needs one).
+type uiApproval struct {
+	ID       string `json:"id"`
+	Approved *bool  `json:"approved,omitempty"`
 }
 
 // clientPart is what think reads of a part a client sent.
@@ -75,7 +82,23 @@ type storedMessage struct {
 	UIParts []json.RawMessage `json:"uiParts,omitempty"`
 	// Reasoning is an assistant message's reasoning text.
 	Reasoning string `json:"reasoning,omitempty"`
+	// Await names an assistant message's tool calls that the turn left
+	// waiting, by call id: awaitClient for a client tool's (the client
+	// runs it and sends the result), awaitApproval for a tool that needs
+	// approval.
+	Await map[string]string `json:"await,omitempty"`
+	// Denied marks a tool result that records a denied approval.
+	Denied bool `json:"denied,omitempty"`
 }
+
+// What a waiting tool call waits for (storedMessage.Await).
+const (
+	awaitClient   = "client"
+	awaitApproval = "approval"
+)
+
+// approvalID is the approval id of a call that needs approval.
+func approvalID(callID string) string { return "ap_" + callID }
 
 // assistantUIID is the UI id of the assistant message of a submission's
 // turn.
@@ -171,7 +194,11 @@ func toUI(rows []store.ConversationMessage) ([]UIMessage, error) {
 			}
 			for _, c := range sm.ToolCalls {
 				tools[c.ID] = len(turn.Parts)
-				add(turn, uiPart{Type: "tool-" + c.Name, ToolCallID: c.ID, State: "input-available", Input: jsonOr(c.Arguments, "{}")})
+				p := uiPart{Type: "tool-" + c.Name, ToolCallID: c.ID, State: "input-available", Input: jsonOr(c.Arguments, "{}")}
+				if sm.Await[c.ID] == awaitApproval {
+					p.State, p.Approval = "approval-requested", &uiApproval{ID: approvalID(c.ID)}
+				}
+				add(turn, p)
 			}
 		case model.RoleTool:
 			if turn == nil {
@@ -183,9 +210,16 @@ func toUI(rows []store.ConversationMessage) ([]UIMessage, error) {
 			}
 			var p uiPart
 			_ = json.Unmarshal(turn.Parts[i], &p) // think wrote it
-			if sm.IsError {
+			approved := !sm.Denied
+			if p.Approval != nil {
+				p.Approval.Approved = &approved
+			}
+			switch {
+			case sm.Denied:
+				p.State = "output-denied"
+			case sm.IsError:
 				p.State, p.ErrorText = "output-error", sm.Content
-			} else {
+			default:
 				p.State, p.Output = "output-available", toolOutput(sm.Content)
 			}
 			turn.Parts[i], _ = json.Marshal(p)

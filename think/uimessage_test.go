@@ -206,3 +206,81 @@ func TestToUIGoSubmitted(t *testing.T) {
 		t.Errorf("toUI = %s, want %s", show(got), want)
 	}
 }
+
+// TestToUIWaitingCalls: a call waiting for approval is shown as
+// approval-requested with its approval id, then output-available (approved)
+// or output-denied once answered; a client tool's waiting call is
+// input-available; a continuation's answer is an assistant message of its
+// own.
+func TestToUIWaitingCalls(t *testing.T) {
+	t.Parallel()
+	call := `{"role":"assistant","toolCalls":[{"id":"d1","name":"del","arguments":{"p":1}},{"id":"d2","name":"del","arguments":{"p":2}},{"id":"k1","name":"pick","arguments":{}}],"await":{"d1":"approval","d2":"approval","k1":"client"}}`
+	for _, tc := range []struct {
+		name    string
+		answers []string // rows of the answer submissions
+		want    string   // the assistant message of s1
+		more    string   // the messages after it, as JSON
+	}{
+		{"waiting", nil,
+			`[{"type":"step-start"},
+			{"type":"tool-del","toolCallId":"d1","state":"approval-requested","input":{"p":1},"approval":{"id":"ap_d1"}},
+			{"type":"tool-del","toolCallId":"d2","state":"approval-requested","input":{"p":2},"approval":{"id":"ap_d2"}},
+			{"type":"tool-pick","toolCallId":"k1","state":"input-available","input":{}}]`, ``},
+		{"answered", []string{
+			`{"role":"tool","toolCallId":"d1","toolName":"del","content":"\"gone\""}`,
+			`{"role":"tool","toolCallId":"d2","toolName":"del","isError":true,"content":"denied","denied":true}`,
+			`{"role":"tool","toolCallId":"k1","toolName":"pick","content":"{\"color\":\"red\"}"}`,
+			`{"role":"assistant","content":"Done."}`},
+			`[{"type":"step-start"},
+			{"type":"tool-del","toolCallId":"d1","state":"output-available","input":{"p":1},"output":"gone","approval":{"id":"ap_d1","approved":true}},
+			{"type":"tool-del","toolCallId":"d2","state":"output-denied","input":{"p":2},"approval":{"id":"ap_d2","approved":false}},
+			{"type":"tool-pick","toolCallId":"k1","state":"output-available","input":{},"output":{"color":"red"}}]`,
+			`{"id":"a_chat_tr_k1","role":"assistant","parts":[{"type":"step-start"},{"type":"text","text":"Done.","state":"done"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows := []store.ConversationMessage{
+				{Seq: 1, SubmissionID: "s1", Message: json.RawMessage(`{"role":"user","content":"go"}`)},
+				{Seq: 2, SubmissionID: "s1", Message: json.RawMessage(call)},
+			}
+			for i, a := range tc.answers {
+				rows = append(rows, store.ConversationMessage{Seq: int64(3 + i), SubmissionID: "chat_tr_k1", Message: json.RawMessage(a)})
+			}
+			got, err := toUI(rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := `[{"id":"s1-0","role":"user","parts":[{"type":"text","text":"go"}]},{"id":"a_s1","role":"assistant","parts":` + tc.want + `}`
+			if tc.more != "" {
+				want += "," + tc.more
+			}
+			want += "]"
+			var w any
+			if err := json.Unmarshal([]byte(want), &w); err != nil {
+				t.Fatal(err)
+			}
+			if !sameJSON(t, got, w) {
+				t.Errorf("toUI = %s\nwant %s", show(got), want)
+			}
+		})
+	}
+}
+
+// TestCloseWaiting: a call without a result gets an error result for the
+// model, right after its message's results; answered calls are kept as
+// they are.
+func TestCloseWaiting(t *testing.T) {
+	t.Parallel()
+	h := []model.Message{
+		{Role: model.RoleUser, Content: "go"},
+		{Role: model.RoleAssistant, ToolCalls: []model.ToolCall{{ID: "a", Name: "t"}, {ID: "b", Name: "u"}}},
+		{Role: model.RoleTool, ToolCallID: "a", ToolName: "t", Content: "1"},
+		{Role: model.RoleUser, Content: "next"},
+	}
+	got := closeWaiting(h)
+	if len(got) != 5 || got[3].ToolCallID != "b" || !got[3].IsError || got[3].Content != errNoResult || got[4].Content != "next" || got[2].Content != "1" {
+		t.Errorf("closeWaiting = %+v", got)
+	}
+	if again := closeWaiting(got); len(again) != 5 {
+		t.Errorf("closeWaiting of a closed history added %d messages", len(again)-5)
+	}
+}

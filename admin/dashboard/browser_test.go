@@ -8,20 +8,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/page"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"agentflow/admin"
 	"agentflow/agent"
 	"agentflow/examples/counter"
+	"agentflow/internal/browsertest"
 	"agentflow/store"
 	"agentflow/store/sqlite"
 	"agentflow/workflow"
@@ -163,82 +160,6 @@ func seedThink(t *testing.T, st store.Store) {
 	must(st.ReleaseAgent(ctx, store.AgentLease{AgentKey: k, Owner: "seed", Fence: a.Fence}, now))
 }
 
-// chromium returns the browser's path, or skips (fails with CI set).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not on PATH, and CI is set: the dashboard's browser test must run in CI (apt-get install chromium; scripts/test does it when apt-get exists)")
-	}
-	t.Skip("skipping the dashboard's browser test: chromium is not on PATH (apt-get install chromium, or run scripts/test, which installs it; with CI set it fails instead)")
-	return ""
-}
-
-// browser starts headless Chromium and returns a tab's context. The
-// page's uncaught exceptions fail the test at its end.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := chromium(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-	})
-	var mu sync.Mutex
-	var thrown []string
-	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
-	go func() {
-		for ev, err := range exceptions {
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			thrown = append(thrown, (&chromedp.ExceptionError{ExceptionDetails: ev.ExceptionDetails}).Error())
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range thrown {
-			t.Errorf("the page threw: %s", e)
-		}
-	})
-	// The page's confirm() dialogs (terminate, restart) are accepted, as a
-	// user would.
-	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
-	go func() {
-		for _, err := range dialogs {
-			if err != nil {
-				return
-			}
-			if _, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err != nil {
-				return
-			}
-		}
-	}()
-	// The first Run starts the browser: without a timeout of its own.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
-	}
-	return ctx
-}
-
 // artifacts is where the screenshots go.
 func artifacts(t *testing.T) string {
 	t.Helper()
@@ -297,7 +218,7 @@ func viewport(w, h int64, mobile bool) chromedp.Action[chromedp.Void] {
 // agent's conversation, the outbox; at a laptop's and a phone's viewport.
 func TestDashboardInBrowser(t *testing.T) {
 	start := time.Now()
-	ctx := browser(t)
+	ctx := browsertest.New(t, browsertest.Options{AcceptDialogs: true})
 	w := newWorld(t)
 	dir := artifacts(t)
 	bg := t.Context()

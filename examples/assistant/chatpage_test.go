@@ -21,12 +21,13 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"agentflow/agent"
 	"agentflow/examples/assistant"
 	"agentflow/examples/assistant/web"
+	"agentflow/internal/browsertest"
+	"agentflow/internal/nodetest"
 	"agentflow/model"
 	"agentflow/store"
 	"agentflow/store/sqlite"
@@ -123,61 +124,6 @@ func (s *pageServer) stop() {
 	s.rt.Stop(ctx)
 	s.eng.Stop(ctx)
 	<-s.done
-}
-
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not on PATH, and CI is set: the chat page's browser test must run in CI (apt-get install chromium; scripts/test does it when apt-get exists)")
-	}
-	t.Skip("skipping the chat page's browser test: chromium is not on PATH (apt-get install chromium; with CI set it fails instead)")
-	return ""
-}
-
-// newBrowser starts a headless Chromium of its own and returns its tab:
-// two of them are two people on one conversation (tabs of one browser
-// wedge chromedp's background target now and then). Uncaught exceptions
-// in the page fail the test at its end.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	path := chromium(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(900, 900))
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first action starts the browser; listening before it would race
-	// it to start a second one on the same profile.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
-	}
-	var mu sync.Mutex
-	var thrown []string
-	go func() {
-		for ev, err := range chromedp.Events(ctx, runtime.ExceptionThrown) {
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			thrown = append(thrown, (&chromedp.ExceptionError{ExceptionDetails: ev.ExceptionDetails}).Error())
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range thrown {
-			t.Errorf("the page threw: %s", e)
-		}
-	})
-	return ctx
 }
 
 // do runs one step with its own deadline, naming it when it fails.
@@ -297,13 +243,13 @@ func TestChatPage(t *testing.T) {
 	}
 	ready := until(`document.getElementById('status')?.innerText === 'ready'`)
 
-	one := newBrowser(t)
+	one := browsertest.New(t, browsertest.Options{Width: 900, Height: 900})
 	fl := watch(t, one, "one")
 	do(t, one, "open the page", chromedp.Navigate(url), chromedp.WaitVisible(chromedp.ID("prompt")), ready, fl.connected(0))
 	do(t, one, "ask", send(one, "What time is it in Asia/Tokyo?"), until(answered("Asia/Tokyo")))
 	shot(one, "answered")
 
-	two := newBrowser(t)
+	two := browsertest.New(t, browsertest.Options{Width: 900, Height: 900})
 	fl2 := watch(t, two, "two")
 	do(t, two, "a second browser shows the conversation", chromedp.Navigate(url), chromedp.WaitVisible(chromedp.ID("prompt")),
 		until(`document.querySelectorAll('#messages li').length === 2`), ready, fl2.connected(0))
@@ -386,27 +332,15 @@ func TestChatPage(t *testing.T) {
 // checkBuild builds the page with the pinned packages into a temporary
 // directory and compares it with the committed dist/.
 func checkBuild(t *testing.T) {
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("npm is not on PATH, and CI is set")
-		}
-		t.Skip("npm is not on PATH: the committed build is not checked")
-	}
-	if _, err := os.Stat("web/node_modules/vite/package.json"); err != nil {
-		cmd := exec.CommandContext(t.Context(), npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = "web"
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in web: %v\n%s", err, out)
-		}
-	}
+	npm := nodetest.Tool(t, "npm")
+	nodetest.Install(t, "web")
 	out := t.TempDir()
 	cmd := exec.CommandContext(t.Context(), npm, "exec", "--", "vite", "build", "--outDir", out, "--emptyOutDir")
 	cmd.Dir = "web"
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("vite build: %v\n%s", err, b)
 	}
-	err = filepath.WalkDir("web/dist", func(path string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir("web/dist", func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}

@@ -7,8 +7,10 @@
 //
 // The server must serve the Talker class of think/chat_client_test.go,
 // which runs this script: a scripted model that answers "wait" by calling
-// a tool that waits until the turn is cancelled, and anything else by
-// calling get_weather and then saying "It is sunny in Oslo.". Every chunk
+// a tool that waits until the turn is cancelled, "color" by calling the
+// client tool pick_color, "delete" by calling delete_file (which needs
+// approval), and anything else by calling get_weather and then saying "It
+// is sunny in Oslo.". Every chunk
 // the server streams is checked with the `ai` package's own
 // uiMessageChunkSchema, every message list with validateUIMessages. On
 // success the script prints "PASS" and exits 0; on the first failed check
@@ -96,6 +98,7 @@ class TapWebSocket extends WebSocket {
         return;
       }
       if (f.type === "cf_agent_chat_messages" && f.connect) frames.connects++;
+      if (f.type === "cf_agent_error") problems.push(`the server refused a frame: ${f.error}`);
       if (f.type !== "cf_agent_use_chat_response") return;
       frames.responses++;
       if (f.replay) frames.replayed++;
@@ -114,11 +117,11 @@ class TapWebSocket extends WebSocket {
 
 // mount renders a component using useAgent and useAgentChat, as an app
 // does, and returns a handle whose chat is the hook's latest result.
-function mount(label) {
+function mount(label, options = {}) {
   const c = { label, chat: null, statuses: new Set(), connects: frames.connects };
   function Chat() {
     const agent = useAgent({ agent: "Talker", name, host, protocol: "ws", WebSocket: TapWebSocket });
-    const chat = useAgentChat({ agent });
+    const chat = useAgentChat({ agent, ...options });
     c.chat = chat;
     c.agent = agent;
     c.statuses.add(chat.status);
@@ -214,6 +217,65 @@ await waitFor(() => cut(a2) && cut(c) && cut(b), "the cancelled turn to end on e
 await waitFor(() => same(a2.chat.messages, c.chat.messages) && same(a2.chat.messages, b.chat.messages), "the three clients to agree");
 check(textOf(last(c)) === "Waiting." && a2.chat.messages.length === 6, `after the cancel: ${show(c.chat.messages.map(brief))}`);
 await valid(c);
+
+// 5. A client tool: the client declares pick_color (useAgentChat sends
+// the tools that have an execute function as clientTools); the model's
+// call waits for the client, whose onToolCall answers it with
+// addToolOutput; the server stores the result and continues the turn,
+// which every client sees.
+step = "client tool";
+const picked = [];
+const d = mount("d", {
+  tools: {
+    pick_color: {
+      description: "Asks the user for a color",
+      parameters: { type: "object", properties: { hint: { type: "string" } } },
+      execute: async () => ({ color: "blue" }),
+    },
+  },
+  onToolCall: async ({ toolCall, addToolOutput }) => {
+    picked.push(toolCall);
+    addToolOutput({ toolCallId: toolCall.toolCallId, toolName: toolCall.toolName, output: { color: "blue" } });
+  },
+});
+await waitFor(() => settled(d) && d.chat.messages.length === 6, "client d to connect");
+await d.chat.sendMessage({ text: "Pick a color." });
+// The continued answer is an assistant message of its own.
+const before2 = (x) => x.chat.messages.at(-2);
+const colored = (x) => x.chat.status === "ready" && textOf(last(x)).includes("You picked") && toolPart(before2(x), "pick_color")?.state === "output-available";
+await waitFor(() => colored(d) && colored(b), "the client tool's result and the continued answer on d and b");
+check(picked.length === 1 && picked[0].toolName === "pick_color" && picked[0].input?.hint === "sky", `onToolCall got ${show(picked)}`);
+check(same(toolPart(before2(d), "pick_color").output, { color: "blue" }) && textOf(last(d)).includes('{"color":"blue"}'), `after the result: ${show(d.chat.messages.slice(-2))}`);
+await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 9, "d and b to agree");
+await valid(d);
+
+// 6. Approval: delete_file needs it; the call waits as approval-requested
+// until the client answers with addToolApprovalResponse; approved, the
+// server runs the tool and continues the turn.
+step = "approval";
+await d.chat.sendMessage({ text: "Please delete a.txt." });
+const asked = (x) => toolPart(last(x), "delete_file")?.state === "approval-requested";
+await waitFor(() => d.chat.status === "ready" && asked(d) && asked(b), "the approval request on d and b");
+const approval = toolPart(last(d), "delete_file").approval;
+check(typeof approval?.id === "string", `the approval request: ${show(toolPart(last(d), "delete_file"))}`);
+d.chat.addToolApprovalResponse({ id: approval.id, approved: true });
+const done = (x) => x.chat.status === "ready" && toolPart(before2(x), "delete_file")?.state === "output-available" && textOf(last(x)).includes("deleted a.txt");
+await waitFor(() => done(d) && done(b), "the approved tool's output and the continued answer on d and b");
+check(toolPart(before2(d), "delete_file").approval?.approved === true, `after the approval: ${show(toolPart(before2(d), "delete_file"))}`);
+await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 12, "d and b to agree after the approval");
+await valid(d);
+
+// 7. Denial: the call is not run; the denial is its outcome
+// (output-denied), and the model, told so, answers.
+step = "denial";
+await d.chat.sendMessage({ text: "Please delete b.txt." });
+await waitFor(() => d.chat.status === "ready" && asked(d) && asked(b), "the second approval request on d and b");
+d.chat.addToolApprovalResponse({ id: toolPart(last(d), "delete_file").approval.id, approved: false });
+const denied = (x) => x.chat.status === "ready" && toolPart(before2(x), "delete_file")?.state === "output-denied" && textOf(last(x)).includes("denied");
+await waitFor(() => denied(d) && denied(b), "the denial and the continued answer on d and b");
+check(toolPart(before2(d), "delete_file").approval?.approved === false, `after the denial: ${show(toolPart(before2(d), "delete_file"))}`);
+await waitFor(() => same(d.chat.messages, b.chat.messages) && d.chat.messages.length === 15, "d and b to agree after the denial");
+await valid(d);
 
 step = "end";
 for (const x of [...clients]) x.unmount();
