@@ -33,10 +33,10 @@ const agentWorkflowCols = `class, name, workflow_id, binding, workflow, service,
 const maxWorkflowPage = 100
 
 type agentWorkflowQueries struct {
-	insert, get, delete                   string
-	progress, finish, sync                string
-	listHead, listAfter, listTail         string
-	listStatuses, listWorkflow, metaEqual string
+	insert, get, delete                    string
+	progress, finish, sync                 string
+	listHead, listAfter, listTail          string
+	listStatuses, listWorkflow, metaEqual  string
 	outcome, ackFinish, ackSync, ackDelete string
 }
 
@@ -64,7 +64,7 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
  WHERE class = ? AND name = ? AND workflow_id = ? AND status IN ` + sqlList(store.StatusQueued, store.StatusWaiting) + `
  RETURNING ` + agentWorkflowCols),
 		finish: d.Rebind(finish + ` RETURNING ` + agentWorkflowCols),
-		sync: d.Rebind(set + ` RETURNING ` + agentWorkflowCols),
+		sync:   d.Rebind(set + ` RETURNING ` + agentWorkflowCols),
 
 		// ListAgentWorkflows' query is put together from these, with ?
 		// placeholders, and rebound once put together.
