@@ -271,11 +271,31 @@ func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule, acked *bool) 
 		return err
 	}
 	defer rt.release(in)
-	err = in.run(ctx, func() error { return in.deliver(ctx, s, n, acked) })
+	var ack *pendingAck
+	err = in.run(ctx, func() error { return in.deliver(ctx, s, n, &ack) })
 	if ne, ok := errors.AsType[*NoticeError](err); ok {
 		return rt.malformed(s, ne)
 	}
+	if err != nil || ack == nil {
+		return err
+	}
+	// The acknowledgement, after the lock: the agent's next call need not
+	// wait for its commit. A failure leaves the notice, and the retry or
+	// the next claim tells the agent again.
+	err = rt.store.AckWorkflowNotice(ctx, ack.NoticeAck, ack.now)
+	ack.done()
+	if err == nil {
+		*acked = true
+	}
 	return err
+}
+
+// pendingAck is a notice's acknowledgement that a delivery left to be
+// written after the agent's lock is released.
+type pendingAck struct {
+	store.NoticeAck
+	now  time.Time
+	done func() // ends its registration in the instance's acks
 }
 
 // malformed completes a NoticeError with the notice's id and agent and
@@ -290,8 +310,11 @@ func (rt *Runtime) malformed(s *store.Schedule, ne *NoticeError) error {
 // deliver applies a notice to the agent: the store's finish notice, which
 // has no kind, or one of noticeKinds. A notice whose data does not decode
 // is a *NoticeError, never half applied.
-func (in *instance) deliver(ctx context.Context, s *store.Schedule, n notice, acked *bool) error {
-	d := &delivery{ctx: ctx, in: in, s: s, acked: acked, n: n, now: in.rt.clock.Now()}
+func (in *instance) deliver(ctx context.Context, s *store.Schedule, n notice, ack **pendingAck) error {
+	if err := in.acks.wait(ctx, n.InstanceID); err != nil { // an earlier notice's
+		return err
+	}
+	d := &delivery{ctx: ctx, in: in, s: s, ack: ack, n: n, now: in.rt.clock.Now()}
 	if s.Method == store.WorkflowFinishedMethod {
 		return d.finished()
 	}
@@ -320,12 +343,12 @@ var noticeKinds = map[string]func(d *delivery) error{
 
 // delivery is one notice being applied to its agent.
 type delivery struct {
-	ctx   context.Context
-	in    *instance
-	s     *store.Schedule // the notice's schedule
-	acked *bool           // set when record deleted the notice
-	n     notice
-	now   time.Time
+	ctx context.Context
+	in  *instance
+	s   *store.Schedule // the notice's schedule
+	ack **pendingAck    // set by record
+	n   notice
+	now time.Time
 }
 
 // malformed reports data of the notice that does not decode.
@@ -411,18 +434,19 @@ func (d *delivery) tell(w *store.AgentWorkflow, u store.TrackingUpdate, output j
 	return d.record(u)
 }
 
-// record writes u to the tracking row and, in the same write, deletes the
-// notice while this node's claim of it holds (AckWorkflowNotice), so
-// that the schedule runner has nothing left to delete. A failed write
-// leaves both, and the notice is delivered again.
+// record leaves the acknowledgement of the notice to be written once the
+// agent's lock is released: u applied to the tracking row and, in the same
+// write, the notice deleted while this node's claim of it holds
+// (AckWorkflowNotice). Until that write ends, whatever reads or changes
+// the row on the agent's behalf waits for it (acks).
 func (d *delivery) record(u store.TrackingUpdate) error {
-	rt := d.in.rt
-	err := rt.store.AckWorkflowNotice(d.ctx, store.NoticeAck{AgentKey: d.s.AgentKey, NoticeID: d.s.ID, Owner: rt.node,
-		WorkflowID: d.n.InstanceID, Update: u}, d.now)
-	if err == nil {
-		*d.acked = true
+	*d.ack = &pendingAck{
+		NoticeAck: store.NoticeAck{AgentKey: d.s.AgentKey, NoticeID: d.s.ID, Owner: d.in.rt.node,
+			WorkflowID: d.n.InstanceID, Update: u},
+		now:  d.now,
+		done: d.in.acks.begin(d.n.InstanceID),
 	}
-	return err
+	return nil
 }
 
 // progress is ReportProgress.

@@ -38,7 +38,19 @@ type agentWorkflowQueries struct {
 	listHead, listAfter, listTail          string
 	listStatuses, listWorkflow, metaEqual  string
 	outcome, ackFinish, ackSync, ackDelete string
+	// createTracked inserts the instance and its tracking row in one
+	// statement, where the dialect has data-modifying CTEs; "" elsewhere.
+	createTracked string
 }
+
+// trackConflict replaces a tracking row left for an earlier instance with
+// the same id (which retention deleted): the instance insert before it
+// proves the id is new.
+const trackConflict = `
+ ON CONFLICT (class, name, workflow_id) DO UPDATE SET binding = excluded.binding, workflow = excluded.workflow,
+   service = excluded.service, status = excluded.status, metadata = excluded.metadata,
+   error_name = excluded.error_name, error_message = excluded.error_message, created_at = excluded.created_at,
+   updated_at = excluded.updated_at, completed_at = excluded.completed_at`
 
 func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 	// finish and sync change the row only when the status or the error
@@ -49,15 +61,9 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
    AND (status <> ? OR error_name IS DISTINCT FROM ? OR error_message IS DISTINCT FROM ?)`
 	finish := set + ` AND status NOT IN ` + sqlList(store.StatusTerminated, store.StatusPaused)
 	q := agentWorkflowQueries{
-		// A row left for an earlier instance with the same id (which
-		// retention deleted) is replaced: the instance insert before it
-		// in the transaction proves the id is new.
+		// The tracking row, after insertInstance in a transaction.
 		insert: d.Rebind(`INSERT INTO agent_workflows (` + agentWorkflowCols + `)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
- ON CONFLICT (class, name, workflow_id) DO UPDATE SET binding = excluded.binding, workflow = excluded.workflow,
-   service = excluded.service, status = excluded.status, metadata = excluded.metadata,
-   error_name = excluded.error_name, error_message = excluded.error_message, created_at = excluded.created_at,
-   updated_at = excluded.updated_at, completed_at = excluded.completed_at`),
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + trackConflict),
 		get:    d.Rebind(`SELECT ` + agentWorkflowCols + ` FROM agent_workflows WHERE class = ? AND name = ? AND workflow_id = ?`),
 		delete: d.Rebind(`DELETE FROM agent_workflows WHERE class = ? AND name = ? AND workflow_id = ?`),
 		progress: d.Rebind(`UPDATE agent_workflows SET status = '` + string(store.StatusRunning) + `', updated_at = ?
@@ -75,6 +81,13 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 		// index scan rather than a filter of the rows it reads.
 		listAfter: ` AND (created_at, workflow_id) < (?, ?)`,
 		listTail:  ` ORDER BY created_at DESC, workflow_id DESC LIMIT ?`,
+	}
+	if d.WritableCTEs {
+		// The tracking row is inserted only if the instance was: none
+		// for a taken id, which the statement reports as no row changed.
+		q.createTracked = d.Rebind(`WITH i AS (` + insertInstanceSQL + ` RETURNING id)
+ INSERT INTO agent_workflows (` + agentWorkflowCols + `)
+ SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM i` + trackConflict)
 	}
 	// The instance's end and the tracking row (its NOT NULL columns as
 	// zero values when there is none, which the first column tells), in
@@ -234,16 +247,34 @@ func (s *Store) CreateTrackedInstance(ctx context.Context, in *store.Instance, w
 	}
 	args := []any{wf.Class, wf.Name, wf.WorkflowID, wf.Binding, workflow, service, string(status), metadataArg(wf.Metadata),
 		nullString(wf.ErrorName), nullString(wf.ErrorMessage), created.UnixMicro(), updated.UnixMicro(), micros(wf.CompletedAt)}
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		c := TxConn(tx)
-		if err := s.insertInstance(ctx, c, in); err != nil {
-			return err
+	var err error
+	if s.wq.createTracked != "" {
+		instArgs, fence := insertInstanceArgs(in)
+		err = s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
+			n, err := c.Exec(ctx, s.wq.createTracked, append(instArgs, args...)...)
+			if err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			if n == 0 {
+				return &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
+			}
+			return nil
+		})
+		if err == nil {
+			in.Fence = fence
 		}
-		if _, err := c.Exec(ctx, s.wq.insert, args...); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		return nil
-	})
+	} else {
+		err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			c := TxConn(tx)
+			if err := s.insertInstance(ctx, c, in); err != nil {
+				return err
+			}
+			if _, err := c.Exec(ctx, s.wq.insert, args...); err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		s.wakeQueued(in)
 	}
@@ -364,7 +395,7 @@ func (s *Store) DeleteAgentWorkflow(ctx context.Context, key store.AgentKey, wor
 
 // GetWorkflowOutcome implements store.AgentWorkflowStore.
 func (s *Store) GetWorkflowOutcome(ctx context.Context, key store.AgentKey, workflowID string) (*store.WorkflowOutcome, error) {
-	o, err := readOne(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID}, scanOutcome)
+	o, err := readPrepared(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID}, scanOutcome)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("outcome of workflow %q of agent %s: %w", workflowID, key, store.ErrNotFound)
 	}
