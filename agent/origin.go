@@ -273,6 +273,9 @@ func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule, acked *bool) 
 	defer rt.release(in)
 	var ack *pendingAck
 	err = in.run(ctx, func() error { return in.deliver(ctx, s, n, &ack) })
+	if err != nil && ack != nil {
+		ack.done() // not written: the notice stays, to be told again
+	}
 	if ne, ok := errors.AsType[*NoticeError](err); ok {
 		return rt.malformed(s, ne)
 	}
