@@ -44,6 +44,9 @@ type instance struct {
 	telling string
 	touched bool
 
+	// acks are the notices' acknowledgements being written.
+	acks acks
+
 	// Under rt.mu.
 	refs      int // calls in progress, open connections, running fibers, schedule runs
 	idleSince time.Time

@@ -239,8 +239,10 @@ func (o *Origin) send(name, kind string, data any) error {
 // isNotice reports whether a schedule is one of the runtime's own.
 func isNotice(method string) bool { return strings.HasPrefix(method, agentseam.MethodPrefix) }
 
-// deliver hands a notice to its agent, holding the instance's lock.
-func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
+// deliver hands a notice to its agent, holding the instance's lock. It
+// sets *acked when the delivery deleted the notice itself, in the write
+// that recorded what the agent was told (AckWorkflowNotice).
+func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule, acked *bool) error {
 	if h := rt.host.Notice(s.Method); h != nil {
 		c, err := rt.class(s.Class)
 		if err != nil {
@@ -269,11 +271,34 @@ func (rt *Runtime) deliver(ctx context.Context, s *store.Schedule) error {
 		return err
 	}
 	defer rt.release(in)
-	err = in.run(ctx, func() error { return in.deliver(ctx, s.Method, n) })
+	var ack *pendingAck
+	err = in.run(ctx, func() error { return in.deliver(ctx, s, n, &ack) })
+	if err != nil && ack != nil {
+		ack.done() // not written: the notice stays, to be told again
+	}
 	if ne, ok := errors.AsType[*NoticeError](err); ok {
 		return rt.malformed(s, ne)
 	}
+	if err != nil || ack == nil {
+		return err
+	}
+	// The acknowledgement, after the lock: the agent's next call need not
+	// wait for its commit. A failure leaves the notice, and the retry or
+	// the next claim tells the agent again.
+	err = rt.store.AckWorkflowNotice(ctx, ack.NoticeAck, ack.now)
+	ack.done()
+	if err == nil {
+		*acked = true
+	}
 	return err
+}
+
+// pendingAck is a notice's acknowledgement that a delivery left to be
+// written after the agent's lock is released.
+type pendingAck struct {
+	store.NoticeAck
+	now  time.Time
+	done func() // ends its registration in the instance's acks
 }
 
 // malformed completes a NoticeError with the notice's id and agent and
@@ -288,9 +313,12 @@ func (rt *Runtime) malformed(s *store.Schedule, ne *NoticeError) error {
 // deliver applies a notice to the agent: the store's finish notice, which
 // has no kind, or one of noticeKinds. A notice whose data does not decode
 // is a *NoticeError, never half applied.
-func (in *instance) deliver(ctx context.Context, method string, n notice) error {
-	d := &delivery{ctx: ctx, in: in, n: n, now: in.rt.clock.Now()}
-	if method == store.WorkflowFinishedMethod {
+func (in *instance) deliver(ctx context.Context, s *store.Schedule, n notice, ack **pendingAck) error {
+	if err := in.acks.wait(ctx, n.InstanceID); err != nil { // an earlier notice's
+		return err
+	}
+	d := &delivery{ctx: ctx, in: in, s: s, ack: ack, n: n, now: in.rt.clock.Now()}
+	if s.Method == store.WorkflowFinishedMethod {
 		return d.finished()
 	}
 	apply, ok := noticeKinds[n.Kind]
@@ -320,6 +348,8 @@ var noticeKinds = map[string]func(d *delivery) error{
 type delivery struct {
 	ctx context.Context
 	in  *instance
+	s   *store.Schedule // the notice's schedule
+	ack **pendingAck    // set by record
 	n   notice
 	now time.Time
 }
@@ -340,26 +370,29 @@ func (d *delivery) track(u store.TrackingUpdate) (*store.AgentWorkflow, bool, er
 }
 
 // finished is the store's finish notice: Run returned, or the instance
-// was terminated.
+// was terminated. One read gives both the instance's end and the tracking
+// row (GetWorkflowOutcome).
 func (d *delivery) finished() error {
-	inst, err := d.in.rt.store.GetInstance(d.ctx, d.n.InstanceID)
+	o, err := d.in.rt.store.GetWorkflowOutcome(d.ctx, d.in.key, d.n.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil // removed by retention before the agent heard
 	}
 	if err != nil {
 		return err
 	}
-	if !inst.Status.Finished() {
+	if !o.Status.Finished() {
 		return nil // restarted since: a later finish tells
 	}
-	u := store.TrackingUpdate{Rule: store.TrackFinish, Status: inst.Status,
-		ErrorName: inst.ErrorName, ErrorMessage: inst.ErrorMessage}
-	if inst.Status == store.StatusTerminated { // no hook hears of it
-		u.Rule = store.TrackSync
-		_, _, err := d.track(u)
-		return err
+	if o.Tracking == nil {
+		return nil // the agent deleted its tracking row: nothing to tell
 	}
-	return d.finish(u, inst.Output)
+	u := store.TrackingUpdate{Rule: store.TrackFinish, Status: o.Status,
+		ErrorName: o.ErrorName, ErrorMessage: o.ErrorMessage}
+	if o.Status == store.StatusTerminated { // no hook hears of it
+		u.Rule = store.TrackSync
+		return d.record(u)
+	}
+	return d.tell(o.Tracking, u, o.Output)
 }
 
 // finish tells the agent that the instance completed or failed, then
@@ -371,14 +404,19 @@ func (d *delivery) finished() error {
 // once, and more than once only after a crash or a failed write between
 // its return and the row's.
 func (d *delivery) finish(u store.TrackingUpdate, output json.RawMessage) error {
-	in := d.in
-	w, err := in.rt.store.GetAgentWorkflow(d.ctx, in.key, d.n.InstanceID)
+	w, err := d.in.rt.store.GetAgentWorkflow(d.ctx, d.in.key, d.n.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil // the agent deleted its tracking row: nothing to tell
 	}
 	if err != nil {
 		return err
 	}
+	return d.tell(w, u, output)
+}
+
+// tell is finish given the tracking row w as it was read.
+func (d *delivery) tell(w *store.AgentWorkflow, u store.TrackingUpdate, output json.RawMessage) error {
+	in := d.in
 	switch w.Status {
 	case store.StatusComplete, store.StatusErrored:
 		return nil // a ReportComplete or ReportError before Run returned told it
@@ -396,8 +434,22 @@ func (d *delivery) finish(u store.TrackingUpdate, output json.RawMessage) error 
 		// tells anew.
 		return nil
 	}
-	_, _, err = d.track(u)
-	return err
+	return d.record(u)
+}
+
+// record leaves the acknowledgement of the notice to be written once the
+// agent's lock is released: u applied to the tracking row and, in the same
+// write, the notice deleted while this node's claim of it holds
+// (AckWorkflowNotice). Until that write ends, whatever reads or changes
+// the row on the agent's behalf waits for it (acks).
+func (d *delivery) record(u store.TrackingUpdate) error {
+	*d.ack = &pendingAck{
+		NoticeAck: store.NoticeAck{AgentKey: d.s.AgentKey, NoticeID: d.s.ID, Owner: d.in.rt.node,
+			WorkflowID: d.n.InstanceID, Update: u},
+		now:  d.now,
+		done: d.in.acks.begin(d.n.InstanceID),
+	}
+	return nil
 }
 
 // progress is ReportProgress.

@@ -284,7 +284,7 @@ func (rt *Runtime) runSchedule(ctx context.Context, s *store.Schedule) {
 		return // crashed here by a test harness
 	}
 	sctx, span := rt.tel.StartSchedule(ctx, s.Class, s.Name, s.Method, s.ID, rt.clock.Now().Sub(s.NextRunAt))
-	attempts, err := rt.fire(sctx, s)
+	attempts, acked, err := rt.fire(sctx, s)
 	rt.tel.EndSchedule(sctx, span, s.Class, attempts, err)
 	if ctx.Err() != nil {
 		return // stopping: the claim is released when this node goes
@@ -307,6 +307,8 @@ func (rt *Runtime) runSchedule(ctx context.Context, s *store.Schedule) {
 		if err = rt.store.RescheduleSchedule(ctx, s.ID, rt.node, next); err == nil {
 			rt.sched.Add(next)
 		}
+	case acked:
+		// The delivery deleted the notice in its own write.
 	default:
 		_, err = rt.store.DeleteSchedule(ctx, s.AgentKey, s.ID)
 	}
@@ -319,18 +321,20 @@ func (rt *Runtime) runSchedule(ctx context.Context, s *store.Schedule) {
 }
 
 // fire calls the schedule's method, retrying in place, and returns how many
-// attempts it made.
-func (rt *Runtime) fire(ctx context.Context, s *store.Schedule) (int, error) {
+// attempts it made, and whether a notice's delivery deleted the notice.
+func (rt *Runtime) fire(ctx context.Context, s *store.Schedule) (int, bool, error) {
 	if isNotice(s.Method) {
-		return rt.retry(ctx, func() error { return rt.deliver(ctx, s) })
+		var acked bool
+		n, err := rt.retry(ctx, func() error { return rt.deliver(ctx, s, &acked) })
+		return n, acked, err
 	}
 	c, err := rt.class(s.Class)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	m := c.methods[s.Method]
 	if m == nil {
-		return 0, &MethodError{Class: c.name, Method: s.Method, Err: ErrMethodNotFound}
+		return 0, false, &MethodError{Class: c.name, Method: s.Method, Err: ErrMethodNotFound}
 	}
 	var args []json.RawMessage
 	if len(m.params) == 1 {
@@ -341,13 +345,14 @@ func (rt *Runtime) fire(ctx context.Context, s *store.Schedule) (int, error) {
 	}
 	vals, err := m.decodeArgs(c.name, args)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	ctx = context.WithValue(ctx, scheduleKey, infoOf(s))
-	return rt.retry(ctx, func() error {
+	n, err := rt.retry(ctx, func() error {
 		_, err := rt.invoke(ctx, c, s.Name, m, vals, CallOptions{})
 		return err
 	})
+	return n, false, err
 }
 
 // retry calls fn until it succeeds, with the runtime's schedule retry

@@ -138,10 +138,17 @@ func (a *Agent[S]) RunWorkflow(ctx context.Context, binding string, params any, 
 	track := &store.AgentWorkflow{AgentKey: in.key, WorkflowID: row.ID, Binding: binding,
 		Workflow: row.Workflow, Service: row.Service, Status: store.StatusQueued, Metadata: meta,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.CreatedAt}
-	if err := rt.store.CreateTrackedInstance(ctx, row, track); err != nil {
+	// With a free slot here, the insert claims the instance too and it
+	// starts at once, with no claim of its own (as Engine.Create's).
+	claimed, inserted := rt.seam.Claim(row)
+	err = rt.store.CreateTrackedInstance(ctx, row, track)
+	inserted(err == nil)
+	if err != nil {
 		return "", fmt.Errorf("run workflow %s: %w", binding, err)
 	}
-	rt.engine.Wake()
+	if !claimed {
+		rt.engine.Wake()
+	}
 	return row.ID, nil
 }
 
@@ -173,6 +180,9 @@ func workflowInfo(w *store.AgentWorkflow) WorkflowInfo {
 
 // tracked returns the agent's tracking row for id or ErrNotTracked.
 func (in *instance) tracked(ctx context.Context, id string) (*store.AgentWorkflow, error) {
+	if err := in.acks.wait(ctx, id); err != nil {
+		return nil, err
+	}
 	w, err := in.rt.store.GetAgentWorkflow(ctx, in.key, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("workflow %q of agent %s: %w", id, in.key, ErrNotTracked)
@@ -230,6 +240,9 @@ func (a *Agent[S]) GetWorkflows(ctx context.Context, q WorkflowQuery) (WorkflowP
 			return WorkflowPage{}, err
 		}
 		f.After = &c
+	}
+	if err := a.in.acks.waitAll(ctx); err != nil {
+		return WorkflowPage{}, err
 	}
 	rows, err := a.in.rt.store.ListAgentWorkflows(ctx, a.in.key, f)
 	if err != nil {
@@ -327,6 +340,9 @@ func (a *Agent[S]) GetWorkflowStatus(ctx context.Context, id string) (workflow.I
 // if the row was not finished already, so setting the row here first would
 // keep the hook from ever being told.
 func (in *instance) sync(ctx context.Context, id string, st workflow.InstanceStatus) error {
+	if err := in.acks.wait(ctx, id); err != nil {
+		return err
+	}
 	if st.Status == workflow.StatusComplete || st.Status == workflow.StatusErrored {
 		_, err := in.rt.store.GetSchedule(ctx, in.key, store.FinishedNoticeID(id))
 		if err == nil {
@@ -436,6 +452,9 @@ func (a *Agent[S]) RestartWorkflow(ctx context.Context, id string) error {
 // existed. The instance itself is left to the engine's retention.
 func (a *Agent[S]) DeleteWorkflow(ctx context.Context, id string) (bool, error) {
 	a.in.touch(id)
+	if err := a.in.acks.wait(ctx, id); err != nil {
+		return false, err
+	}
 	return a.in.rt.store.DeleteAgentWorkflow(ctx, a.in.key, id)
 }
 

@@ -617,3 +617,17 @@ func (cs *crashStore) ListOutboxes(ctx context.Context, f store.OutboxFilter) (r
 	}
 	return cs.base.ListOutboxes(ctx, f)
 }
+
+func (cs *crashStore) GetWorkflowOutcome(ctx context.Context, key store.AgentKey, workflowID string) (r0 *store.WorkflowOutcome, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.GetWorkflowOutcome(ctx, key, workflowID)
+}
+
+func (cs *crashStore) AckWorkflowNotice(ctx context.Context, a store.NoticeAck, now time.Time) (err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.AckWorkflowNotice(ctx, a, now)
+}

@@ -121,4 +121,35 @@ type AgentWorkflowStore interface {
 	// DeleteAgentWorkflow removes a tracking row and reports whether it
 	// existed. The instance itself is left alone.
 	DeleteAgentWorkflow(ctx context.Context, key AgentKey, workflowID string) (bool, error)
+	// GetWorkflowOutcome reads, in one query, what an agent's notice about
+	// workflowID tells it: the instance's status, output and error, and the
+	// agent's tracking row (nil when the agent deleted it). It fails with
+	// an error matching ErrNotFound when the instance is gone.
+	GetWorkflowOutcome(ctx context.Context, key AgentKey, workflowID string) (*WorkflowOutcome, error)
+	// AckWorkflowNotice records, in one atomic write, that an agent was
+	// told what a notice from one of its workflows says: a.Update applied
+	// to the tracking row as UpdateAgentWorkflow applies it (a missing row
+	// is no error), and the notice's schedule deleted if a.Owner still
+	// holds its claim.
+	AckWorkflowNotice(ctx context.Context, a NoticeAck, now time.Time) error
+}
+
+// WorkflowOutcome is what GetWorkflowOutcome reads: an instance's end as
+// its agent hears of it.
+type WorkflowOutcome struct {
+	Status       Status
+	Output       []byte
+	ErrorName    string
+	ErrorMessage string
+	// Tracking is the agent's tracking row; nil when there is none.
+	Tracking *AgentWorkflow
+}
+
+// NoticeAck is what AckWorkflowNotice records.
+type NoticeAck struct {
+	AgentKey
+	NoticeID   string // the notice's schedule id
+	Owner      string // the node whose claim of the notice is acknowledged
+	WorkflowID string
+	Update     TrackingUpdate // TrackFinish or TrackSync
 }

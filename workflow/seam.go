@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"agentflow/internal/engineseam"
 	"agentflow/internal/telemetry"
@@ -43,6 +44,21 @@ func (s seam) Prepare(workflowName, service, id string, params json.RawMessage, 
 	}
 	in.Workflow, in.Service = workflowName, service
 	return in, nil
+}
+
+func (s seam) Claim(in *store.Instance) (bool, func(bool)) {
+	e := s.e
+	if in.Service != e.service || in.Owner != "" || !e.running.Load() || e.stopping.Load() || !e.tryAcquire() {
+		return false, func(bool) {}
+	}
+	in.Owner, in.WakeAt, in.Status = e.nodeID, time.Time{}, store.StatusRunning
+	return true, func(created bool) {
+		if created {
+			e.launch(in, true)
+			return
+		}
+		<-e.slots
+	}
 }
 
 func (s seam) OnFinished(fn func(instanceID string, origin store.AgentKey)) {

@@ -31,12 +31,24 @@ type Engine interface {
 	// Prepare validates an instance of workflowName for service ("" is
 	// the engine's service) and returns its row, queued and due now, for
 	// the runtime's RunWorkflow, which inserts it together with its
-	// tracking row in one transaction and then calls Engine.Wake. A class
+	// tracking row in one transaction and then, unless Claim claimed the
+	// row for this engine, calls Engine.Wake. A class
 	// of the engine's service must be registered and params must decode
 	// into its params type; a class of another service is not known to
 	// the engine, so its params are only checked to be within the size
 	// limit. id is empty for a generated one.
 	Prepare(workflowName, service, id string, params json.RawMessage, origin store.AgentKey) (*store.Instance, error)
+
+	// Claim takes, when it can, one of the engine's execution slots for
+	// row, a row Prepare returned for the engine's own service, and marks
+	// the row claimed by this node and running, so that its insert is its
+	// claim too and it starts at once, as Engine.Create's instances do. It
+	// reports whether it did, and returns the function to call once the
+	// insert has ended: with created true it starts the instance, with
+	// false it gives the slot back. Without a free slot, or with the
+	// engine not running, the row stays queued and the function does
+	// nothing.
+	Claim(row *store.Instance) (claimed bool, inserted func(created bool))
 
 	// OnFinished registers fn to be called, in the finishing goroutine,
 	// after an instance an agent started (one with an origin) finished on

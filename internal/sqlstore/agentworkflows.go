@@ -33,11 +33,24 @@ const agentWorkflowCols = `class, name, workflow_id, binding, workflow, service,
 const maxWorkflowPage = 100
 
 type agentWorkflowQueries struct {
-	insert, get, delete                   string
-	progress, finish, sync                string
-	listHead, listAfter, listTail         string
-	listStatuses, listWorkflow, metaEqual string
+	insert, get, delete                    string
+	progress, finish, sync                 string
+	listHead, listAfter, listTail          string
+	listStatuses, listWorkflow, metaEqual  string
+	outcome, ackFinish, ackSync, ackDelete string
+	// createTracked inserts the instance and its tracking row in one
+	// statement, where the dialect has data-modifying CTEs; "" elsewhere.
+	createTracked string
 }
+
+// trackConflict replaces a tracking row left for an earlier instance with
+// the same id (which retention deleted): the instance insert before it
+// proves the id is new.
+const trackConflict = `
+ ON CONFLICT (class, name, workflow_id) DO UPDATE SET binding = excluded.binding, workflow = excluded.workflow,
+   service = excluded.service, status = excluded.status, metadata = excluded.metadata,
+   error_name = excluded.error_name, error_message = excluded.error_message, created_at = excluded.created_at,
+   updated_at = excluded.updated_at, completed_at = excluded.completed_at`
 
 func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 	// finish and sync change the row only when the status or the error
@@ -46,24 +59,18 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 	set := `UPDATE agent_workflows SET status = ?, error_name = ?, error_message = ?, completed_at = ?, updated_at = ?
  WHERE class = ? AND name = ? AND workflow_id = ?
    AND (status <> ? OR error_name IS DISTINCT FROM ? OR error_message IS DISTINCT FROM ?)`
+	finish := set + ` AND status NOT IN ` + sqlList(store.StatusTerminated, store.StatusPaused)
 	q := agentWorkflowQueries{
-		// A row left for an earlier instance with the same id (which
-		// retention deleted) is replaced: the instance insert before it
-		// in the transaction proves the id is new.
+		// The tracking row, after insertInstance in a transaction.
 		insert: d.Rebind(`INSERT INTO agent_workflows (` + agentWorkflowCols + `)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
- ON CONFLICT (class, name, workflow_id) DO UPDATE SET binding = excluded.binding, workflow = excluded.workflow,
-   service = excluded.service, status = excluded.status, metadata = excluded.metadata,
-   error_name = excluded.error_name, error_message = excluded.error_message, created_at = excluded.created_at,
-   updated_at = excluded.updated_at, completed_at = excluded.completed_at`),
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + trackConflict),
 		get:    d.Rebind(`SELECT ` + agentWorkflowCols + ` FROM agent_workflows WHERE class = ? AND name = ? AND workflow_id = ?`),
 		delete: d.Rebind(`DELETE FROM agent_workflows WHERE class = ? AND name = ? AND workflow_id = ?`),
 		progress: d.Rebind(`UPDATE agent_workflows SET status = '` + string(store.StatusRunning) + `', updated_at = ?
  WHERE class = ? AND name = ? AND workflow_id = ? AND status IN ` + sqlList(store.StatusQueued, store.StatusWaiting) + `
  RETURNING ` + agentWorkflowCols),
-		finish: d.Rebind(set + ` AND status NOT IN ` + sqlList(store.StatusTerminated, store.StatusPaused) + `
- RETURNING ` + agentWorkflowCols),
-		sync: d.Rebind(set + ` RETURNING ` + agentWorkflowCols),
+		finish: d.Rebind(finish + ` RETURNING ` + agentWorkflowCols),
+		sync:   d.Rebind(set + ` RETURNING ` + agentWorkflowCols),
 
 		// ListAgentWorkflows' query is put together from these, with ?
 		// placeholders, and rebound once put together.
@@ -74,6 +81,33 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 		// index scan rather than a filter of the rows it reads.
 		listAfter: ` AND (created_at, workflow_id) < (?, ?)`,
 		listTail:  ` ORDER BY created_at DESC, workflow_id DESC LIMIT ?`,
+	}
+	if d.WritableCTEs {
+		// The tracking row is inserted only if the instance was: none
+		// for a taken id, which the statement reports as no row changed.
+		q.createTracked = d.Rebind(`WITH i AS (` + insertInstanceSQL + ` RETURNING id)
+ INSERT INTO agent_workflows (` + agentWorkflowCols + `)
+ SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM i` + trackConflict)
+	}
+	// The instance's end and the tracking row (its NOT NULL columns as
+	// zero values when there is none, which the first column tells), in
+	// the order scanOutcome reads them.
+	q.outcome = d.Rebind(`SELECT i.status, i.output, i.error_name, i.error_message, w.workflow_id IS NOT NULL,
+ COALESCE(w.class, ''), COALESCE(w.name, ''), COALESCE(w.workflow_id, ''), COALESCE(w.binding, ''),
+ COALESCE(w.workflow, ''), COALESCE(w.service, ''), COALESCE(w.status, ''), w.metadata, w.error_name, w.error_message,
+ COALESCE(w.created_at, 0), COALESCE(w.updated_at, 0), w.completed_at
+ FROM workflow_instances i LEFT JOIN agent_workflows w ON w.class = ? AND w.name = ? AND w.workflow_id = i.id
+ WHERE i.id = ?`)
+	// A notice's acknowledgement: the tracking update, and the deletion
+	// of the notice while its claimant still holds it. Where the dialect
+	// has data-modifying CTEs they are one statement (the DELETE first);
+	// elsewhere two in one transaction.
+	del := `DELETE FROM agent_schedules WHERE id = ? AND class = ? AND name = ? AND owner = ?`
+	if d.WritableCTEs {
+		q.ackFinish = d.Rebind(`WITH d AS (` + del + `) ` + finish)
+		q.ackSync = d.Rebind(`WITH d AS (` + del + `) ` + set)
+	} else {
+		q.ackFinish, q.ackSync, q.ackDelete = d.Rebind(finish), d.Rebind(set), d.Rebind(del)
 	}
 	// A top-level key whose value is a string, number or boolean, with
 	// the value's JSON text (a string unquoted; a number as written)
@@ -213,16 +247,34 @@ func (s *Store) CreateTrackedInstance(ctx context.Context, in *store.Instance, w
 	}
 	args := []any{wf.Class, wf.Name, wf.WorkflowID, wf.Binding, workflow, service, string(status), metadataArg(wf.Metadata),
 		nullString(wf.ErrorName), nullString(wf.ErrorMessage), created.UnixMicro(), updated.UnixMicro(), micros(wf.CompletedAt)}
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		c := TxConn(tx)
-		if err := s.insertInstance(ctx, c, in); err != nil {
-			return err
+	var err error
+	if s.wq.createTracked != "" {
+		instArgs, fence := insertInstanceArgs(in)
+		err = s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
+			n, err := c.Exec(ctx, s.wq.createTracked, append(instArgs, args...)...)
+			if err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			if n == 0 {
+				return &store.InstanceError{ID: in.ID, Op: "create", Err: store.ErrDuplicateID}
+			}
+			return nil
+		})
+		if err == nil {
+			in.Fence = fence
 		}
-		if _, err := c.Exec(ctx, s.wq.insert, args...); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		return nil
-	})
+	} else {
+		err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			c := TxConn(tx)
+			if err := s.insertInstance(ctx, c, in); err != nil {
+				return err
+			}
+			if _, err := c.Exec(ctx, s.wq.insert, args...); err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		s.wakeQueued(in)
 	}
@@ -339,4 +391,92 @@ func (s *Store) DeleteAgentWorkflow(ctx context.Context, key store.AgentKey, wor
 		return false, fmt.Errorf("delete workflow %q of agent %s: %w", workflowID, key, err)
 	}
 	return changed > 0, nil
+}
+
+// GetWorkflowOutcome implements store.AgentWorkflowStore.
+func (s *Store) GetWorkflowOutcome(ctx context.Context, key store.AgentKey, workflowID string) (*store.WorkflowOutcome, error) {
+	o, err := readPrepared(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID}, scanOutcome)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("outcome of workflow %q of agent %s: %w", workflowID, key, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("outcome of workflow %q of agent %s: %w", workflowID, key, err)
+	}
+	return o, nil
+}
+
+// scanOutcome reads a row of the outcome query.
+func scanOutcome(r rowScanner) (*store.WorkflowOutcome, error) {
+	var (
+		o               store.WorkflowOutcome
+		status          string
+		errName, errMsg sql.NullString
+		tracked         bool
+	)
+	w, err := scanAgentWorkflow(prefixScanner{r: r, pre: []any{&status, &o.Output, &errName, &errMsg, &tracked}})
+	if err != nil {
+		return nil, err
+	}
+	o.Status, o.ErrorName, o.ErrorMessage = store.Status(status), errName.String, errMsg.String
+	if tracked {
+		o.Tracking = w
+	}
+	return &o, nil
+}
+
+// prefixScanner scans its row into pre and then into the destinations it
+// is given.
+type prefixScanner struct {
+	r   rowScanner
+	pre []any
+}
+
+func (p prefixScanner) Scan(dest ...any) error { return p.r.Scan(append(p.pre, dest...)...) }
+
+// AckWorkflowNotice implements store.AgentWorkflowStore.
+func (s *Store) AckWorkflowNotice(ctx context.Context, a store.NoticeAck, now time.Time) error {
+	op := fmt.Sprintf("acknowledge notice %s of workflow %q to agent %s", a.NoticeID, a.WorkflowID, a.AgentKey)
+	u := a.Update
+	q := s.wq.ackSync
+	switch u.Rule {
+	case store.TrackFinish:
+		if u.Status != store.StatusComplete && u.Status != store.StatusErrored {
+			return fmt.Errorf("%s: status %q is neither complete nor errored", op, u.Status)
+		}
+		q = s.wq.ackFinish
+	case store.TrackSync:
+		if u.Status == "" {
+			return fmt.Errorf("%s: no status given", op)
+		}
+	default:
+		return fmt.Errorf("%s: tracking rule %q is neither %q nor %q", op, u.Rule, store.TrackFinish, store.TrackSync)
+	}
+	if a.NoticeID == "" || a.Owner == "" {
+		return fmt.Errorf("%s: the notice id and its owner must be given", op)
+	}
+	n := now.UnixMicro()
+	var completed any
+	if u.Status.Finished() {
+		completed = n
+	}
+	errName, errMsg := nullString(u.ErrorName), nullString(u.ErrorMessage)
+	del := []any{a.NoticeID, a.Class, a.Name, a.Owner}
+	set := []any{string(u.Status), errName, errMsg, completed, n, a.Class, a.Name, a.WorkflowID,
+		string(u.Status), errName, errMsg}
+	one := s.wq.ackDelete == ""
+	err := s.write(ctx, one, func(ctx context.Context, c Conn) error {
+		if one {
+			_, err := c.Exec(ctx, q, append(del, set...)...)
+			return err
+		}
+		if _, err := c.Exec(ctx, q, set...); err != nil {
+			return err
+		}
+		_, err := c.Exec(ctx, s.wq.ackDelete, del...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
 }

@@ -94,6 +94,7 @@ type Store struct {
 	d      *Dialect
 	w      Writer
 	read   *sql.DB
+	rstmts readStmts // statements prepared on read (readPrepared)
 	closer func() error
 	q      queries
 	aq     agentQueries         // see agents.go
@@ -135,7 +136,7 @@ func (s *Store) ReadDB() *sql.DB { return s.read }
 
 // Close implements store.Store.
 func (s *Store) Close() error {
-	err := s.w.Close()
+	err := errors.Join(s.rstmts.close(), s.w.Close())
 	if s.closer != nil {
 		err = errors.Join(err, s.closer())
 	}
@@ -180,12 +181,10 @@ type queries struct {
 func newQueries(d *Dialect) queries {
 	r := d.Rebind
 	return queries{
-		insertInstance: r(`INSERT INTO workflow_instances (id, workflow, service, params, status, created_at, updated_at, wake_at, owner, fence,
-   origin_class, origin_name, trace_parent)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
-		getInstance: r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
-		listSteps:   r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
-		listEvents:  r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
+		insertInstance: r(insertInstanceSQL),
+		getInstance:    r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
+		listSteps:      r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
+		listEvents:     r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
 		claimDue: r(`UPDATE workflow_instances
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?,
      status = CASE WHEN status IN ('queued', 'waiting') THEN 'running' ELSE status END
@@ -534,17 +533,30 @@ func (s *Store) CreateInstances(ctx context.Context, insts []*store.Instance) er
 	return err
 }
 
-// insertInstance inserts one instance, claimed with fence 1 when it has an
-// Owner, or fails with ErrDuplicateID.
-func (s *Store) insertInstance(ctx context.Context, c Conn, in *store.Instance) error {
+// insertInstanceSQL inserts an instance with insertInstanceArgs, and
+// nothing when the id is taken.
+const insertInstanceSQL = `INSERT INTO workflow_instances (id, workflow, service, params, status, created_at, updated_at, wake_at, owner, fence,
+   origin_class, origin_name, trace_parent)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+
+// insertInstanceArgs are insertInstanceSQL's arguments for in, and the
+// fence it gets: 1 when it has an Owner.
+func insertInstanceArgs(in *store.Instance) ([]any, int64) {
 	var fence int64
 	if in.Owner != "" {
 		fence = 1
 	}
 	oc, on := originArgs(in.Origin)
-	n, err := c.Exec(ctx, s.q.insertInstance, in.ID, in.Workflow, in.Service, blob(in.Params),
+	return []any{in.ID, in.Workflow, in.Service, blob(in.Params),
 		string(in.Status), in.CreatedAt.UnixMicro(), in.CreatedAt.UnixMicro(), micros(in.WakeAt),
-		nullString(in.Owner), fence, oc, on, nullString(in.TraceParent))
+		nullString(in.Owner), fence, oc, on, nullString(in.TraceParent)}, fence
+}
+
+// insertInstance inserts one instance, claimed with fence 1 when it has an
+// Owner, or fails with ErrDuplicateID.
+func (s *Store) insertInstance(ctx context.Context, c Conn, in *store.Instance) error {
+	args, fence := insertInstanceArgs(in)
+	n, err := c.Exec(ctx, s.q.insertInstance, args...)
 	if err != nil {
 		return fmt.Errorf("create instance %q: %w", in.ID, err)
 	}

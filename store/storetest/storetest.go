@@ -75,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListAgentWorkflows", listAgentWorkflowsCases},
 		{"UpdateAgentWorkflow", updateAgentWorkflowCases},
 		{"DeleteAgentWorkflow", deleteAgentWorkflowCases},
+		{"WorkflowNotices", workflowNoticeCases},
 		{"Submissions", submissionCases},
 		{"Conversation", conversationCases},
 		{"ThinkConcurrency", thinkConcurrencyCases},
