@@ -107,6 +107,18 @@ type ThinkStore interface {
 	// submission with a NotifyInstance it also inserts, in the same
 	// transaction, the outbox message telling it (see OutboxMessage).
 	FinishSubmission(ctx context.Context, key AgentKey, id, owner string, status SubmissionStatus, errMsg string, output []byte, usage Usage, now time.Time) error
+	// FinishSubmissionAndDeliver is FinishSubmission that also delivers
+	// the outbox message in the same transaction when it can: when the
+	// submission has a NotifyInstance that is in this store and not
+	// finished, and the payload is at most maxEventBytes, it inserts the
+	// payload as an event of type NotifyEvent for the instance, waking it
+	// if it waits for that type (as SendEvent does), and writes the
+	// outbox message already delivered (payload cleared, DeliveredAt
+	// now), so that it is never claimed. Otherwise it writes the message
+	// undelivered, as FinishSubmission does, for the outbox loop (which
+	// reports a refused or undeliverable outcome). maxEventBytes <= 0
+	// never delivers. It reports whether it delivered.
+	FinishSubmissionAndDeliver(ctx context.Context, key AgentKey, id, owner string, status SubmissionStatus, errMsg string, output []byte, usage Usage, now time.Time, maxEventBytes int) (delivered bool, err error)
 	// FinishPendingSubmission ends a submission that has not started
 	// (CancelSubmission's abort, or skipped) with the status and error,
 	// writing its outbox message like FinishSubmission; it returns the

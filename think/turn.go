@@ -141,14 +141,40 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		status, msg = store.SubmissionError, err.Error()
 	}
 	tel.EndTurn(tctx, span, a.key().Class, string(status), usage.InputTokens, usage.OutputTokens, err)
-	if ferr := a.store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
-		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", ferr)
-	}
-	if s.NotifyInstance != "" {
-		a.cfg.outbox.q.Poke() // its outbox message is due now
-	}
+	a.finish(context.WithoutCancel(ctx), s, status, msg, out, usage)
 	a.emit(map[string]any{"type": "cf_agent_think", "event": "done", "submissionId": s.ID, "status": status, "error": msg})
 	a.chatEnd(context.WithoutCancel(ctx), cs, status, msg)
+}
+
+// finish records the end of a submission that ran. A prompt's outcome is
+// delivered to its workflow instance in the same write when the instance is
+// in this store (it always is: the runtime shares the engine's store) and
+// the payload is within the engine's event limit; otherwise the outbox
+// delivers it, or reports why it cannot.
+func (a *Agent[S]) finish(ctx context.Context, s *store.Submission, status store.SubmissionStatus, msg string, out json.RawMessage, usage store.Usage) {
+	rt := a.Runtime()
+	if s.NotifyInstance == "" {
+		if err := a.store().FinishSubmission(ctx, a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); err != nil {
+			a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", err)
+		}
+		return
+	}
+	ob := a.cfg.outbox
+	tel := host(rt).Telemetry()
+	dctx, span := tel.StartDelivery(ctx, s.NotifyInstance, s.NotifyEvent)
+	delivered, err := a.store().FinishSubmissionAndDeliver(dctx, a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now(), ob.maxEvent)
+	switch {
+	case err != nil:
+		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", err)
+	case delivered:
+		tel.EndDelivery(dctx, span, telemetry.OutcomeSucceeded, nil)
+		rt.Engine().Wake() // the instance may be due now
+		return
+	}
+	if span != nil {
+		span.End() // the outbox delivers it, under a span of its own
+	}
+	ob.q.Poke() // its outbox message is due now
 }
 
 // turn applies the submission's messages and runs the tool loop,

@@ -68,6 +68,8 @@ func (s seam) ReapIfGone(ctx context.Context, n store.Node) (bool, error) {
 
 func (s seam) Telemetry() *telemetry.T { return s.e.tel }
 
+func (s seam) MaxEventBytes() int { return s.e.limits.MaxEventBytes }
+
 func (s seam) LeaseLapsed() bool {
 	e := s.e
 	return e.running.Load() && !e.stopping.Load() && !e.leaseValid(e.clock.Now())

@@ -63,4 +63,9 @@ type Engine interface {
 	// engine has no providers), which the runtime uses unless its own
 	// options name providers.
 	Telemetry() *telemetry.T
+
+	// MaxEventBytes is the engine's limit on an event's payload
+	// (workflow.Limits.MaxEventBytes): a store write that delivers an
+	// event itself, bypassing Instance.SendEvent, delivers none larger.
+	MaxEventBytes() int
 }

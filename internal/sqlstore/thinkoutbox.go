@@ -44,6 +44,7 @@ const outboxInsertCols = `class, name, submission_id, instance_id, event_type, p
 
 type outboxQueries struct {
 	finishNotify, insertOutbox                            string
+	finishReturning, insertDelivered                      string
 	claimOutbox, nextOutbox, deliveredOutbox, retryOutbox string
 	failedOutbox                                          string
 	outboxByID, pruneOutbox, getOutbox                    string
@@ -58,6 +59,12 @@ func newOutboxQueries(d *Dialect) outboxQueries {
 		insertOutbox: r(`INSERT INTO think_outbox (` + outboxInsertCols + `)
  SELECT class, name, id, notify_instance, notify_event, ?, 0, ?, ? FROM think_submissions
  WHERE class = ? AND name = ? AND id = ? AND notify_instance IS NOT NULL`),
+		// FinishSubmissionAndDeliver's: the finish, returning the
+		// submission's target, and the outbox row of a message it
+		// delivered itself.
+		finishReturning: r(finishSubmissionSQL + ` RETURNING notify_instance, notify_event`),
+		insertDelivered: r(`INSERT INTO think_outbox (` + outboxInsertCols + `, delivered_at)
+ VALUES (?, ?, ?, ?, ?, NULL, 0, ?, ?, ?)`),
 		// The inner SELECT locks the rows it picks (on PostgreSQL, skipping
 		// those another claim holds); a row another claim committed after
 		// this statement's snapshot is checked again in its new version,
@@ -193,6 +200,88 @@ func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, ow
 		return fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
 	}
 	return nil
+}
+
+// FinishSubmissionAndDeliver implements store.ThinkStore. The instance's
+// row is locked and checked as SendEvent does, in the transaction that
+// ends the submission, so the event is inserted (and the instance woken)
+// exactly when the submission's end commits, and the outbox row, written
+// delivered, keeps the ledger's record of it.
+func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, maxEventBytes int) (bool, error) {
+	if maxEventBytes <= 0 {
+		return false, s.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
+	}
+	op := fmt.Sprintf("finish submission %s of agent %s", id, key)
+	if !status.Finished() {
+		return false, fmt.Errorf("%s: status %q is not a finished one", op, status)
+	}
+	payload, err := outboxPayload(id, status, errMsg, output)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", op, err)
+	}
+	n := now.UnixMicro()
+	args := []any{string(status), nullString(errMsg), blob(output), n,
+		usage.InputTokens, usage.OutputTokens, key.Class, key.Name, id, owner}
+	var (
+		changed, delivered bool
+		queued             int64       // outbox messages written undelivered
+		woke               *store.Wake // the instance's service, if the event woke it
+	)
+	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		changed, delivered, queued, woke = false, false, 0, nil
+		var inst, typ sql.NullString
+		err := QueryRow(ctx, tx, s.tq.finishReturning, args...).Scan(&inst, &typ)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // owner does not run it
+		}
+		if err != nil {
+			return err
+		}
+		changed = true
+		if !inst.Valid {
+			return nil // nobody to tell
+		}
+		c := TxConn(tx)
+		if len(payload) <= maxEventBytes {
+			li, err := s.lock(ctx, tx, inst.String, "deliver a submission's end to")
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				// Not in this store: the outbox tells it.
+			case err != nil:
+				return err
+			case !li.status.Finished():
+				if _, err := c.Exec(ctx, s.q.insertEvent, inst.String, typ.String, blob(payload), n); err != nil {
+					return fmt.Errorf("send event to instance %q: %w", inst.String, err)
+				}
+				if li.status == store.StatusWaiting && li.owner == "" && li.waitingEvent == typ.String {
+					if _, err := c.Exec(ctx, s.q.wakeForEvent, n, inst.String); err != nil {
+						return fmt.Errorf("wake instance %q: %w", inst.String, err)
+					}
+					woke = &store.Wake{Kind: store.WakeInstances, Key: li.service}
+				}
+				if _, err := c.Exec(ctx, s.tq.insertDelivered, key.Class, key.Name, id, inst.String, typ.String, n, n, n); err != nil {
+					return fmt.Errorf("record its outbox message: %w", err)
+				}
+				delivered = true
+				return nil
+			}
+		}
+		queued, err = c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", op, err)
+	}
+	switch {
+	case woke != nil:
+		s.wake(*woke)
+	case queued > 0:
+		s.wake(store.Wake{Kind: store.WakeOutbox})
+	}
+	if !changed {
+		return false, fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+	}
+	return delivered, nil
 }
 
 // FinishPendingSubmission implements store.ThinkStore.
