@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"agentflow/internal/engineseam"
 	"agentflow/internal/telemetry"
 	"agentflow/model"
 	"agentflow/store"
@@ -161,14 +162,30 @@ func (a *Agent[S]) finish(ctx context.Context, s *store.Submission, status store
 	}
 	ob := a.cfg.outbox
 	tel := host(rt).Telemetry()
+	// The instance waits for this event (or is about to): claim it for
+	// this node's engine in the same write, if it has a slot free.
+	d := store.Delivery{MaxEventBytes: ob.maxEvent}
+	eng := rt.Engine().Seam(engineseam.Key{})
+	owner, service, reserved := eng.Reserve()
+	if reserved {
+		d.ClaimOwner, d.ClaimService = owner, service
+	}
 	dctx, span := tel.StartDelivery(ctx, s.NotifyInstance, s.NotifyEvent)
-	delivered, err := a.store().FinishSubmissionAndDeliver(dctx, a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now(), ob.maxEvent)
+	delivered, claimed, err := a.store().FinishSubmissionAndDeliver(dctx, a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now(), d)
+	switch {
+	case claimed != nil:
+		eng.Launch(claimed)
+	case reserved:
+		eng.Release()
+	}
 	switch {
 	case err != nil:
 		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", err)
 	case delivered:
 		tel.EndDelivery(dctx, span, telemetry.OutcomeSucceeded, nil)
-		rt.Engine().Wake() // the instance may be due now
+		if claimed == nil {
+			rt.Engine().Wake() // the instance may be due now
+		}
 		return
 	}
 	if span != nil {

@@ -44,7 +44,7 @@ const outboxInsertCols = `class, name, submission_id, instance_id, event_type, p
 
 type outboxQueries struct {
 	finishNotify, insertOutbox                            string
-	finishReturning, insertDelivered                      string
+	finishReturning, insertDelivered, claimWoken          string
 	claimOutbox, nextOutbox, deliveredOutbox, retryOutbox string
 	failedOutbox                                          string
 	outboxByID, pruneOutbox, getOutbox                    string
@@ -65,6 +65,12 @@ func newOutboxQueries(d *Dialect) outboxQueries {
 		finishReturning: r(finishSubmissionSQL + ` RETURNING notify_instance, notify_event`),
 		insertDelivered: r(`INSERT INTO think_outbox (` + outboxInsertCols + `, delivered_at)
  VALUES (?, ?, ?, ?, ?, NULL, 0, ?, ?, ?)`),
+		// Claims an instance that waits for the event just inserted, as
+		// claimDue does; run with the instance's row locked.
+		claimWoken: r(`UPDATE workflow_instances
+ SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?, status = 'running'
+ WHERE id = ? AND owner IS NULL AND status = 'waiting' AND waiting_event = ? AND service = ?
+ RETURNING ` + instanceCols),
 		// The inner SELECT locks the rows it picks (on PostgreSQL, skipping
 		// those another claim holds); a row another claim committed after
 		// this statement's snapshot is checked again in its new version,
@@ -207,17 +213,17 @@ func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, ow
 // ends the submission, so the event is inserted (and the instance woken)
 // exactly when the submission's end commits, and the outbox row, written
 // delivered, keeps the ledger's record of it.
-func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, maxEventBytes int) (bool, error) {
-	if maxEventBytes <= 0 {
-		return false, s.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
+func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, d store.Delivery) (bool, *store.Instance, error) {
+	if d.MaxEventBytes <= 0 {
+		return false, nil, s.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
 	}
 	op := fmt.Sprintf("finish submission %s of agent %s", id, key)
 	if !status.Finished() {
-		return false, fmt.Errorf("%s: status %q is not a finished one", op, status)
+		return false, nil, fmt.Errorf("%s: status %q is not a finished one", op, status)
 	}
 	payload, err := outboxPayload(id, status, errMsg, output)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", op, err)
+		return false, nil, fmt.Errorf("%s: %w", op, err)
 	}
 	n := now.UnixMicro()
 	args := []any{string(status), nullString(errMsg), blob(output), n,
@@ -226,9 +232,10 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 		changed, delivered bool
 		queued             int64       // outbox messages written undelivered
 		woke               *store.Wake // the instance's service, if the event woke it
+		claimed            *store.Instance
 	)
 	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		changed, delivered, queued, woke = false, false, 0, nil
+		changed, delivered, queued, woke, claimed = false, false, 0, nil, nil
 		var inst, typ sql.NullString
 		err := QueryRow(ctx, tx, s.tq.finishReturning, args...).Scan(&inst, &typ)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -242,7 +249,7 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 			return nil // nobody to tell
 		}
 		c := TxConn(tx)
-		if len(payload) <= maxEventBytes {
+		if len(payload) <= d.MaxEventBytes {
 			li, err := s.lock(ctx, tx, inst.String, "deliver a submission's end to")
 			switch {
 			case errors.Is(err, store.ErrNotFound):
@@ -253,7 +260,16 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 				if _, err := c.Exec(ctx, s.q.insertEvent, inst.String, typ.String, blob(payload), n); err != nil {
 					return fmt.Errorf("send event to instance %q: %w", inst.String, err)
 				}
-				if li.status == store.StatusWaiting && li.owner == "" && li.waitingEvent == typ.String {
+				switch {
+				case li.status != store.StatusWaiting || li.owner != "" || li.waitingEvent != typ.String:
+					// Not waiting for it: it takes the event when it does.
+				case d.ClaimOwner != "" && li.service == d.ClaimService:
+					in, err := scanInstance(QueryRow(ctx, tx, s.tq.claimWoken, d.ClaimOwner, n, inst.String, typ.String, li.service))
+					if err != nil {
+						return fmt.Errorf("claim instance %q: %w", inst.String, err)
+					}
+					claimed = in
+				default:
 					if _, err := c.Exec(ctx, s.q.wakeForEvent, n, inst.String); err != nil {
 						return fmt.Errorf("wake instance %q: %w", inst.String, err)
 					}
@@ -270,7 +286,7 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", op, err)
+		return false, nil, fmt.Errorf("%s: %w", op, err)
 	}
 	switch {
 	case woke != nil:
@@ -279,9 +295,9 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 		s.wake(store.Wake{Kind: store.WakeOutbox})
 	}
 	if !changed {
-		return false, fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+		return false, nil, fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
 	}
-	return delivered, nil
+	return delivered, claimed, nil
 }
 
 // FinishPendingSubmission implements store.ThinkStore.
