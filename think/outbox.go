@@ -20,7 +20,9 @@ import (
 
 // The outbox tells a waiting prompt step that its submission ended. The
 // store writes each message in the same transaction as the submission's
-// end; this loop delivers it as a workflow event, retrying a transient
+// end. A runner's end of a turn delivers it in that transaction when it
+// can (Agent.finish, store FinishSubmissionAndDeliver); this loop
+// delivers the others as workflow events, retrying a transient
 // failure with backoff up to OutboxMaxBackoff, clears its payload once
 // delivered, and prunes delivered messages after OutboxRetention.
 //

@@ -166,6 +166,7 @@ type queries struct {
 	claimDue, nextWake, upsertStep, insertAttempt           string
 	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
+	peekEvent                                               string
 	finish, lockInstance, insertEvent, wakeForEvent         string
 	finishNotice, insertNotice                              string
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
@@ -206,6 +207,11 @@ func newQueries(d *Dialect) queries {
 		insertAttempt: r(`INSERT INTO workflow_step_attempts (` + attemptCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)` + attemptConflict),
 		oldestEvent:   r(`SELECT seq, payload, created_at FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0 ORDER BY seq LIMIT 1`),
 		consumeEvent:  r(`UPDATE workflow_events SET consumed = 1, consumed_at = ? WHERE seq = ?`),
+		// TakeEvent's first look, a read: the claim, and whether an event
+		// of the type waits.
+		peekEvent: r(`SELECT owner, fence, EXISTS (SELECT 1 FROM workflow_events e
+   WHERE e.instance_id = i.id AND e.type = ? AND e.consumed = 0)
+ FROM workflow_instances i WHERE i.id = ?`),
 		// SET expressions see the row as it was, so every CASE asks whether
 		// a pause was pending (or is being forced) before this write. The
 		// casts give PostgreSQL a type for CASE branches that are only a
@@ -721,9 +727,26 @@ func (s *Store) SaveStep(ctx context.Context, l store.Lease, st store.Step, now 
 }
 
 // TakeEvent implements store.Store.
+//
+// A wait's first look usually finds nothing: a read under the caller's
+// claim says so without queueing a write. Only the owner consumes the
+// instance's events, so none the read did not see can have been taken;
+// one sent after it is seen by the Suspend that follows (which makes the
+// instance due at once). A read that finds an event, or a claim that is
+// not the caller's, goes on to the fenced write, which takes the event or
+// fails with ErrLeaseLost.
 func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st store.Step, now time.Time) (*store.Event, error) {
+	var (
+		owner sql.NullString
+		fence int64
+		found bool
+	)
+	err := s.read.QueryRowContext(ctx, s.q.peekEvent, typ, l.InstanceID).Scan(&owner, &fence, &found)
+	if err == nil && !found && owner.String == l.Owner && fence == l.Fence {
+		return nil, nil
+	}
 	var ev *store.Event
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		ev = nil
 		if _, err := s.checkLease(ctx, TxConn(tx), l, nil, now, "take event for"); err != nil {
 			return err
