@@ -187,7 +187,11 @@ type Delivery struct {
 	// transaction, an instance of service ClaimService that the event
 	// wakes (it was suspended waiting for that type): the instance is
 	// claimed as ClaimDue would claim it, for that node to execute at
-	// once, instead of being left due for any node's ClaimDue.
+	// once, instead of being left due for any node's ClaimDue. The write
+	// then also takes the event for the pending wait step the instance is
+	// suspended in, as TakeEvent would: the event is consumed and the
+	// step stored done with its payload, so the execution's replay
+	// returns it without a write.
 	ClaimOwner   string
 	ClaimService string
 }

@@ -45,6 +45,7 @@ const outboxInsertCols = `class, name, submission_id, instance_id, event_type, p
 type outboxQueries struct {
 	finishNotify, insertOutbox                            string
 	finishReturning, insertDelivered, claimWoken          string
+	lastStep                                              string
 	claimOutbox, nextOutbox, deliveredOutbox, retryOutbox string
 	failedOutbox                                          string
 	outboxByID, pruneOutbox, getOutbox                    string
@@ -71,6 +72,8 @@ func newOutboxQueries(d *Dialect) outboxQueries {
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?, status = 'running'
  WHERE id = ? AND owner IS NULL AND status = 'waiting' AND waiting_event = ? AND service = ?
  RETURNING ` + instanceCols),
+		// The step a claimed instance waits in: its last one.
+		lastStep: r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq DESC LIMIT 1`),
 		// The inner SELECT locks the rows it picks (on PostgreSQL, skipping
 		// those another claim holds); a row another claim committed after
 		// this statement's snapshot is checked again in its new version,
@@ -268,6 +271,9 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 					if err != nil {
 						return fmt.Errorf("claim instance %q: %w", inst.String, err)
 					}
+					if err := s.takeForWait(ctx, tx, inst.String, typ.String, now); err != nil {
+						return err
+					}
 					claimed = in
 				default:
 					if _, err := c.Exec(ctx, s.q.wakeForEvent, n, inst.String); err != nil {
@@ -298,6 +304,40 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 		return false, nil, fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
 	}
 	return delivered, claimed, nil
+}
+
+// takeForWait does, for an instance just claimed for the event of type
+// typ it waited for, what the replay's TakeEvent would do first: it
+// consumes the oldest unconsumed event of the type and stores the pending
+// wait step it is suspended in as done with the event's payload, so the
+// replay returns the payload without a write. An instance whose last step
+// is not a pending wait (none is stored) is left to its replay.
+func (s *Store) takeForWait(ctx context.Context, tx *sql.Tx, id, typ string, now time.Time) error {
+	st, err := scanStep(QueryRow(ctx, tx, s.tq.lastStep, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the wait step of instance %q: %w", id, err)
+	}
+	if st.Kind != store.KindWait || st.State != store.StepPending {
+		return nil
+	}
+	var (
+		seq, created int64
+		payload      []byte
+	)
+	if err := QueryRow(ctx, tx, s.q.oldestEvent, id, typ).Scan(&seq, &payload, &created); err != nil {
+		return fmt.Errorf("take event for %q: %w", id, err)
+	}
+	if _, err := Exec(ctx, tx, s.q.consumeEvent, now.UnixMicro(), seq); err != nil {
+		return fmt.Errorf("consume event %d: %w", seq, err)
+	}
+	st.State, st.Result, st.StartedAt = store.StepDone, payload, now
+	if _, err := Exec(ctx, tx, s.q.upsertStep, stepArgs(id, st, now)...); err != nil {
+		return fmt.Errorf("save step %q of %q: %w", st.Name, id, err)
+	}
+	return nil
 }
 
 // FinishPendingSubmission implements store.ThinkStore.

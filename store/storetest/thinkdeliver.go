@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -68,15 +69,20 @@ var finishDeliverCases = []testCase{
 					typ = "other"
 				}
 				l := start(t, s, inst, "node-1")
-				suspend(t, s, l, store.Suspension{Status: store.StatusWaiting, WakeAt: farFuture, WaitingEvent: typ}, at(time.Second))
+				saveStep(t, s, l, doStep(0, "submit", `"s1"`), at(time.Second))
+				suspend(t, s, l, store.Suspension{Status: store.StatusWaiting, WakeAt: farFuture, WaitingEvent: typ,
+					Step: ptr(waitStep(1, farFuture))}, at(time.Second))
 			case targetExecuting:
 				start(t, s, inst, "node-1")
 			case targetFinished:
 				finish(t, s, start(t, s, inst, "node-1"), store.Outcome{Status: store.StatusComplete, Output: []byte(`1`)}, at(time.Second))
 			}
-			var before *store.Instance
+			var (
+				before      *store.Instance
+				stepsBefore []store.Step
+			)
 			if tc.target != targetMissing {
-				before = get(t, s, inst)
+				before, stepsBefore = get(t, s, inst), steps(t, s, inst)
 			}
 			createSubmission(t, s, notifySubmission(sub, key, inst, t0))
 			wantStarted(t, s, key, "runner", at(time.Second), sub)
@@ -124,10 +130,20 @@ var finishDeliverCases = []testCase{
 				checkInstance(t, tc.name, get(t, s, inst), before)
 				continue
 			}
+			// A claimed instance's wait has taken the event, as TakeEvent
+			// would: consumed, and the pending wait step done with it.
+			taken := tc.want == outcomeClaimed
 			if len(evs) != 1 || evs[0].Type != notifyEvent || !sameJSON(evs[0].Payload, []byte(payload)) ||
-				!evs[0].CreatedAt.Equal(now) || evs[0].Consumed {
-				t.Errorf("%s: events %+v, want one unconsumed %q event at %s with payload %s", tc.name, evs, notifyEvent, fmtTime(now), payload)
+				!evs[0].CreatedAt.Equal(now) || evs[0].Consumed != taken || taken && !evs[0].ConsumedAt.Equal(now) {
+				t.Errorf("%s: events %+v, want one %q event at %s with payload %s, consumed: %v", tc.name, evs, notifyEvent, fmtTime(now), payload, taken)
 			}
+			wantSteps := stepsBefore
+			if taken {
+				wantSteps = slices.Clone(stepsBefore)
+				last := &wantSteps[len(wantSteps)-1]
+				last.State, last.Result, last.UpdatedAt = store.StepDone, evs[0].Payload, now
+			}
+			checkSteps(t, tc.name, steps(t, s, inst), wantSteps)
 			after := *before
 			switch tc.want {
 			case outcomeWoken:
