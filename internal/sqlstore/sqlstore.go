@@ -226,7 +226,8 @@ func newQueries(d *Dialect) queries {
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
 		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
  WHERE id = ? AND status = 'waiting' AND owner IS NULL
-   AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)`),
+   AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
+ RETURNING service`),
 		finish:       r(finishUpdate),
 		insertNotice: r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 		finishNotice: finishNotice(d),
@@ -796,19 +797,33 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 	// of before the row lock was granted, and miss one that a SendEvent
 	// holding the lock (and seeing the instance still owned) had just added.
 	one := s.q.suspend.single(sus.Step != nil) && sus.WaitingEvent == ""
-	return s.write(ctx, one, func(ctx context.Context, c Conn) error {
+	var woke *store.Wake // the instance's service, if a buffered event made it due
+	err := s.write(ctx, one, func(ctx context.Context, c Conn) error {
+		woke = nil
 		status, err := s.applyFenced(ctx, c, s.q.suspend, args, l, sus.Step, now, "suspend")
 		if err != nil {
 			return err
 		}
 		if sus.WaitingEvent != "" && status == store.StatusWaiting {
 			// An event that arrived while the instance ran must wake it now.
-			if _, err := c.Exec(ctx, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
+			var service string
+			err := queryRow(ctx, c, s.q.wakeIfEvent, []any{n, l.InstanceID, l.InstanceID, sus.WaitingEvent}, &service)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
 				return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
+			default:
+				woke = &store.Wake{Kind: store.WakeInstances, Key: service}
 			}
 		}
 		return nil
 	})
+	// The suspending engine scheduled the wait's deadline, not this: the
+	// event's sender found the instance still running and woke nobody.
+	if err == nil && woke != nil {
+		s.wake(*woke)
+	}
+	return err
 }
 
 // Finish implements store.Store. Where the dialect can, the outcome and the
