@@ -74,32 +74,48 @@ func (a *Agent[S]) kick() {
 }
 
 // runQueue runs pending submissions one at a time until none is left.
+// Between turns it looks for a pending submission with a read: starting
+// none would be a write.
 func (a *Agent[S]) runQueue(ctx context.Context) {
 	rt := a.Runtime()
 	st := a.store()
 	for {
 		s, err := st.StartSubmission(ctx, a.key(), rt.NodeID(), rt.Clock().Now())
+		if err != nil && ctx.Err() == nil {
+			a.Logger().Warn("starting a submission failed", "err", err)
+		}
 		if err != nil || s == nil {
-			a.mu.Lock()
-			a.running = false
-			a.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
-				a.Logger().Warn("starting a submission failed", "err", err)
-			}
-			// A submission that arrived while we were stopping is not lost:
-			// look once more now that the flag is down.
-			if err == nil && ctx.Err() == nil {
-				if p, _ := st.ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1}); len(p) > 0 {
-					a.kick()
-				}
-			}
+			a.stopRunner(ctx, err == nil)
 			return
 		}
 		a.run(ctx, s)
 		if ctx.Err() != nil {
 			return // stopping: the next activation recovers what is left
 		}
+		if !a.hasPending(ctx) {
+			a.stopRunner(ctx, true)
+			return
+		}
 	}
+}
+
+// stopRunner lowers the running flag; with recheck it then looks once more
+// for a pending submission, so that one that arrived while the runner was
+// stopping (its kick saw the flag up) is not lost.
+func (a *Agent[S]) stopRunner(ctx context.Context, recheck bool) {
+	a.mu.Lock()
+	a.running = false
+	a.mu.Unlock()
+	if recheck && ctx.Err() == nil && a.hasPending(ctx) {
+		a.kick()
+	}
+}
+
+// hasPending reports whether the agent may have a pending submission:
+// true when it has one, and when the look fails (StartSubmission decides).
+func (a *Agent[S]) hasPending(ctx context.Context) bool {
+	p, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
+	return len(p) > 0 || err != nil && ctx.Err() == nil
 }
 
 // run runs one started submission's turn and records its end.
