@@ -303,6 +303,13 @@ func (cs *crashStore) FinishSubmission(ctx context.Context, key store.AgentKey, 
 	return cs.base.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
 }
 
+func (cs *crashStore) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id string, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, d store.Delivery) (delivered bool, claimed *store.Instance, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.FinishSubmissionAndDeliver(ctx, key, id, owner, status, errMsg, output, usage, now, d)
+}
+
 func (cs *crashStore) GetAgent(ctx context.Context, key store.AgentKey) (r0 *store.Agent, err error) {
 	if err = cs.check(); err != nil {
 		return

@@ -107,6 +107,19 @@ type ThinkStore interface {
 	// submission with a NotifyInstance it also inserts, in the same
 	// transaction, the outbox message telling it (see OutboxMessage).
 	FinishSubmission(ctx context.Context, key AgentKey, id, owner string, status SubmissionStatus, errMsg string, output []byte, usage Usage, now time.Time) error
+	// FinishSubmissionAndDeliver is FinishSubmission that also delivers
+	// the outbox message in the same transaction when it can: when the
+	// submission has a NotifyInstance that is in this store and not
+	// finished, and the payload is at most d.MaxEventBytes, it inserts the
+	// payload as an event of type NotifyEvent for the instance, waking it
+	// if it waits for that type (as SendEvent does), and writes the
+	// outbox message already delivered (payload cleared, DeliveredAt
+	// now), so that it is never claimed. Otherwise it writes the message
+	// undelivered, as FinishSubmission does, for the outbox loop (which
+	// reports a refused or undeliverable outcome). It reports whether it
+	// delivered; when it also claimed the instance it woke (see
+	// Delivery.ClaimOwner), it returns the instance as claimed.
+	FinishSubmissionAndDeliver(ctx context.Context, key AgentKey, id, owner string, status SubmissionStatus, errMsg string, output []byte, usage Usage, now time.Time, d Delivery) (delivered bool, claimed *Instance, err error)
 	// FinishPendingSubmission ends a submission that has not started
 	// (CancelSubmission's abort, or skipped) with the status and error,
 	// writing its outbox message like FinishSubmission; it returns the
@@ -162,6 +175,25 @@ type ThinkStore interface {
 	// classes that have pending submissions, or running ones whose owner
 	// has no node row, and are live on no node that has a row.
 	PendingSubmissionAgents(ctx context.Context, classes []string, limit int) ([]AgentKey, error)
+}
+
+// Delivery says how FinishSubmissionAndDeliver may deliver a submission's
+// outcome itself.
+type Delivery struct {
+	// MaxEventBytes bounds the payload it delivers; a larger one is left
+	// to the outbox. Zero or less: none is delivered.
+	MaxEventBytes int
+	// ClaimOwner, when set, is the node that claims, in the same
+	// transaction, an instance of service ClaimService that the event
+	// wakes (it was suspended waiting for that type): the instance is
+	// claimed as ClaimDue would claim it, for that node to execute at
+	// once, instead of being left due for any node's ClaimDue. The write
+	// then also takes the event for the pending wait step the instance is
+	// suspended in, as TakeEvent would: the event is consumed and the
+	// step stored done with its payload, so the execution's replay
+	// returns it without a write.
+	ClaimOwner   string
+	ClaimService string
 }
 
 // OutboxMessage tells a waiting workflow instance that a submission ended.

@@ -451,6 +451,13 @@ func (a *Agent[S]) chatMessagesFrame(ctx context.Context, connect bool) ([]byte,
 // broadcastChatMessages sends the conversation to every client but those
 // listed.
 func (a *Agent[S]) broadcastChatMessages(ctx context.Context, except ...*agent.Conn) {
+	if len(a.Connections()) == 0 {
+		// Nobody to tell, and reading the conversation is not free. A
+		// client that connects after this look is sent the conversation
+		// by ConnectChat, which reads it after this turn's writes (the
+		// runtime adds a connection before its OnConnect).
+		return
+	}
 	frame, err := a.chatMessagesFrame(ctx, false)
 	if err == nil {
 		err = a.Broadcast(frame, except...)

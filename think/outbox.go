@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"agentflow/agent"
+	"agentflow/internal/engineseam"
 	"agentflow/internal/telemetry"
 	"agentflow/internal/wakeq"
 	"agentflow/store"
@@ -19,7 +20,9 @@ import (
 
 // The outbox tells a waiting prompt step that its submission ended. The
 // store writes each message in the same transaction as the submission's
-// end; this loop delivers it as a workflow event, retrying a transient
+// end. A runner's end of a turn delivers it in that transaction when it
+// can (Agent.finish, store FinishSubmissionAndDeliver); this loop
+// delivers the others as workflow events, retrying a transient
 // failure with backoff up to OutboxMaxBackoff, clears its payload once
 // delivered, and prunes delivered messages after OutboxRetention.
 //
@@ -43,6 +46,9 @@ type outbox struct {
 	st  store.Store
 	log *slog.Logger
 	q   *wakeq.Queue
+	// maxEvent is the engine's event payload limit: a submission's end
+	// delivers its outcome itself up to it (Agent.finish).
+	maxEvent int
 }
 
 // outboxOf returns the runtime's outbox, made (and added as the runtime's
@@ -54,7 +60,7 @@ func outboxOf(rt *agent.Runtime) *outbox {
 func newOutbox(rt *agent.Runtime) *outbox {
 	h := host(rt)
 	st := h.Store()
-	o := &outbox{rt: rt, st: st, log: h.Logger()}
+	o := &outbox{rt: rt, st: st, log: h.Logger(), maxEvent: rt.Engine().Seam(engineseam.Key{}).MaxEventBytes()}
 	o.q = wakeq.New(wakeq.Options{
 		Clock:        rt.Clock(),
 		PollInterval: h.PollInterval(),

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"agentflow/agent"
@@ -253,7 +254,8 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 	if err != nil {
 		return zero, &SchemaError{Type: fmt.Sprintf("%T", zero), Err: err}
 	}
-	strict, err := schema.Strict(full)
+	rt := o.Runtime()
+	wire, err := strictWire(rt, full)
 	if err != nil {
 		return zero, &SchemaError{Type: fmt.Sprintf("%T", zero), Err: err}
 	}
@@ -263,7 +265,6 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 	if opts.Timeout <= 0 {
 		opts.Timeout = workflow.DefaultWaitTimeout
 	}
-	wire := strict.JSON()
 	fp := sha256.Sum256(append(append([]byte(opts.Prompt), 0), wire...))
 	// A restart runs the steps again, so a run after one submits a turn
 	// of its own and waits for its own event type (an answer to the run
@@ -280,7 +281,6 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 		idem += ":" + shortHash(opts.Key)
 		eventType += ":" + shortHash(opts.Key)
 	}
-	rt := o.Runtime()
 	key := o.Agent()
 	sub, err := workflow.Do(step, name+":submit", func(ctx context.Context, _ workflow.Attempt) (submitted, error) {
 		spec := promptSpec{Schema: wire, Fingerprint: hex.EncodeToString(fp[:8]), Step: name, Instance: step.InstanceID()}
@@ -338,6 +338,22 @@ func Prompt[T any](o *agent.Origin, name string, opts PromptOptions) (T, error) 
 		return zero, &ValidationError{Name: name, Answer: out.Answer, Err: err}
 	}
 	return v, nil
+}
+
+// strictWire returns the provider form of full (schema.Strict) as JSON,
+// made once per runtime for each schema: Prompt needs it on every run and
+// replay, and making it builds and checks a schema.
+func strictWire(rt *agent.Runtime, full *schema.Schema) (json.RawMessage, error) {
+	cache := host(rt).Extension("think-prompt-schemas", func() any { return new(sync.Map) }).(*sync.Map)
+	if w, ok := cache.Load(full); ok {
+		return w.(json.RawMessage), nil
+	}
+	strict, err := schema.Strict(full)
+	if err != nil {
+		return nil, err // not kept: the error is made again, as it was
+	}
+	w, _ := cache.LoadOrStore(full, strict.JSON())
+	return w.(json.RawMessage), nil
 }
 
 func shortHash(s string) string {

@@ -48,6 +48,11 @@ const (
 	// while the workflow waits on "draft:wait" and the submission is
 	// pending.
 	killInWait = "wait"
+	// killAfterDelivery: the model answers once the workflow waits, the
+	// submission's end delivers the answer and claims the instance for
+	// the child's engine in one write, and the kill comes before the
+	// engine executes it.
+	killAfterDelivery = "delivered"
 )
 
 // promptChildStore is the prompt child's store: it blocks, until the
@@ -55,6 +60,20 @@ const (
 type promptChildStore struct {
 	store.Store
 	mode string
+}
+
+func (s promptChildStore) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, d store.Delivery) (bool, *store.Instance, error) {
+	switch s.mode {
+	case killInOutbox:
+		// As for an instance the write cannot reach: the outbox delivers.
+		return false, nil, s.Store.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
+	case killAfterDelivery:
+		if _, _, err := s.Store.FinishSubmissionAndDeliver(ctx, key, id, owner, status, errMsg, output, usage, now, d); err != nil {
+			return false, nil, err
+		}
+		select {} // the instance it claimed is never executed here
+	}
+	return s.Store.FinishSubmissionAndDeliver(ctx, key, id, owner, status, errMsg, output, usage, now, d)
 }
 
 func (s promptChildStore) ClaimOutbox(ctx context.Context, owner string, now time.Time, limit int) ([]store.OutboxMessage, error) {
@@ -70,7 +89,17 @@ func (s promptChildStore) StartSubmission(ctx context.Context, key store.AgentKe
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
-	return s.Store.StartSubmission(ctx, key, owner, now)
+	sub, err := s.Store.StartSubmission(ctx, key, owner, now)
+	if err == nil && sub != nil && s.mode == killAfterDelivery {
+		// The end's write claims the instance only once it waits.
+		for ctx.Err() == nil {
+			if in, err := s.Store.GetInstance(ctx, sub.NotifyInstance); err == nil && in.Status == store.StatusWaiting {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return sub, err
 }
 
 type runRequest struct {
@@ -153,7 +182,7 @@ func (c *child) run(name string) string {
 }
 
 func TestPromptRecoveryAfterKill(t *testing.T) {
-	for _, mode := range []string{killInTurn, killInOutbox, killInWait} {
+	for _, mode := range []string{killInTurn, killInOutbox, killInWait, killAfterDelivery} {
 		t.Run("SQLite/"+mode, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "think.db")
@@ -204,7 +233,7 @@ func testPromptKill(t *testing.T, st store.Store, cfg childConfig) {
 	// submission is where the mode stops it.
 	atKillPoint := func() bool {
 		in, err := st.GetInstance(ctx, id)
-		if err != nil || in.Status != store.StatusWaiting || in.WaitingEvent == "" {
+		if err != nil {
 			return false
 		}
 		ss := subs()
@@ -212,6 +241,14 @@ func testPromptKill(t *testing.T, st store.Store, cfg childConfig) {
 			return false
 		}
 		s := ss[0]
+		if mode == killAfterDelivery {
+			ms := outbox(s.ID)
+			return in.Status == store.StatusRunning && in.Owner != "" && s.Status == store.SubmissionCompleted &&
+				len(ms) == 1 && !ms[0].DeliveredAt.IsZero()
+		}
+		if in.Status != store.StatusWaiting || in.WaitingEvent == "" {
+			return false
+		}
 		switch mode {
 		case killInTurn:
 			return s.Status == store.SubmissionRunning && s.Applied
@@ -274,6 +311,15 @@ func testPromptKill(t *testing.T, st store.Store, cfg childConfig) {
 			t.Errorf("the recovering model got %d requests, want 0", n)
 		}
 	case killInOutbox:
+		if !gotDraft || r.Kind != "" {
+			t.Errorf("result %+v, want the draft", r)
+		}
+		if n := len(m.Requests()); n != 0 {
+			t.Errorf("the recovering model got %d requests, want 0: the turn had ended", n)
+		}
+	case killAfterDelivery:
+		// The answer was delivered with the claim: the engine that takes
+		// the instance over gets it from the instance's events.
 		if !gotDraft || r.Kind != "" {
 			t.Errorf("result %+v, want the draft", r)
 		}

@@ -156,6 +156,12 @@ type flakyEvents struct {
 	failed atomic.Bool
 }
 
+// FinishSubmissionAndDeliver leaves every outcome to the outbox, as for an
+// instance the submission's end cannot reach, so that its SendEvent runs.
+func (s *flakyEvents) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, _ store.Delivery) (bool, *store.Instance, error) {
+	return false, nil, s.Store.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
+}
+
 func (s *flakyEvents) SendEvent(ctx context.Context, e store.Event) error {
 	if strings.HasPrefix(e.Type, "agentflow:prompt:") && s.failed.CompareAndSwap(false, true) {
 		return errors.New("test: the store is briefly unavailable")

@@ -180,7 +180,8 @@ func newTracedEnv(t *testing.T, m *scripted.Model, setup func(*workflow.Engine, 
 
 // TestPromptSpans: a workflow an agent started with RunWorkflow is traced
 // under the agent's create_workflow span, and the prompt's answer reaches it
-// through a traced, counted outbox delivery.
+// through a traced, counted delivery (made by the write that ends the
+// submission).
 func TestPromptSpans(t *testing.T) {
 	t.Parallel()
 	m := scripted.New(scripted.Call("think_final_answer", goodDraft))
@@ -189,7 +190,7 @@ func TestPromptSpans(t *testing.T) {
 		t.Fatalf("result = %+v", r)
 	}
 	var create sdktrace.ReadOnlySpan
-	segments, delivered := 0, false
+	segments, orphans, delivered := 0, 0, false
 	eventually(t, 5*time.Second, "the spans", func() bool {
 		create, segments, delivered = nil, 0, false
 		for _, s := range rec.Ended() {
@@ -203,13 +204,24 @@ func TestPromptSpans(t *testing.T) {
 		if create == nil {
 			return false
 		}
+		orphans = 0
 		for _, s := range rec.Ended() {
-			if s.Name() == "run_workflow Triage" && s.Parent().SpanID() == create.SpanContext().SpanID() {
-				segments++
+			if s.Name() == "run_workflow Triage" {
+				if s.Parent().SpanID() == create.SpanContext().SpanID() {
+					segments++
+				} else {
+					orphans++
+				}
 			}
 		}
-		return segments >= 2 && delivered // submit, then woken by the delivered answer
+		// Usually two segments, submit and then woken by the delivered
+		// answer (claimed in the write that delivers it); one when the
+		// answer was in before the wait looked.
+		return segments >= 1 && delivered
 	})
+	if orphans > 0 {
+		t.Errorf("%d run_workflow segments not under create_workflow", orphans)
+	}
 	if a := spanAttrs(create); a[telemetry.KeyAgentClass].AsString() != "Helper" || a[telemetry.KeyAgentName].AsString() != "p1" {
 		t.Errorf("create_workflow attributes %v", create.Attributes())
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"agentflow/internal/engineseam"
 	"agentflow/internal/telemetry"
 	"agentflow/model"
 	"agentflow/store"
@@ -73,32 +74,48 @@ func (a *Agent[S]) kick() {
 }
 
 // runQueue runs pending submissions one at a time until none is left.
+// Between turns it looks for a pending submission with a read: starting
+// none would be a write.
 func (a *Agent[S]) runQueue(ctx context.Context) {
 	rt := a.Runtime()
 	st := a.store()
 	for {
 		s, err := st.StartSubmission(ctx, a.key(), rt.NodeID(), rt.Clock().Now())
+		if err != nil && ctx.Err() == nil {
+			a.Logger().Warn("starting a submission failed", "err", err)
+		}
 		if err != nil || s == nil {
-			a.mu.Lock()
-			a.running = false
-			a.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
-				a.Logger().Warn("starting a submission failed", "err", err)
-			}
-			// A submission that arrived while we were stopping is not lost:
-			// look once more now that the flag is down.
-			if err == nil && ctx.Err() == nil {
-				if p, _ := st.ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1}); len(p) > 0 {
-					a.kick()
-				}
-			}
+			a.stopRunner(ctx, err == nil)
 			return
 		}
 		a.run(ctx, s)
 		if ctx.Err() != nil {
 			return // stopping: the next activation recovers what is left
 		}
+		if !a.hasPending(ctx) {
+			a.stopRunner(ctx, true)
+			return
+		}
 	}
+}
+
+// stopRunner lowers the running flag; with recheck it then looks once more
+// for a pending submission, so that one that arrived while the runner was
+// stopping (its kick saw the flag up) is not lost.
+func (a *Agent[S]) stopRunner(ctx context.Context, recheck bool) {
+	a.mu.Lock()
+	a.running = false
+	a.mu.Unlock()
+	if recheck && ctx.Err() == nil && a.hasPending(ctx) {
+		a.kick()
+	}
+}
+
+// hasPending reports whether the agent may have a pending submission:
+// true when it has one, and when the look fails (StartSubmission decides).
+func (a *Agent[S]) hasPending(ctx context.Context) bool {
+	p, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending}, Limit: 1})
+	return len(p) > 0 || err != nil && ctx.Err() == nil
 }
 
 // run runs one started submission's turn and records its end.
@@ -141,14 +158,56 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 		status, msg = store.SubmissionError, err.Error()
 	}
 	tel.EndTurn(tctx, span, a.key().Class, string(status), usage.InputTokens, usage.OutputTokens, err)
-	if ferr := a.store().FinishSubmission(context.WithoutCancel(ctx), a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); ferr != nil {
-		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", ferr)
-	}
-	if s.NotifyInstance != "" {
-		a.cfg.outbox.q.Poke() // its outbox message is due now
-	}
+	a.finish(context.WithoutCancel(ctx), s, status, msg, out, usage)
 	a.emit(map[string]any{"type": "cf_agent_think", "event": "done", "submissionId": s.ID, "status": status, "error": msg})
 	a.chatEnd(context.WithoutCancel(ctx), cs, status, msg)
+}
+
+// finish records the end of a submission that ran. A prompt's outcome is
+// delivered to its workflow instance in the same write when the instance is
+// in this store (it always is: the runtime shares the engine's store) and
+// the payload is within the engine's event limit; otherwise the outbox
+// delivers it, or reports why it cannot.
+func (a *Agent[S]) finish(ctx context.Context, s *store.Submission, status store.SubmissionStatus, msg string, out json.RawMessage, usage store.Usage) {
+	rt := a.Runtime()
+	if s.NotifyInstance == "" {
+		if err := a.store().FinishSubmission(ctx, a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now()); err != nil {
+			a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", err)
+		}
+		return
+	}
+	ob := a.cfg.outbox
+	tel := host(rt).Telemetry()
+	// The instance waits for this event (or is about to): claim it for
+	// this node's engine in the same write, if it has a slot free.
+	d := store.Delivery{MaxEventBytes: ob.maxEvent}
+	eng := rt.Engine().Seam(engineseam.Key{})
+	owner, service, reserved := eng.Reserve()
+	if reserved {
+		d.ClaimOwner, d.ClaimService = owner, service
+	}
+	dctx, span := tel.StartDelivery(ctx, s.NotifyInstance, s.NotifyEvent)
+	delivered, claimed, err := a.store().FinishSubmissionAndDeliver(dctx, a.key(), s.ID, rt.NodeID(), status, msg, out, usage, rt.Clock().Now(), d)
+	switch {
+	case claimed != nil:
+		eng.Launch(claimed)
+	case reserved:
+		eng.Release()
+	}
+	switch {
+	case err != nil:
+		a.Logger().Warn("recording a submission's end failed", "submission", s.ID, "err", err)
+	case delivered:
+		tel.EndDelivery(dctx, span, telemetry.OutcomeSucceeded, nil)
+		if claimed == nil {
+			rt.Engine().Wake() // the instance may be due now
+		}
+		return
+	}
+	if span != nil {
+		span.End() // the outbox delivers it, under a span of its own
+	}
+	ob.q.Poke() // its outbox message is due now
 }
 
 // turn applies the submission's messages and runs the tool loop,

@@ -84,6 +84,25 @@ func (s seam) ReapIfGone(ctx context.Context, n store.Node) (bool, error) {
 
 func (s seam) Telemetry() *telemetry.T { return s.e.tel }
 
+func (s seam) MaxEventBytes() int { return s.e.limits.MaxEventBytes }
+
+// Reserve takes a slot on the terms the scheduler claims on.
+func (s seam) Reserve() (string, string, bool) {
+	e := s.e
+	if !e.running.Load() || e.stopping.Load() || !e.leaseValid(e.clock.Now()) || !e.tryAcquire() {
+		return "", "", false
+	}
+	return e.nodeID, e.service, true
+}
+
+// Launch: an instance claimed by an event has checkpoints to read (fence > 1).
+func (s seam) Launch(inst *store.Instance) { s.e.launch(inst, inst.Fence == 1) }
+
+func (s seam) Release() {
+	<-s.e.slots
+	s.e.sched.slotFreed()
+}
+
 func (s seam) LeaseLapsed() bool {
 	e := s.e
 	return e.running.Load() && !e.stopping.Load() && !e.leaseValid(e.clock.Now())

@@ -75,4 +75,24 @@ type Engine interface {
 	// engine has no providers), which the runtime uses unless its own
 	// options name providers.
 	Telemetry() *telemetry.T
+
+	// MaxEventBytes is the engine's limit on an event's payload
+	// (workflow.Limits.MaxEventBytes): a store write that delivers an
+	// event itself, bypassing Instance.SendEvent, delivers none larger.
+	MaxEventBytes() int
+
+	// Reserve takes one of the engine's execution slots for an instance
+	// that a write of the runtime is about to claim for this node (see
+	// store.Delivery), and returns the node and the service to claim
+	// for. It fails (ok false) unless the engine is running, not
+	// stopping, its lease valid and a slot free. The caller passes the
+	// slot on, once: to Launch with the instance it claimed, or to
+	// Release.
+	Reserve() (owner, service string, ok bool)
+	// Launch executes inst, claimed for this node by the caller's write,
+	// in the slot Reserve took, as the engine executes an instance it
+	// claimed itself.
+	Launch(inst *store.Instance)
+	// Release gives back the slot Reserve took.
+	Release()
 }

@@ -167,6 +167,7 @@ type queries struct {
 	claimDue, nextWake, upsertStep, insertAttempt           string
 	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
+	peekEvent                                               string
 	finish, lockInstance, insertEvent, wakeForEvent         string
 	finishNotice, insertNotice                              string
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
@@ -205,6 +206,11 @@ func newQueries(d *Dialect) queries {
 		insertAttempt: r(`INSERT INTO workflow_step_attempts (` + attemptCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)` + attemptConflict),
 		oldestEvent:   r(`SELECT seq, payload, created_at FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0 ORDER BY seq LIMIT 1`),
 		consumeEvent:  r(`UPDATE workflow_events SET consumed = 1, consumed_at = ? WHERE seq = ?`),
+		// TakeEvent's first look, a read: the claim, and whether an event
+		// of the type waits.
+		peekEvent: r(`SELECT owner, fence, EXISTS (SELECT 1 FROM workflow_events e
+   WHERE e.instance_id = i.id AND e.type = ? AND e.consumed = 0)
+ FROM workflow_instances i WHERE i.id = ?`),
 		// SET expressions see the row as it was, so every CASE asks whether
 		// a pause was pending (or is being forced) before this write. The
 		// casts give PostgreSQL a type for CASE branches that are only a
@@ -219,7 +225,8 @@ func newQueries(d *Dialect) queries {
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
 		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
  WHERE id = ? AND status = 'waiting' AND owner IS NULL
-   AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)`),
+   AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
+ RETURNING service`),
 		finish:       r(finishUpdate),
 		insertNotice: r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 		finishNotice: finishNotice(d),
@@ -733,9 +740,26 @@ func (s *Store) SaveStep(ctx context.Context, l store.Lease, st store.Step, now 
 }
 
 // TakeEvent implements store.Store.
+//
+// A wait's first look usually finds nothing: a read under the caller's
+// claim says so without queueing a write. Only the owner consumes the
+// instance's events, so none the read did not see can have been taken;
+// one sent after it is seen by the Suspend that follows (which makes the
+// instance due at once). A read that finds an event, or a claim that is
+// not the caller's, goes on to the fenced write, which takes the event or
+// fails with ErrLeaseLost.
 func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st store.Step, now time.Time) (*store.Event, error) {
+	var (
+		owner sql.NullString
+		fence int64
+		found bool
+	)
+	err := s.read.QueryRowContext(ctx, s.q.peekEvent, typ, l.InstanceID).Scan(&owner, &fence, &found)
+	if err == nil && !found && owner.String == l.Owner && fence == l.Fence {
+		return nil, nil
+	}
 	var ev *store.Event
-	err := s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		ev = nil
 		if _, err := s.checkLease(ctx, TxConn(tx), l, nil, now, "take event for"); err != nil {
 			return err
@@ -785,19 +809,33 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 	// of before the row lock was granted, and miss one that a SendEvent
 	// holding the lock (and seeing the instance still owned) had just added.
 	one := s.q.suspend.single(sus.Step != nil) && sus.WaitingEvent == ""
-	return s.write(ctx, one, func(ctx context.Context, c Conn) error {
+	var woke *store.Wake // the instance's service, if a buffered event made it due
+	err := s.write(ctx, one, func(ctx context.Context, c Conn) error {
+		woke = nil
 		status, err := s.applyFenced(ctx, c, s.q.suspend, args, l, sus.Step, now, "suspend")
 		if err != nil {
 			return err
 		}
 		if sus.WaitingEvent != "" && status == store.StatusWaiting {
 			// An event that arrived while the instance ran must wake it now.
-			if _, err := c.Exec(ctx, s.q.wakeIfEvent, n, l.InstanceID, l.InstanceID, sus.WaitingEvent); err != nil {
+			var service string
+			err := queryRow(ctx, c, s.q.wakeIfEvent, []any{n, l.InstanceID, l.InstanceID, sus.WaitingEvent}, &service)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
 				return fmt.Errorf("suspend instance %q: %w", l.InstanceID, err)
+			default:
+				woke = &store.Wake{Kind: store.WakeInstances, Key: service}
 			}
 		}
 		return nil
 	})
+	// The suspending engine scheduled the wait's deadline, not this: the
+	// event's sender found the instance still running and woke nobody.
+	if err == nil && woke != nil {
+		s.wake(*woke)
+	}
+	return err
 }
 
 // Finish implements store.Store. Where the dialect can, the outcome and the

@@ -44,6 +44,8 @@ const outboxInsertCols = `class, name, submission_id, instance_id, event_type, p
 
 type outboxQueries struct {
 	finishNotify, insertOutbox                            string
+	finishReturning, insertDelivered, claimWoken          string
+	lastStep                                              string
 	claimOutbox, nextOutbox, deliveredOutbox, retryOutbox string
 	failedOutbox                                          string
 	outboxByID, pruneOutbox, getOutbox                    string
@@ -58,6 +60,20 @@ func newOutboxQueries(d *Dialect) outboxQueries {
 		insertOutbox: r(`INSERT INTO think_outbox (` + outboxInsertCols + `)
  SELECT class, name, id, notify_instance, notify_event, ?, 0, ?, ? FROM think_submissions
  WHERE class = ? AND name = ? AND id = ? AND notify_instance IS NOT NULL`),
+		// FinishSubmissionAndDeliver's: the finish, returning the
+		// submission's target, and the outbox row of a message it
+		// delivered itself.
+		finishReturning: r(finishSubmissionSQL + ` RETURNING notify_instance, notify_event`),
+		insertDelivered: r(`INSERT INTO think_outbox (` + outboxInsertCols + `, delivered_at)
+ VALUES (?, ?, ?, ?, ?, NULL, 0, ?, ?, ?)`),
+		// Claims an instance that waits for the event just inserted, as
+		// claimDue does; run with the instance's row locked.
+		claimWoken: r(`UPDATE workflow_instances
+ SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?, status = 'running'
+ WHERE id = ? AND owner IS NULL AND status = 'waiting' AND waiting_event = ? AND service = ?
+ RETURNING ` + instanceCols),
+		// The step a claimed instance waits in: its last one.
+		lastStep: r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq DESC LIMIT 1`),
 		// The inner SELECT locks the rows it picks (on PostgreSQL, skipping
 		// those another claim holds); a row another claim committed after
 		// this statement's snapshot is checked again in its new version,
@@ -191,6 +207,135 @@ func (s *Store) FinishSubmission(ctx context.Context, key store.AgentKey, id, ow
 	}
 	if changed == 0 {
 		return fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+	}
+	return nil
+}
+
+// FinishSubmissionAndDeliver implements store.ThinkStore. The instance's
+// row is locked and checked as SendEvent does, in the transaction that
+// ends the submission, so the event is inserted (and the instance woken)
+// exactly when the submission's end commits, and the outbox row, written
+// delivered, keeps the ledger's record of it.
+func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentKey, id, owner string, status store.SubmissionStatus, errMsg string, output []byte, usage store.Usage, now time.Time, d store.Delivery) (bool, *store.Instance, error) {
+	if d.MaxEventBytes <= 0 {
+		return false, nil, s.FinishSubmission(ctx, key, id, owner, status, errMsg, output, usage, now)
+	}
+	op := fmt.Sprintf("finish submission %s of agent %s", id, key)
+	if !status.Finished() {
+		return false, nil, fmt.Errorf("%s: status %q is not a finished one", op, status)
+	}
+	payload, err := outboxPayload(id, status, errMsg, output)
+	if err != nil {
+		return false, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	n := now.UnixMicro()
+	args := []any{string(status), nullString(errMsg), blob(output), n,
+		usage.InputTokens, usage.OutputTokens, key.Class, key.Name, id, owner}
+	var (
+		changed, delivered bool
+		queued             int64       // outbox messages written undelivered
+		woke               *store.Wake // the instance's service, if the event woke it
+		claimed            *store.Instance
+	)
+	err = s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		changed, delivered, queued, woke, claimed = false, false, 0, nil, nil
+		var inst, typ sql.NullString
+		err := QueryRow(ctx, tx, s.tq.finishReturning, args...).Scan(&inst, &typ)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // owner does not run it
+		}
+		if err != nil {
+			return err
+		}
+		changed = true
+		if !inst.Valid {
+			return nil // nobody to tell
+		}
+		c := TxConn(tx)
+		if len(payload) <= d.MaxEventBytes {
+			li, err := s.lock(ctx, tx, inst.String, "deliver a submission's end to")
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				// Not in this store: the outbox tells it.
+			case err != nil:
+				return err
+			case !li.status.Finished():
+				if _, err := c.Exec(ctx, s.q.insertEvent, inst.String, typ.String, blob(payload), n); err != nil {
+					return fmt.Errorf("send event to instance %q: %w", inst.String, err)
+				}
+				switch {
+				case li.status != store.StatusWaiting || li.owner != "" || li.waitingEvent != typ.String:
+					// Not waiting for it: it takes the event when it does.
+				case d.ClaimOwner != "" && li.service == d.ClaimService:
+					in, err := scanInstance(QueryRow(ctx, tx, s.tq.claimWoken, d.ClaimOwner, n, inst.String, typ.String, li.service))
+					if err != nil {
+						return fmt.Errorf("claim instance %q: %w", inst.String, err)
+					}
+					if err := s.takeForWait(ctx, tx, inst.String, typ.String, now); err != nil {
+						return err
+					}
+					claimed = in
+				default:
+					if _, err := c.Exec(ctx, s.q.wakeForEvent, n, inst.String); err != nil {
+						return fmt.Errorf("wake instance %q: %w", inst.String, err)
+					}
+					woke = &store.Wake{Kind: store.WakeInstances, Key: li.service}
+				}
+				if _, err := c.Exec(ctx, s.tq.insertDelivered, key.Class, key.Name, id, inst.String, typ.String, n, n, n); err != nil {
+					return fmt.Errorf("record its outbox message: %w", err)
+				}
+				delivered = true
+				return nil
+			}
+		}
+		queued, err = c.Exec(ctx, s.tq.insertOutbox, payload, n, n, key.Class, key.Name, id)
+		return err
+	})
+	if err != nil {
+		return false, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	switch {
+	case woke != nil:
+		s.wake(*woke)
+	case queued > 0:
+		s.wake(store.Wake{Kind: store.WakeOutbox})
+	}
+	if !changed {
+		return false, nil, fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+	}
+	return delivered, claimed, nil
+}
+
+// takeForWait does, for an instance just claimed for the event of type
+// typ it waited for, what the replay's TakeEvent would do first: it
+// consumes the oldest unconsumed event of the type and stores the pending
+// wait step it is suspended in as done with the event's payload, so the
+// replay returns the payload without a write. An instance whose last step
+// is not a pending wait (none is stored) is left to its replay.
+func (s *Store) takeForWait(ctx context.Context, tx *sql.Tx, id, typ string, now time.Time) error {
+	st, err := scanStep(QueryRow(ctx, tx, s.tq.lastStep, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the wait step of instance %q: %w", id, err)
+	}
+	if st.Kind != store.KindWait || st.State != store.StepPending {
+		return nil
+	}
+	var (
+		seq, created int64
+		payload      []byte
+	)
+	if err := QueryRow(ctx, tx, s.q.oldestEvent, id, typ).Scan(&seq, &payload, &created); err != nil {
+		return fmt.Errorf("take event for %q: %w", id, err)
+	}
+	if _, err := Exec(ctx, tx, s.q.consumeEvent, now.UnixMicro(), seq); err != nil {
+		return fmt.Errorf("consume event %d: %w", seq, err)
+	}
+	st.State, st.Result, st.StartedAt = store.StepDone, payload, now
+	if _, err := Exec(ctx, tx, s.q.upsertStep, stepArgs(id, st, now)...); err != nil {
+		return fmt.Errorf("save step %q of %q: %w", st.Name, id, err)
 	}
 	return nil
 }

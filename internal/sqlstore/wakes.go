@@ -10,7 +10,10 @@ import (
 // (a workflow's notice), a Think outbox message. A write publishes them
 // after it committed, never inside its transaction; writes whose work the
 // writing process does itself (claims, checkpoints, suspensions, a
-// schedule's next run) publish none. See internal/wakebus.
+// schedule's next run) publish none — except a wait's suspension that finds
+// its event already buffered and makes the instance due at once, which its
+// engine does not know of (it scheduled the wait's deadline). See
+// internal/wakebus.
 
 // wake publishes ws, if the store has wakes.
 func (s *Store) wake(ws ...store.Wake) {

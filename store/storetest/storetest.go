@@ -80,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Conversation", conversationCases},
 		{"ThinkConcurrency", thinkConcurrencyCases},
 		{"ThinkOutbox", thinkOutboxCases},
+		{"FinishSubmissionAndDeliver", finishDeliverCases},
 		{"Inspect", inspectCases},
 	}
 	for _, g := range groups {

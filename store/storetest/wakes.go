@@ -137,6 +137,21 @@ func RunWakes(t *testing.T, open func(t *testing.T) (a, b store.Store)) {
 		t.Fatal(err)
 	}
 	expect("SendEvent waking it", inst(store.WakeInstances, "svc-e"))
+	// An event sent while the instance ran wakes nobody; the Suspend of
+	// the wait that finds it does (its engine scheduled the deadline).
+	w2 := newOwned("waiter2", "node-b", store.StatusRunning)
+	w2.Service, w2.CreatedAt = "svc-f", now
+	create(t, a, w2)
+	expect("CreateInstances claimed (waiter2)")
+	if err := a.SendEvent(ctx, store.Event{InstanceID: "waiter2", Type: "go", Payload: []byte(`1`), CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	expect("SendEvent to a running instance")
+	lw2 := store.Lease{InstanceID: "waiter2", Owner: "node-b", Fence: 1}
+	if err := a.Suspend(ctx, lw2, store.Suspension{Status: store.StatusWaiting, WakeAt: now.Add(time.Hour), WaitingEvent: "go"}, now); err != nil {
+		t.Fatal(err)
+	}
+	expect("Suspend finding a buffered event", inst(store.WakeInstances, "svc-f"))
 
 	// Pause and resume, restart.
 	if _, err := a.Pause(ctx, "later", now); err != nil {
@@ -200,6 +215,41 @@ func RunWakes(t *testing.T, open func(t *testing.T) (a, b store.Store)) {
 		t.Fatal(err)
 	}
 	expect("FinishSubmission without a waiting workflow")
+
+	// FinishSubmissionAndDeliver: the event wakes a waiting instance, or
+	// claims it (nothing to tell: the claiming node runs it), or is left
+	// to the outbox.
+	waiting := func(id, service string) {
+		t.Helper()
+		in := newOwned(id, "node-b", store.StatusRunning)
+		in.Service, in.CreatedAt = service, now
+		create(t, a, in)
+		if err := a.Suspend(ctx, store.Lease{InstanceID: id, Owner: "node-b", Fence: 1},
+			store.Suspension{Status: store.StatusWaiting, WakeAt: now.Add(time.Hour), WaitingEvent: "answer"}, now); err != nil {
+			t.Fatal(err)
+		}
+		expect("a waiting instance " + id)
+	}
+	deliver := func(id string, d store.Delivery) {
+		t.Helper()
+		if _, err := a.StartSubmission(ctx, key, "node-a", now); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := a.FinishSubmissionAndDeliver(ctx, key, id, "node-a", store.SubmissionCompleted, "", []byte(`{}`), store.Usage{}, now, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting("waiter3", "svc-g")
+	sub("deliver-woken", "waiter3")
+	deliver("deliver-woken", store.Delivery{MaxEventBytes: 1 << 20})
+	expect("FinishSubmissionAndDeliver waking the instance", inst(store.WakeInstances, "svc-g"))
+	waiting("waiter4", "svc-h")
+	sub("deliver-claimed", "waiter4")
+	deliver("deliver-claimed", store.Delivery{MaxEventBytes: 1 << 20, ClaimOwner: "node-a", ClaimService: "svc-h"})
+	expect("FinishSubmissionAndDeliver claiming the instance")
+	sub("deliver-refused", "waiter4")
+	deliver("deliver-refused", store.Delivery{MaxEventBytes: 1})
+	expect("FinishSubmissionAndDeliver leaving it to the outbox", inst(store.WakeOutbox, ""))
 
 	// A handle's subscriber that cancelled hears nothing more.
 	heard := 0
