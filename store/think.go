@@ -55,11 +55,15 @@ type Submission struct {
 	// the same transaction.
 	NotifyInstance string
 	NotifyEvent    string
-	InputTokens    int
-	OutputTokens   int
-	CreatedAt      time.Time
-	StartedAt      time.Time
-	FinishedAt     time.Time
+	// TraceParent is the W3C traceparent of the span that created the
+	// submission, "" when there was none; the turn that runs it is that
+	// span's child.
+	TraceParent  string
+	InputTokens  int
+	OutputTokens int
+	CreatedAt    time.Time
+	StartedAt    time.Time
+	FinishedAt   time.Time
 }
 
 // ConversationMessage is one stored message of a Think agent's conversation.

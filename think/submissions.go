@@ -9,6 +9,7 @@ import (
 
 	"agentflow/agent"
 	"agentflow/internal/ids"
+	"agentflow/internal/telemetry"
 	"agentflow/model"
 	"agentflow/store"
 )
@@ -106,7 +107,7 @@ func (a *Agent[S]) create(ctx context.Context, raw []byte, o SubmitOptions, noti
 	now := rt.Clock().Now()
 	s := &store.Submission{ID: id, AgentKey: a.key(), IdempotencyKey: o.IdempotencyKey, Metadata: meta,
 		Messages: raw, Status: store.SubmissionPending, CreatedAt: now,
-		NotifyInstance: notifyInstance, NotifyEvent: notifyEvent}
+		NotifyInstance: notifyInstance, NotifyEvent: notifyEvent, TraceParent: telemetry.Traceparent(ctx)}
 	existing, created, err := a.store().CreateSubmission(ctx, s)
 	if err != nil {
 		return SubmitResult{}, fmt.Errorf("think: submit to %s: %w", a.key(), err)

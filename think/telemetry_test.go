@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"agentflow/agent"
 	"agentflow/internal/telemetry"
@@ -221,6 +223,32 @@ func TestPromptSpans(t *testing.T) {
 	})
 	if orphans > 0 {
 		t.Errorf("%d run_workflow segments not under create_workflow", orphans)
+	}
+	// The agent's turn is in the workflow's trace, under the span that
+	// created its submission (the prompt's named call from the submit step).
+	byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+	var turn sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		byID[s.SpanContext().SpanID()] = s
+		if s.Name() == "invoke_agent Helper" {
+			turn = s
+		}
+	}
+	switch {
+	case turn == nil:
+		t.Error("no invoke_agent span")
+	case turn.SpanContext().TraceID() != create.SpanContext().TraceID():
+		t.Errorf("the turn is in trace %s, the workflow in %s", turn.SpanContext().TraceID(), create.SpanContext().TraceID())
+	case len(turn.Links()) != 1 || turn.Links()[0].SpanContext.SpanID() != turn.Parent().SpanID():
+		t.Errorf("the turn's links %v do not name its parent %s", turn.Links(), turn.Parent().SpanID())
+	default:
+		var chain []string
+		for p := byID[turn.Parent().SpanID()]; p != nil; p = byID[p.Parent().SpanID()] {
+			chain = append(chain, p.Name())
+		}
+		if len(chain) == 0 || chain[len(chain)-1] != "create_workflow Triage" || !slices.Contains(chain, "step draft:submit") {
+			t.Errorf("the turn's ancestors are %v; want the submit step's, up to create_workflow", chain)
+		}
 	}
 	if a := spanAttrs(create); a[telemetry.KeyAgentClass].AsString() != "Helper" || a[telemetry.KeyAgentName].AsString() != "p1" {
 		t.Errorf("create_workflow attributes %v", create.Attributes())

@@ -140,7 +140,7 @@ func (a *Agent[S]) run(ctx context.Context, s *store.Submission) {
 	}()
 
 	tel := host(rt).Telemetry()
-	tctx, span := tel.StartTurn(tctx, a.key().Class, a.key().Name, s.ID, a.cfg.opts.ModelName)
+	tctx, span := tel.StartTurn(tctx, a.key().Class, a.key().Name, s.ID, a.cfg.opts.ModelName, s.TraceParent)
 	cs := newChatStream(s)
 	a.chatBegin(cs)
 	a.chatSend(cs, cs.start(s.ID))

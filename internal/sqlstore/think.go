@@ -37,7 +37,7 @@ import (
 // owner runs it, and fail with ErrLeaseLost otherwise, changing nothing.
 
 const submissionCols = `class, name, id, seq, idempotency_key, metadata, messages, status, error, output, applied, owner,
- input_tokens, output_tokens, created_at, started_at, finished_at, notify_instance, notify_event`
+ input_tokens, output_tokens, created_at, started_at, finished_at, notify_instance, notify_event, trace_parent`
 
 const conversationCols = `class, name, seq, submission_id, message, created_at`
 
@@ -76,9 +76,9 @@ func newThinkQueries(d *Dialect) thinkQueries {
 		// Run under the agent's lock (or the serialized writer), after
 		// the reads that found neither the id nor the key.
 		insertSubmission: r(`INSERT INTO think_submissions (class, name, id, seq, idempotency_key, metadata, messages, status, created_at,
-   notify_instance, notify_event)
+   notify_instance, notify_event, trace_parent)
  VALUES (?, ?, ?, (SELECT COALESCE(MAX(p.seq), 0) + 1 FROM think_submissions p WHERE p.class = ? AND p.name = ?),
-   ?, ?, ?, ` + pending + `, ?, ?, ?)
+   ?, ?, ?, ` + pending + `, ?, ?, ?, ?)
  RETURNING ` + submissionCols),
 
 		// ListSubmissions' query is put together from these, with ?
@@ -144,17 +144,18 @@ func scanSubmission(r rowScanner) (*store.Submission, error) {
 		status               string
 		key, md, errMsg, own sql.NullString
 		notifyIn, notifyEv   sql.NullString
+		traceParent          sql.NullString
 		applied, in, out     int64
 		created              int64
 		started, finished    sql.NullInt64
 	)
 	if err := r.Scan(&sub.Class, &sub.Name, &sub.ID, &sub.Seq, &key, &md, &sub.Messages, &status, &errMsg, &sub.Output,
-		&applied, &own, &in, &out, &created, &started, &finished, &notifyIn, &notifyEv); err != nil {
+		&applied, &own, &in, &out, &created, &started, &finished, &notifyIn, &notifyEv, &traceParent); err != nil {
 		return nil, err
 	}
 	sub.Status = store.SubmissionStatus(status)
 	sub.IdempotencyKey, sub.Error, sub.Owner = key.String, errMsg.String, own.String
-	sub.NotifyInstance, sub.NotifyEvent = notifyIn.String, notifyEv.String
+	sub.NotifyInstance, sub.NotifyEvent, sub.TraceParent = notifyIn.String, notifyEv.String, traceParent.String
 	if md.Valid {
 		sub.Metadata = []byte(md.String)
 	}
@@ -263,7 +264,8 @@ func (s *Store) CreateSubmission(ctx context.Context, sub *store.Submission) (*s
 			return nil
 		}
 		args := []any{sub.Class, sub.Name, sub.ID, sub.Class, sub.Name, nullString(sub.IdempotencyKey), metadataArg(sub.Metadata),
-			blob(sub.Messages), sub.CreatedAt.UnixMicro(), nullString(sub.NotifyInstance), nullString(sub.NotifyEvent)}
+			blob(sub.Messages), sub.CreatedAt.UnixMicro(), nullString(sub.NotifyInstance), nullString(sub.NotifyEvent),
+			nullString(sub.TraceParent)}
 		if got, err = scanSubmission(QueryRow(ctx, tx, s.tq.insertSubmission, args...)); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}

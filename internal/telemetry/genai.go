@@ -44,14 +44,18 @@ func ProviderName(p any) string {
 }
 
 // StartTurn starts the span of a Think turn (gen_ai.operation.name
-// invoke_agent), the parent of its model and tool calls.
-func (t *T) StartTurn(ctx context.Context, class, name, submission, model string) (context.Context, trace.Span) {
+// invoke_agent), the parent of its model and tool calls, and the child of
+// (and linked to) the span that created its submission, which traceparent
+// names when there was one: a workflow's prompt step, an HTTP request, a
+// chat frame.
+func (t *T) StartTurn(ctx context.Context, class, name, submission, model, traceparent string) (context.Context, trace.Span) {
 	if !t.Tracing() {
 		return ctx, nil
 	}
-	return t.tracer.Start(ctx, "invoke_agent "+class, trace.WithAttributes(
+	ctx, opts := childOfCreator(ctx, traceparent, []trace.SpanStartOption{trace.WithAttributes(
 		KeyGenAIOperation.String("invoke_agent"), KeyGenAIAgentName.String(class), KeyGenAIRequestModel.String(model),
-		KeyAgentClass.String(class), KeyAgentName.String(name), KeySubmission.String(submission)))
+		KeyAgentClass.String(class), KeyAgentName.String(name), KeySubmission.String(submission))})
+	return t.tracer.Start(ctx, "invoke_agent "+class, opts...)
 }
 
 // EndTurn counts a finished submission by status and ends the turn's span

@@ -228,6 +228,19 @@ func Traceparent(ctx context.Context) string {
 	return fmt.Sprintf("00-%s-%s-%s", sc.TraceID(), sc.SpanID(), sc.TraceFlags())
 }
 
+// childOfCreator makes a span started later with opts, in ctx, a child of
+// the span a stored traceparent names (whatever ctx carries) and links it
+// to that span as its creator ("agentflow.link": "created_by"). With no
+// valid traceparent it changes nothing.
+func childOfCreator(ctx context.Context, traceparent string, opts []trace.SpanStartOption) (context.Context, []trace.SpanStartOption) {
+	sc := ParseTraceparent(traceparent)
+	if !sc.IsValid() {
+		return ctx, opts
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, sc), append(opts, trace.WithLinks(trace.Link{SpanContext: sc,
+		Attributes: []attribute.KeyValue{attribute.String("agentflow.link", "created_by")}}))
+}
+
 // ParseTraceparent returns the remote span context a Traceparent names,
 // invalid when s is empty or malformed.
 func ParseTraceparent(s string) trace.SpanContext {

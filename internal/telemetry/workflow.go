@@ -67,11 +67,7 @@ func (t *T) StartSegment(ctx context.Context, s Segment) (context.Context, trace
 		trace.WithAttributes(KeyWorkflow.String(s.Workflow), KeyInstance.String(s.InstanceID),
 			KeySegment.Int64(s.Fence), KeyRestarts.Int(s.Restarts)),
 	}
-	if sc := ParseTraceparent(s.Traceparent); sc.IsValid() {
-		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc,
-			Attributes: []attribute.KeyValue{attribute.String("agentflow.link", "created_by")}}))
-	}
+	ctx, opts = childOfCreator(ctx, s.Traceparent, opts)
 	return t.tracer.Start(ctx, "run_workflow "+s.Workflow, opts...)
 }
 

@@ -124,6 +124,7 @@ func submissionDiffs(got, want *store.Submission) diffs {
 	eq(&d, "Owner", got.Owner, want.Owner)
 	eq(&d, "NotifyInstance", got.NotifyInstance, want.NotifyInstance)
 	eq(&d, "NotifyEvent", got.NotifyEvent, want.NotifyEvent)
+	eq(&d, "TraceParent", got.TraceParent, want.TraceParent)
 	eq(&d, "InputTokens", got.InputTokens, want.InputTokens)
 	eq(&d, "OutputTokens", got.OutputTokens, want.OutputTokens)
 	eqTime(&d, "CreatedAt", got.CreatedAt, want.CreatedAt)
@@ -236,13 +237,14 @@ func checkThinkUnchanged(t *testing.T, what string, s store.Store, before thinkS
 
 var submissionCases = []testCase{
 	{"CreateAndGet", func(t *testing.T, s store.Store) {
+		const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 		sub := &store.Submission{ID: "s1", AgentKey: chatA, IdempotencyKey: "k1", Metadata: []byte(`{"from":"web"}`),
-			Messages: msgArray(msg("hi"), msg("there")), CreatedAt: at(time.Second),
+			Messages: msgArray(msg("hi"), msg("there")), CreatedAt: at(time.Second), TraceParent: tp,
 			// Set by the store, whatever is given.
 			Seq: 42, Status: store.SubmissionCompleted, Owner: "node-1", Applied: true}
 		got := createSubmission(t, s, sub)
 		want := &store.Submission{ID: "s1", AgentKey: chatA, Seq: 1, IdempotencyKey: "k1", Metadata: []byte(`{"from":"web"}`),
-			Messages: msgArray(msg("hi"), msg("there")), Status: store.SubmissionPending, CreatedAt: at(time.Second)}
+			Messages: msgArray(msg("hi"), msg("there")), Status: store.SubmissionPending, CreatedAt: at(time.Second), TraceParent: tp}
 		checkSubmission(t, "CreateSubmission's result", got, want)
 		checkSubmission(t, "GetSubmission", getSubmission(t, s, chatA, "s1"), want)
 
