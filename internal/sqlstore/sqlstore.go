@@ -173,7 +173,7 @@ type queries struct {
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
 	deleteAttempts                                          string
-	markRunning                                             string
+	markRunning, fencedStep                                 string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
 	advertise                                               string
 	releasePausing, releaseOwned, orphanOwners              string
@@ -198,6 +198,7 @@ func newQueries(d *Dialect) queries {
  WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at LIMIT ?`),
 		fenceRead:   newFencedQuery(d, `SELECT status FROM workflow_instances WHERE id = ? AND owner = ? AND fence = ?`),
 		markRunning: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
+		fencedStep:  fencedStepSQL(d),
 		fence: newFencedQuery(d, `UPDATE workflow_instances
  SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
  WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
@@ -376,6 +377,27 @@ func withStep(update string, attempt bool) string {
 	}
 	return q + `
 SELECT status FROM f`
+}
+
+// fencedStepSQL is, where write transactions are serialized, a step
+// checkpoint's fence check and step upsert as one statement; "" elsewhere.
+// It takes stepArgs and then the lease's id, owner and fence, and writes the
+// step only if the fence matches and the instance is running: one row
+// changed means the instance's status is running. Otherwise it writes
+// nothing, and the two-statement path (a read of the fence, then the
+// upsert) tells a lost lease from a queued instance (which it marks
+// running) or a pending pause. Serialized, the statement's read of the
+// instance row sees it as it will be at commit (see Dialect.Serialized).
+// There is no RETURNING: SQLite would buffer its rows in a temporary table,
+// which costs as much as the read it saves.
+func fencedStepSQL(d *Dialect) string {
+	if !d.Serialized {
+		return ""
+	}
+	// The WHERE also keeps SQLite from reading ON CONFLICT as a join's ON.
+	return d.Rebind(`INSERT INTO workflow_steps (instance_id, ` + stepWriteCols + `)
+ SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM workflow_instances
+ WHERE id = ? AND owner = ? AND fence = ? AND status = 'running'` + stepConflict)
 }
 
 // micros converts a time to the stored form; the zero time is NULL.
@@ -716,6 +738,20 @@ func (s *Store) applyFenced(ctx context.Context, c Conn, f fencedQuery, args []a
 func (s *Store) checkLease(ctx context.Context, c Conn, l store.Lease, st *store.Step, now time.Time, op string) (store.Status, error) {
 	if !s.d.Serialized {
 		return s.applyFenced(ctx, c, s.q.fence, []any{now.UnixMicro(), l.InstanceID, l.Owner, l.Fence}, l, st, now, op)
+	}
+	if st != nil && s.q.fencedStep != "" {
+		if _, failed := failedAttempt(st); !failed {
+			args := append(stepArgs(l.InstanceID, *st, now), l.InstanceID, l.Owner, l.Fence)
+			n, err := c.Exec(ctx, s.q.fencedStep, args...)
+			if err != nil {
+				return "", fmt.Errorf("save step %q of %q: %w", st.Name, l.InstanceID, err)
+			}
+			if n == 1 {
+				return store.StatusRunning, nil
+			}
+			// Nothing written: the lease is lost, or the instance is not
+			// (yet or any more) simply running.
+		}
 	}
 	// Only a read: a checkpoint then costs one row write, not two.
 	status, err := s.applyFenced(ctx, c, s.q.fenceRead, []any{l.InstanceID, l.Owner, l.Fence}, l, st, now, op)
