@@ -173,7 +173,7 @@ type queries struct {
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
 	deleteAttempts                                          string
-	markRunning, fencedStep                                 string
+	markRunning, fencedStep, finishNoOrigin                 string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
 	advertise                                               string
 	releasePausing, releaseOwned, orphanOwners              string
@@ -228,13 +228,14 @@ func newQueries(d *Dialect) queries {
  WHERE id = ? AND status = 'waiting' AND owner IS NULL
    AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
  RETURNING service`),
-		finish:       r(finishUpdate),
-		insertNotice: r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-		finishNotice: finishNotice(d),
-		lockInstance: r(`SELECT status, owner, waiting_event, service FROM workflow_instances WHERE id = ?` + d.ForUpdate),
-		insertEvent:  r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
-		wakeForEvent: r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
-		pauseRequest: r(`UPDATE workflow_instances SET status = 'waitingForPause', updated_at = ? WHERE id = ?`),
+		finish:         r(finishUpdate),
+		finishNoOrigin: finishNoOriginSQL(d),
+		insertNotice:   r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+		finishNotice:   finishNotice(d),
+		lockInstance:   r(`SELECT status, owner, waiting_event, service FROM workflow_instances WHERE id = ?` + d.ForUpdate),
+		insertEvent:    r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
+		wakeForEvent:   r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
+		pauseRequest:   r(`UPDATE workflow_instances SET status = 'waitingForPause', updated_at = ? WHERE id = ?`),
 		pauseNow: r(`UPDATE workflow_instances SET prior_status = status, status = 'paused', paused_at = ?,
    paused_wake_at = wake_at, wake_at = NULL, updated_at = ? WHERE id = ?`),
 		cancelPause: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
@@ -274,6 +275,21 @@ const finishUpdate = `UPDATE workflow_instances SET status = ?, output = ?, erro
    finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
  WHERE id = ? AND owner = ? AND fence = ? RETURNING origin_class, origin_name`
+
+// finishNoOriginSQL is, where write transactions are serialized,
+// finishUpdate for an instance without an origin agent, without RETURNING;
+// "" elsewhere. It changes one row, or none when the fence does not match
+// or the instance has an origin, which finishUpdate then tells apart. An
+// UPDATE … RETURNING is a query, which SQLite answers through a temporary
+// table and database/sql through a Rows (and a goroutine watching the
+// transaction's context): together as much work as the UPDATE itself.
+func finishNoOriginSQL(d *Dialect) string {
+	if !d.Serialized {
+		return ""
+	}
+	q, _ := strings.CutSuffix(finishUpdate, ` RETURNING origin_class, origin_name`)
+	return d.Rebind(q + ` AND origin_class IS NULL`)
+}
 
 // noticeCols are the columns of the finish notice (store.FinishedNoticeID):
 // id, class, name, method, payload, kind, idempotency key, next run, created.
@@ -890,6 +906,16 @@ func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now 
 		wake = store.Wake{}
 		args := []any{string(o.Status), blob(o.Output), nullString(o.ErrorName),
 			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence}
+		if s.q.finishNoOrigin != "" {
+			done, err := c.Exec(ctx, s.q.finishNoOrigin, args...)
+			if err != nil {
+				return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
+			}
+			if done == 1 {
+				return nil
+			}
+			// Nothing changed: the lease is lost, or there is an origin to notify.
+		}
 		q := s.q.finish
 		if one {
 			q, args = s.q.finishNotice, append(args, notice...)
