@@ -12,6 +12,7 @@ import (
 	"agentflow/store"
 	"agentflow/store/sqlite"
 	"agentflow/workflow"
+	"agentflow/workflowtest"
 )
 
 // TestClaimAhead checks the claim ahead of a timer: the instance is claimed
@@ -189,5 +190,38 @@ func TestClaimAheadWait(t *testing.T) {
 		if string(s.Output) != want {
 			t.Errorf("instance %s output %s, want %s", in.ID, s.Output, want)
 		}
+	}
+}
+
+// TestClaimedTogetherReplay checks instances woken together, whose
+// checkpoints the engine reads for the whole claim in one query: each
+// replays its own steps (the step before the sleep is not run again and its
+// result is the instance's own), whatever the order the claim returned.
+func TestClaimedTogetherReplay(t *testing.T) {
+	t.Parallel()
+	var runs list[string]
+	env := newEnv(t, workflowtest.Options{}, func(ctx context.Context, ev workflow.Event[int], step *workflow.Step) (int, error) {
+		first, err := workflow.Do(step, "first", func(context.Context, workflow.Attempt) (int, error) {
+			runs.add(ev.InstanceID)
+			return ev.Payload * 10, nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		if err := step.Sleep("nap", time.Hour); err != nil {
+			return 0, err
+		}
+		return workflow.Do(step, "second", func(context.Context, workflow.Attempt) (int, error) { return first + 1, nil })
+	})
+	const n = 20
+	created := make([]*workflowtest.Run, n)
+	for i := range created {
+		created[i] = env.Create("w", i)
+	}
+	for i, run := range created {
+		wantOutput(t, run.Wait(), i*10+1)
+	}
+	if got := runs.len(); got != n {
+		t.Errorf("step first ran %d times for %d instances, want once each: %v", got, n, runs.get())
 	}
 }

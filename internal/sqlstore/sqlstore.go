@@ -164,6 +164,7 @@ const attemptConflict = `
 
 type queries struct {
 	insertInstance, getInstance, listSteps, listEvents      string
+	listStepsOf                                             string
 	claimDue, nextWake, upsertStep, insertAttempt           string
 	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
@@ -185,6 +186,7 @@ func newQueries(d *Dialect) queries {
 		insertInstance: r(insertInstanceSQL),
 		getInstance:    r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
 		listSteps:      r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
+		listStepsOf:    r(`SELECT instance_id, ` + stepCols + `, started_at FROM workflow_steps WHERE ` + idList(d, "instance_id") + ` ORDER BY instance_id, seq`),
 		listEvents:     r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
 		claimDue: r(`UPDATE workflow_instances
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?,
@@ -606,6 +608,64 @@ func (s *Store) ListSteps(ctx context.Context, id string) ([]store.Step, error) 
 	}
 	return steps, nil
 }
+
+// idList is a condition that col is one of the ids that idListArg makes
+// into one argument: an array on PostgreSQL, whose = ANY is a lookup in
+// col's index per id, and a JSON array read by json_each on SQLite. One
+// argument keeps the statement's text the same for any number of ids, so
+// it is prepared once.
+func idList(d *Dialect, col string) string {
+	if d.JSON == JSONPostgres {
+		return col + ` = ANY(?)`
+	}
+	return col + ` IN (SELECT value FROM json_each(?))`
+}
+
+// idListArg is idList's argument for ids.
+func (s *Store) idListArg(ids []string) (any, error) {
+	if s.d.JSON == JSONPostgres {
+		return ids, nil
+	}
+	b, err := json.Marshal(ids)
+	return string(b), err
+}
+
+// ListStepsOf implements store.Store.
+func (s *Store) ListStepsOf(ctx context.Context, ids []string) (map[string][]store.Step, error) {
+	if len(ids) == 0 {
+		return map[string][]store.Step{}, nil
+	}
+	arg, err := s.idListArg(ids)
+	if err != nil {
+		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+	}
+	rows, err := s.read.QueryContext(ctx, s.q.listStepsOf, arg)
+	if err != nil {
+		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+	}
+	defer rows.Close()
+	steps := make(map[string][]store.Step, len(ids))
+	for rows.Next() {
+		var id string
+		st, err := scanStep(idScanner{rows, &id})
+		if err != nil {
+			return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+		}
+		steps[id] = append(steps[id], st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+	}
+	return steps, nil
+}
+
+// idScanner scans a row's first column into id and the rest as r would.
+type idScanner struct {
+	r  rowScanner
+	id *string
+}
+
+func (s idScanner) Scan(dest ...any) error { return s.r.Scan(append([]any{s.id}, dest...)...) }
 
 // ListEvents implements store.Store.
 func (s *Store) ListEvents(ctx context.Context, id string) ([]store.Event, error) {
