@@ -198,11 +198,11 @@ func newQueries(d *Dialect) queries {
  RETURNING ` + instanceCols),
 		nextWake: r(`SELECT wake_at FROM workflow_instances
  WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at LIMIT ?`),
-		fenceRead:   newFencedQuery(d, `SELECT status FROM workflow_instances WHERE id = ? AND owner = ? AND fence = ?`),
+		fenceRead:   newFencedQuery(d, `SELECT status FROM workflow_instances WHERE `+fencedRow),
 		markRunning: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
 		fence: newFencedQuery(d, `UPDATE workflow_instances
  SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
- WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
+ WHERE `+fencedRow+` RETURNING status`),
 		upsertStep: r(`INSERT INTO workflow_steps (instance_id, ` + stepWriteCols + `)
  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + stepConflict),
 		insertAttempt: r(`INSERT INTO workflow_step_attempts (` + attemptCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)` + attemptConflict),
@@ -224,7 +224,7 @@ func newQueries(d *Dialect) queries {
    paused_wake_at = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END,
    wake_at        = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN NULL ELSE CAST(? AS BIGINT) END,
    waiting_event = ?, owner = NULL, updated_at = ?
- WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
+ WHERE `+fencedRow+` RETURNING status`),
 		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
  WHERE id = ? AND status = 'waiting' AND owner IS NULL
    AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
@@ -270,11 +270,21 @@ func newQueries(d *Dialect) queries {
 	}
 }
 
+// fencedRow is the condition of a fenced read or write of one instance
+// row, given its id, owner and fence. The owner is compared as an
+// expression, which no index covers, so that the primary key is the only
+// index a plan can take: PostgreSQL, planning a prepared statement (pgx
+// prepares each one per connection) on tables autovacuum has not analyzed,
+// was seen taking workflow_instances_owner instead, in some connections of
+// some runs, which reads the entries of every instance the node owns for
+// each write (BENCHMARKS.md, "PostgreSQL plans").
+const fencedRow = `id = ? AND (owner || '') = ? AND fence = ?`
+
 // finishUpdate records an outcome, fenced, and returns the instance's origin.
 const finishUpdate = `UPDATE workflow_instances SET status = ?, output = ?, error_name = ?, error_message = ?,
    finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
- WHERE id = ? AND owner = ? AND fence = ? RETURNING origin_class, origin_name`
+ WHERE ` + fencedRow + ` RETURNING origin_class, origin_name`
 
 // noticeCols are the columns of the finish notice (store.FinishedNoticeID):
 // id, class, name, method, payload, kind, idempotency key, next run, created.
