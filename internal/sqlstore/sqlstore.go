@@ -186,7 +186,7 @@ func newQueries(d *Dialect) queries {
 		insertInstance: r(insertInstanceSQL),
 		getInstance:    r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
 		listSteps:      r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
-		listStepsOf:    r(`SELECT instance_id, ` + stepCols + `, started_at FROM workflow_steps WHERE ` + idList(d, "instance_id") + ` ORDER BY instance_id, seq`),
+		listStepsOf:    r(listStepsOfSQL(d)),
 		listEvents:     r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
 		claimDue: r(`UPDATE workflow_instances
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?,
@@ -619,19 +619,28 @@ func (s *Store) ListSteps(ctx context.Context, id string) ([]store.Step, error) 
 	return steps, nil
 }
 
-// idList is a condition that col is one of the ids that idListArg makes
-// into one argument: an array on PostgreSQL, whose = ANY is a lookup in
-// col's index per id, and a JSON array read by json_each on SQLite. One
-// argument keeps the statement's text the same for any number of ids, so
-// it is prepared once.
-func idList(d *Dialect, col string) string {
+// listStepsOfSQL reads the steps of the instances whose ids its one
+// argument (idListArg) lists, each instance's ordered by seq. One argument
+// keeps the statement's text the same for any number of ids, so it is
+// prepared once.
+//
+// On PostgreSQL the ids are an array, unnested and joined to a subquery per
+// id that its ORDER BY keeps from being flattened into a join: each id is
+// then a lookup in workflow_steps' primary key, in every plan. The plain
+// instance_id = ANY($1) got a sequential scan of the whole table as its
+// generic plan when prepared on a table never analyzed, which a connection
+// keeps as the table grows. On SQLite they are a JSON array read by json_each.
+func listStepsOfSQL(d *Dialect) string {
 	if d.JSON == JSONPostgres {
-		return col + ` = ANY(?)`
+		return `SELECT i.id, s.* FROM unnest(CAST(? AS TEXT[])) WITH ORDINALITY AS i(id, n)
+ CROSS JOIN LATERAL (SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = i.id ORDER BY seq) s
+ ORDER BY i.n, s.seq`
 	}
-	return col + ` IN (SELECT value FROM json_each(?))`
+	return `SELECT instance_id, ` + stepCols + `, started_at FROM workflow_steps
+ WHERE instance_id IN (SELECT value FROM json_each(?)) ORDER BY instance_id, seq`
 }
 
-// idListArg is idList's argument for ids.
+// idListArg is listStepsOfSQL's argument for ids.
 func (s *Store) idListArg(ids []string) (any, error) {
 	if s.d.JSON == JSONPostgres {
 		return ids, nil

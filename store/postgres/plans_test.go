@@ -14,14 +14,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// TestFencedWritesUsePrimaryKey checks that the fenced writes of an
+// TestHotStatementsUsePrimaryKeys checks that the fenced writes of an
 // instance (a step's checkpoint, the finish) find its row through the
-// primary key, never through workflow_instances_owner, even in the plan
+// primary key, never through workflow_instances_owner, and that the read
+// of the steps of a claim's instances (ListStepsOf) looks each up in
+// workflow_steps' primary key, never scanning the table, even in the plans
 // PostgreSQL makes for them on tables never analyzed (autovacuum off), as
-// a generic plan of the statements pgx prepares: the owner index's plan
-// reads the entries of every instance the node owns, and of every version
-// no vacuum has removed, for each write.
-func TestFencedWritesUsePrimaryKey(t *testing.T) {
+// generic plans of the statements pgx prepares, made while the tables are
+// empty and kept as they grow: the owner index's plan reads the entries of
+// every instance the node owns, and of every version no vacuum has removed,
+// for each write, and a sequential scan reads every step of every instance.
+func TestHotStatementsUsePrimaryKeys(t *testing.T) {
 	t.Parallel()
 	dsn, schema := pgtest.Schema(t)
 	sep := "?"
@@ -41,6 +44,18 @@ func TestFencedWritesUsePrimaryKey(t *testing.T) {
 	ctx := t.Context()
 	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("i%02d", i)
+	}
+	listSteps := func() {
+		for range 4 {
+			if _, err := s.ListStepsOf(ctx, ids); err != nil {
+				t.Fatalf("ListStepsOf: %v", err)
+			}
+		}
+	}
+	listSteps() // planned on the empty table
 	for i := range n {
 		id := fmt.Sprintf("i%02d", i)
 		if err := s.CreateInstances(ctx, []*store.Instance{{ID: id, Workflow: "w", Status: store.StatusRunning, CreatedAt: now, Owner: "node-1"}}); err != nil {
@@ -55,6 +70,7 @@ func TestFencedWritesUsePrimaryKey(t *testing.T) {
 			t.Fatalf("Finish: %v", err)
 		}
 	}
+	listSteps()
 	// A backend's statistics reach the shared counters by the time it has exited.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -84,5 +100,15 @@ func TestFencedWritesUsePrimaryKey(t *testing.T) {
 	}
 	if owner != 0 {
 		t.Errorf("workflow_instances_owner was scanned %d times by %d checkpoints and %d finishes, want 0", owner, n, n)
+	}
+	// Rows read by sequential scans: the migrations' scans of the empty
+	// table read none.
+	var seqRows, idx int64
+	if err := conn.QueryRow(ctx, `SELECT COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0) FROM pg_stat_user_tables
+ WHERE schemaname = $1 AND relname = 'workflow_steps'`, schema).Scan(&seqRows, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if seqRows != 0 || idx < 8*n {
+		t.Errorf("workflow_steps: %d rows read by sequential scans and %d index scans, want none and at least %d (8 ListStepsOf of %d instances)", seqRows, idx, 8*n, n)
 	}
 }
