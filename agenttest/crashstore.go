@@ -415,6 +415,13 @@ func (cs *crashStore) ListSteps(ctx context.Context, id string) (r0 []store.Step
 	return cs.base.ListSteps(ctx, id)
 }
 
+func (cs *crashStore) ListStepsOf(ctx context.Context, ids []string) (r0 map[string][]store.Step, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.ListStepsOf(ctx, ids)
+}
+
 func (cs *crashStore) ListSubmissions(ctx context.Context, key store.AgentKey, f store.SubmissionFilter) (r0 []store.Submission, err error) {
 	if err = cs.check(); err != nil {
 		return

@@ -238,6 +238,12 @@ type InstanceStore interface {
 	GetInstance(ctx context.Context, id string) (*Instance, error)
 	// ListSteps returns the instance's steps ordered by Seq.
 	ListSteps(ctx context.Context, id string) ([]Step, error)
+	// ListStepsOf returns the steps of each of the instances ids, each
+	// instance's ordered by Seq, in one query: the engine reads the
+	// checkpoints of a batch of instances it has just claimed with it. The
+	// ids are distinct; an instance with no steps, or not found, has no
+	// entry.
+	ListStepsOf(ctx context.Context, ids []string) (map[string][]Step, error)
 	// ListEvents returns the instance's events ordered by Seq.
 	ListEvents(ctx context.Context, id string) ([]Event, error)
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,4 +191,86 @@ func TestClaimAheadWait(t *testing.T) {
 			t.Errorf("instance %s output %s, want %s", in.ID, s.Output, want)
 		}
 	}
+}
+
+// TestClaimedTogetherReplay checks instances woken together, whose
+// checkpoints the engine reads for the whole claim in one query: each
+// replays its own steps (the step before the sleep is not run again and its
+// result is the instance's own), also when that query fails and each
+// instance reads its own.
+func TestClaimedTogetherReplay(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail bool
+	}{
+		{"one read", false},
+		{"the read fails, each reads its own", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			base, err := sqlite.Open(bg, filepath.Join(t.TempDir(), "t.db"), sqlite.Options{Synchronous: sqlite.SynchronousOff})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer base.Close()
+			st := &stepsOfStore{Store: base, fail: tc.fail}
+			e, err := workflow.NewEngine(workflow.Options{Store: st, ClaimAhead: 250 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var runs list[string]
+			workflow.MustRegister(e, "w", workflow.Func[int, int](func(ctx context.Context, ev workflow.Event[int], step *workflow.Step) (int, error) {
+				first, err := workflow.Do(step, "first", func(context.Context, workflow.Attempt) (int, error) {
+					runs.add(ev.InstanceID)
+					return ev.Payload * 10, nil
+				})
+				if err != nil {
+					return 0, err
+				}
+				if err := step.Sleep("nap", 400*time.Millisecond); err != nil {
+					return 0, err
+				}
+				return workflow.Do(step, "second", func(context.Context, workflow.Attempt) (int, error) { return first + 1, nil })
+			}))
+			if err := e.Start(bg); err != nil {
+				t.Fatal(err)
+			}
+			defer e.Stop(bg)
+			const n = 20
+			insts := make([]*workflow.Instance, n)
+			for i := range insts {
+				if insts[i], err = e.Create(bg, "w", workflow.CreateOptions{Params: i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, in := range insts {
+				got, err := in.Wait(bg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantOutput(t, got, i*10+1)
+			}
+			if got := runs.len(); got != n {
+				t.Errorf("step first ran %d times for %d instances, want once each", got, n)
+			}
+			if st.calls.Load() == 0 {
+				t.Errorf("no claim read the checkpoints of several instances at once")
+			}
+		})
+	}
+}
+
+// stepsOfStore counts ListStepsOf's calls and, with fail, fails them.
+type stepsOfStore struct {
+	store.Store
+	fail  bool
+	calls atomic.Int64
+}
+
+func (s *stepsOfStore) ListStepsOf(ctx context.Context, ids []string) (map[string][]store.Step, error) {
+	s.calls.Add(1)
+	if s.fail {
+		return nil, errors.New("injected failure")
+	}
+	return s.Store.ListStepsOf(ctx, ids)
 }

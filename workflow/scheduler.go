@@ -71,10 +71,8 @@ func (s *scheduler) claim(ctx context.Context) {
 		for range n - len(got) {
 			<-e.slots
 		}
-		for _, inst := range got {
-			// Fence 1 is an instance's first claim: it has no checkpoints to read.
-			e.launch(inst, inst.Fence == 1)
-		}
+		// Fence 1 is an instance's first claim: it has no checkpoints to read.
+		e.launchClaimed(got)
 		if err != nil {
 			if ctx.Err() == nil {
 				e.log.Warn("claiming due instances failed", "err", err)

@@ -164,6 +164,7 @@ const attemptConflict = `
 
 type queries struct {
 	insertInstance, getInstance, listSteps, listEvents      string
+	listStepsOf                                             string
 	claimDue, nextWake, upsertStep, insertAttempt           string
 	fence, fenceRead, suspend                               fencedQuery
 	oldestEvent, consumeEvent, wakeIfEvent                  string
@@ -185,6 +186,7 @@ func newQueries(d *Dialect) queries {
 		insertInstance: r(insertInstanceSQL),
 		getInstance:    r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
 		listSteps:      r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
+		listStepsOf:    r(listStepsOfSQL(d)),
 		listEvents:     r(`SELECT seq, type, payload, created_at, consumed, consumed_at FROM workflow_events WHERE instance_id = ? ORDER BY seq`),
 		claimDue: r(`UPDATE workflow_instances
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?,
@@ -196,12 +198,12 @@ func newQueries(d *Dialect) queries {
  RETURNING ` + instanceCols),
 		nextWake: r(`SELECT wake_at FROM workflow_instances
  WHERE service = ? AND wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at LIMIT ?`),
-		fenceRead:   newFencedQuery(d, `SELECT status FROM workflow_instances WHERE id = ? AND owner = ? AND fence = ?`),
+		fenceRead:   newFencedQuery(d, `SELECT status FROM workflow_instances WHERE `+fencedRow),
 		markRunning: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
 		fencedStep:  fencedStepSQL(d),
 		fence: newFencedQuery(d, `UPDATE workflow_instances
  SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, updated_at = ?
- WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
+ WHERE `+fencedRow+` RETURNING status`),
 		upsertStep: r(`INSERT INTO workflow_steps (instance_id, ` + stepWriteCols + `)
  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)` + stepConflict),
 		insertAttempt: r(`INSERT INTO workflow_step_attempts (` + attemptCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)` + attemptConflict),
@@ -223,7 +225,7 @@ func newQueries(d *Dialect) queries {
    paused_wake_at = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END,
    wake_at        = CASE WHEN status = 'waitingForPause' OR ? = 1 THEN NULL ELSE CAST(? AS BIGINT) END,
    waiting_event = ?, owner = NULL, updated_at = ?
- WHERE id = ? AND owner = ? AND fence = ? RETURNING status`),
+ WHERE `+fencedRow+` RETURNING status`),
 		wakeIfEvent: r(`UPDATE workflow_instances SET wake_at = ?
  WHERE id = ? AND status = 'waiting' AND owner IS NULL
    AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
@@ -270,11 +272,21 @@ func newQueries(d *Dialect) queries {
 	}
 }
 
+// fencedRow is the condition of a fenced read or write of one instance
+// row, given its id, owner and fence. The owner is compared as an
+// expression, which no index covers, so that the primary key is the only
+// index a plan can take: PostgreSQL, planning a prepared statement (pgx
+// prepares each one per connection) on tables autovacuum has not analyzed,
+// was seen taking workflow_instances_owner instead, in some connections of
+// some runs, which reads the entries of every instance the node owns for
+// each write (BENCHMARKS.md, "PostgreSQL plans").
+const fencedRow = `id = ? AND (owner || '') = ? AND fence = ?`
+
 // finishUpdate records an outcome, fenced, and returns the instance's origin.
 const finishUpdate = `UPDATE workflow_instances SET status = ?, output = ?, error_name = ?, error_message = ?,
    finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
- WHERE id = ? AND owner = ? AND fence = ? RETURNING origin_class, origin_name`
+ WHERE ` + fencedRow + ` RETURNING origin_class, origin_name`
 
 // finishNoOriginSQL is, where write transactions are serialized,
 // finishUpdate for an instance without an origin agent, without RETURNING;
@@ -644,6 +656,73 @@ func (s *Store) ListSteps(ctx context.Context, id string) ([]store.Step, error) 
 	}
 	return steps, nil
 }
+
+// listStepsOfSQL reads the steps of the instances whose ids its one
+// argument (idListArg) lists, each instance's ordered by seq. One argument
+// keeps the statement's text the same for any number of ids, so it is
+// prepared once.
+//
+// On PostgreSQL the ids are an array, unnested and joined to a subquery per
+// id that its ORDER BY keeps from being flattened into a join: each id is
+// then a lookup in workflow_steps' primary key, in every plan. The plain
+// instance_id = ANY($1) got a sequential scan of the whole table as its
+// generic plan when prepared on a table never analyzed, which a connection
+// keeps as the table grows. On SQLite they are a JSON array read by json_each.
+func listStepsOfSQL(d *Dialect) string {
+	if d.JSON == JSONPostgres {
+		return `SELECT i.id, s.* FROM unnest(CAST(? AS TEXT[])) WITH ORDINALITY AS i(id, n)
+ CROSS JOIN LATERAL (SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = i.id ORDER BY seq) s
+ ORDER BY i.n, s.seq`
+	}
+	return `SELECT instance_id, ` + stepCols + `, started_at FROM workflow_steps
+ WHERE instance_id IN (SELECT value FROM json_each(?)) ORDER BY instance_id, seq`
+}
+
+// idListArg is listStepsOfSQL's argument for ids.
+func (s *Store) idListArg(ids []string) (any, error) {
+	if s.d.JSON == JSONPostgres {
+		return ids, nil
+	}
+	b, err := json.Marshal(ids)
+	return string(b), err
+}
+
+// ListStepsOf implements store.Store.
+func (s *Store) ListStepsOf(ctx context.Context, ids []string) (map[string][]store.Step, error) {
+	if len(ids) == 0 {
+		return map[string][]store.Step{}, nil
+	}
+	arg, err := s.idListArg(ids)
+	if err != nil {
+		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+	}
+	rows, err := s.read.QueryContext(ctx, s.q.listStepsOf, arg)
+	if err != nil {
+		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+	}
+	defer rows.Close()
+	steps := make(map[string][]store.Step, len(ids))
+	for rows.Next() {
+		var id string
+		st, err := scanStep(idScanner{rows, &id})
+		if err != nil {
+			return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+		}
+		steps[id] = append(steps[id], st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
+	}
+	return steps, nil
+}
+
+// idScanner scans a row's first column into id and the rest as r would.
+type idScanner struct {
+	r  rowScanner
+	id *string
+}
+
+func (s idScanner) Scan(dest ...any) error { return s.r.Scan(append([]any{s.id}, dest...)...) }
 
 // ListEvents implements store.Store.
 func (s *Store) ListEvents(ctx context.Context, id string) ([]store.Event, error) {

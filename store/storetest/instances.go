@@ -161,6 +161,32 @@ var listStepsCases = []testCase{
 			t.Errorf("ListSteps of a new instance = %+v", got)
 		}
 	}},
+	{"ManyInstancesInOneQuery", func(t *testing.T, s store.Store) {
+		la := start(t, s, "a", "node-1")
+		lb := start(t, s, "b'\",\"{c}", "node-1") // quotes, comma and braces: one id, not a list
+		start(t, s, "empty", "node-1")
+		lo := start(t, s, "other", "node-1")
+		s0, s1 := doStep(0, "charge", `{"ok":true}`), sleepStep(1, at(time.Hour))
+		saveStep(t, s, la, s1, at(1*time.Second))
+		saveStep(t, s, la, s0, at(2*time.Second))
+		saveStep(t, s, lb, doStep(0, "b", `"b"`), at(3*time.Second))
+		saveStep(t, s, lo, doStep(0, "not asked for", `1`), at(4*time.Second))
+
+		got, err := s.ListStepsOf(t.Context(), []string{lb.InstanceID, "a", "empty", "missing"})
+		if err != nil {
+			t.Fatalf("ListStepsOf: %v", err)
+		}
+		if len(got) != 2 {
+			t.Errorf("ListStepsOf returned steps of %d instances, want 2 (a and b): %+v", len(got), got)
+		}
+		checkSteps(t, "ListStepsOf: a", got["a"], []store.Step{stored(s0, at(2*time.Second)), stored(s1, at(1*time.Second))})
+		checkSteps(t, "ListStepsOf: b", got[lb.InstanceID], []store.Step{stored(doStep(0, "b", `"b"`), at(3*time.Second))})
+
+		none, err := s.ListStepsOf(t.Context(), nil)
+		if err != nil || len(none) != 0 {
+			t.Errorf("ListStepsOf(nil) = %+v, %v; want none", none, err)
+		}
+	}},
 }
 
 var listEventsCases = []testCase{
