@@ -406,6 +406,20 @@ func (a *Agent[S]) resumeAck(ctx context.Context, c *agent.Conn, id string) {
 // UIMessages returns the conversation as AI SDK UI messages, followed by
 // the messages of submissions that have not reached it yet.
 func (a *Agent[S]) UIMessages(ctx context.Context) ([]UIMessage, error) {
+	rows, err := a.conversationWithQueued(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := toUI(rows)
+	if err != nil {
+		return nil, fmt.Errorf("think: conversation of %s: %w", a.key(), err)
+	}
+	return msgs, nil
+}
+
+// conversationWithQueued returns the stored conversation followed by the
+// messages of the pending and running submissions not applied to it yet.
+func (a *Agent[S]) conversationWithQueued(ctx context.Context) ([]store.ConversationMessage, error) {
 	rows, err := a.store().ListConversation(ctx, a.key())
 	if err != nil {
 		return nil, err
@@ -427,11 +441,7 @@ func (a *Agent[S]) UIMessages(ctx context.Context) ([]UIMessage, error) {
 			rows = append(rows, store.ConversationMessage{SubmissionID: s.ID, Message: m})
 		}
 	}
-	msgs, err := toUI(rows)
-	if err != nil {
-		return nil, fmt.Errorf("think: conversation of %s: %w", a.key(), err)
-	}
-	return msgs, nil
+	return rows, nil
 }
 
 // chatMessagesFrame is the cf_agent_chat_messages frame of the

@@ -71,26 +71,9 @@ func answerID(kind, callID string) string {
 // waitingCall finds the waiting call id in the conversation (with the
 // messages of queued submissions) for a frame of type typ.
 func (a *Agent[S]) waitingCall(ctx context.Context, typ, id string) (*waiting, error) {
-	rows, err := a.store().ListConversation(ctx, a.key())
+	rows, err := a.conversationWithQueued(ctx)
 	if err != nil {
 		return nil, err
-	}
-	queued, err := a.store().ListSubmissions(ctx, a.key(), store.SubmissionFilter{
-		Statuses: []store.SubmissionStatus{store.SubmissionPending, store.SubmissionRunning}})
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range queued {
-		if s.Applied {
-			continue
-		}
-		var msgs []json.RawMessage
-		if err := json.Unmarshal(s.Messages, &msgs); err != nil {
-			return nil, fmt.Errorf("think: submission %s: %w", s.ID, err)
-		}
-		for _, m := range msgs {
-			rows = append(rows, store.ConversationMessage{SubmissionID: s.ID, Message: m})
-		}
 	}
 	msgs := make([]storedMessage, len(rows))
 	at := -1
