@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,5 +193,53 @@ func TestPromptErrors(t *testing.T) {
 				t.Errorf("truncated answer: %d model calls, want the turn to go on", n)
 			}
 		}
+	}
+}
+
+// TestPromptStepHooks checks that the prompt's steps run the engine's
+// hooks once each when the answer arrives while the workflow waits, so
+// that the write that delivers it also claims the instance and completes
+// its wait (the wait's hooks then run on its replay).
+func TestPromptStepHooks(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	before, after := map[string]int{}, map[string]int{}
+	count := func(m map[string]int) func(context.Context, workflow.StepRef) error {
+		return func(_ context.Context, s workflow.StepRef) error {
+			mu.Lock()
+			m[s.Name]++
+			mu.Unlock()
+			return nil
+		}
+	}
+	gate := make(chan struct{})
+	e := newEnvWith(t, envOptions{model: scripted.New(scripted.Call("think_final_answer", goodDraft)), setup: promptSetup, gate: gate,
+		hooks: workflow.Hooks{BeforeStep: count(before), AfterStep: count(after)}})
+	id := with(t, e, "hooks", func(ctx context.Context, h *Helper) (string, error) {
+		return h.RunWorkflow(ctx, "TRIAGE_WORKFLOW", promptParams{})
+	})
+	// The model answers once the workflow waits for the answer.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		in, err := e.st.GetInstance(t.Context(), id)
+		if err == nil && in.Status == store.StatusWaiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the workflow did not wait for the answer: %+v %v", in, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(gate)
+	if r := promptOutcome(t, e.st, id); r.Draft == nil {
+		t.Fatalf("result = %+v", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if after["draft:submit"] != 1 || after["draft:wait"] != 1 {
+		t.Errorf("AfterStep ran %v; want draft:submit and draft:wait once each", after)
+	}
+	if before["draft:wait"] < 1 {
+		t.Errorf("BeforeStep ran %v; want draft:wait", before)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,32 @@ type envOptions struct {
 	// advertise and secret make the runtime a node of a cluster
 	// (agent.Options' AdvertiseURL and ClusterSecret).
 	advertise, secret string
+	// hooks are the engine's.
+	hooks workflow.Hooks
+	// gate, when set, holds every model call until it is closed.
+	gate <-chan struct{}
+}
+
+// gatedModel holds each call of its model until gate is closed.
+type gatedModel struct {
+	model.Provider
+	gate <-chan struct{}
+}
+
+func (g gatedModel) Stream(ctx context.Context, req model.Request) iter.Seq2[model.Event, error] {
+	return func(yield func(model.Event, error) bool) {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			yield(model.Event{}, ctx.Err())
+			return
+		}
+		for ev, err := range g.Provider.Stream(ctx, req) {
+			if !yield(ev, err) {
+				return
+			}
+		}
+	}
 }
 
 func newEnvWith(t *testing.T, o envOptions) *env {
@@ -88,7 +115,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		t.Cleanup(func() { st.Close() })
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Clock: o.clock, Lease: time.Hour, Limits: o.limits})
+	eng, err := workflow.NewEngine(workflow.Options{Store: st, Logger: logger, Clock: o.clock, Lease: time.Hour, Limits: o.limits, Hooks: o.hooks})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +124,11 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	think.MustRegister[Helper](rt, "Helper", think.Options{Model: m, System: "You help.", Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4, Tasks: o.tasks})
+	var provider model.Provider = m
+	if o.gate != nil {
+		provider = gatedModel{m, o.gate}
+	}
+	think.MustRegister[Helper](rt, "Helper", think.Options{Model: provider, System: "You help.", Tools: []think.Tool{weatherTool(t)}, MaxSteps: 4, Tasks: o.tasks})
 	if o.setup != nil {
 		o.setup(eng, rt)
 	}

@@ -371,7 +371,7 @@ func (e *Engine) freeSlots() int { return cap(e.slots) - len(e.slots) }
 // launch executes a claimed instance in the background; the caller holds a
 // slot. Unless fresh (a first claim, which has none), its checkpoints are
 // read first.
-func (e *Engine) launch(inst *store.Instance, fresh bool) { e.launchWith(inst, nil, !fresh) }
+func (e *Engine) launch(inst *store.Instance, fresh bool) { e.launchWith(inst, nil, !fresh, false) }
 
 // launchClaimed launches the instances one ClaimDue took; the caller holds a
 // slot for each. The checkpoints of those claimed before are read for all of
@@ -412,7 +412,7 @@ func (e *Engine) launchClaimed(insts []*store.Instance) {
 		}
 		for _, in := range insts {
 			if in.Fence != 1 {
-				e.launchWith(in, histories[in.ID], err != nil)
+				e.launchWith(in, histories[in.ID], err != nil, false)
 			}
 		}
 	}()
@@ -421,7 +421,10 @@ func (e *Engine) launchClaimed(insts []*store.Instance) {
 // launchWith executes a claimed instance in the background, the caller
 // holding a slot: with history as its checkpoints, or, with read, those it
 // reads first.
-func (e *Engine) launchWith(inst *store.Instance, history []store.Step, read bool) {
+// launchWith runs inst in a goroutine, reading its checkpoints first when
+// read is set. delivered says the write that claimed it also completed its
+// current wait with the event (a Think prompt's answer; see Step.delivered).
+func (e *Engine) launchWith(inst *store.Instance, history []store.Step, read, delivered bool) {
 	e.launchMu.Lock()
 	defer e.launchMu.Unlock()
 	if e.stopping.Load() {
@@ -446,12 +449,12 @@ func (e *Engine) launchWith(inst *store.Instance, history []store.Step, read boo
 				return
 			}
 		}
-		e.execute(inst, history)
+		e.execute(inst, history, delivered)
 	}()
 }
 
 // execute runs Run once: to its end, or until the instance suspends.
-func (e *Engine) execute(inst *store.Instance, history []store.Step) {
+func (e *Engine) execute(inst *store.Instance, history []store.Step, delivered bool) {
 	lease := store.Lease{InstanceID: inst.ID, Owner: e.nodeID, Fence: inst.Fence}
 	ctx, seg := e.tel.StartSegment(e.ctx, telemetry.Segment{Workflow: inst.Workflow, InstanceID: inst.ID,
 		Fence: inst.Fence, Restarts: inst.Restarts, Traceparent: inst.TraceParent})
@@ -461,7 +464,7 @@ func (e *Engine) execute(inst *store.Instance, history []store.Step) {
 		e.finish(ctx, seg, lease, inst.Origin, nil, err)
 		return
 	}
-	st := &Step{e: e, ctx: ctx, inst: inst, lease: lease, history: history}
+	st := &Step{e: e, ctx: ctx, inst: inst, lease: lease, history: history, delivered: delivered}
 	out, err, u := invoke(c, st)
 	if u != nil {
 		switch u.kind {

@@ -95,8 +95,9 @@ func (s seam) Reserve() (string, string, bool) {
 	return e.nodeID, e.service, true
 }
 
-// Launch: an instance claimed by an event has checkpoints to read (fence > 1).
-func (s seam) Launch(inst *store.Instance) { s.e.launch(inst, inst.Fence == 1) }
+// Launch: an instance claimed by an event has checkpoints to read (fence >
+// 1), and the claiming write completed its current wait.
+func (s seam) Launch(inst *store.Instance) { s.e.launchWith(inst, nil, inst.Fence != 1, true) }
 
 func (s seam) Release() {
 	<-s.e.slots

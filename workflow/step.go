@@ -163,6 +163,11 @@ type Step struct {
 	pos     int
 	counts  map[string]int
 	unwound *unwind
+	// delivered: the write that claimed the instance for this execution
+	// also completed the wait its last checkpoint is, with the event it
+	// waited for (a Think prompt's answer); the wait runs its hooks on
+	// replay, as if it had taken the event itself.
+	delivered bool
 }
 
 // Workflow returns the class name of the instance the step belongs to.
@@ -569,6 +574,12 @@ func (s *Step) WaitForEvent(name string, opts WaitOptions) (EventMessage, error)
 	if h != nil {
 		switch h.State {
 		case store.StepDone:
+			if s.delivered && pos == len(s.history)-1 {
+				s.delivered = false
+				ref := s.ref(name, occ, store.KindWait, 0)
+				s.before(ref)
+				s.after(ref)
+			}
 			return EventMessage{Type: opts.Type, Payload: h.Result}, nil
 		case store.StepFailed:
 			return EventMessage{}, timeoutErr
