@@ -56,15 +56,7 @@ func chatTurnModel() *scripted.Model {
 	call := scripted.Turn{Text: "Let me look that up.",
 		Calls: []model.ToolCall{{Name: "lookup", Arguments: json.RawMessage(`{"q":"x"}`)}},
 		Usage: model.Usage{InputTokens: 10, OutputTokens: 5}}
-	answer := scripted.Say("It is 42.")
-	m := scripted.New(scripted.Turn{Respond: func(req model.Request) scripted.Turn {
-		if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == model.RoleTool {
-			return answer
-		}
-		return call
-	}})
-	m.Loop = true
-	return m
+	return toolLoopModel(call, scripted.Say("It is 42."))
 }
 
 // chatTurnFrame is the part of any server frame chat-turn reads.

@@ -36,8 +36,13 @@ type lookupArgs struct {
 // thinkModel is the scripted model of every turn: a call of lookup when
 // the last message is not a tool result, else the answer.
 func thinkModel() *scripted.Model {
-	call := scripted.Call("lookup", `{"q":"x"}`)
-	answer := scripted.Say("done")
+	return toolLoopModel(scripted.Call("lookup", `{"q":"x"}`), scripted.Say("done"))
+}
+
+// toolLoopModel answers every turn with call until the last message is a
+// tool result, then with answer: two model steps a turn, for any number
+// of turns.
+func toolLoopModel(call, answer scripted.Turn) *scripted.Model {
 	m := scripted.New(scripted.Turn{Respond: func(req model.Request) scripted.Turn {
 		if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == model.RoleTool {
 			return answer
