@@ -92,11 +92,30 @@ func (a *Agent[S]) runQueue(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // stopping: the next activation recovers what is left
 		}
-		if !a.hasPending(ctx) {
-			a.stopRunner(ctx, true)
+		if !a.goOn(ctx) {
 			return
 		}
 	}
+}
+
+// goOn is the runner's look between turns, one read: it lowers the
+// running flag first, so that a submission that arrives meanwhile either
+// kicks a runner of its own or is seen by the read; when the read finds
+// one and no other runner took over, this one goes on.
+func (a *Agent[S]) goOn(ctx context.Context) bool {
+	a.mu.Lock()
+	a.running = false
+	a.mu.Unlock()
+	if ctx.Err() != nil || !a.hasPending(ctx) {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running {
+		return false // a kick started another runner
+	}
+	a.running = true
+	return true
 }
 
 // stopRunner lowers the running flag; with recheck it then looks once more
