@@ -49,7 +49,13 @@ const deleteChunk = 500
 
 var (
 	finishedSubmissions = sqlList(store.SubmissionCompleted, store.SubmissionAborted, store.SubmissionSkipped, store.SubmissionError)
-	activeSubmissions   = sqlList(store.SubmissionPending, store.SubmissionRunning)
+	// activeSubmissions is the predicate of the partial index
+	// think_submissions_active. A statement about pending or running
+	// submissions names it as written there, beside its own status test:
+	// SQLite proves neither that status = 'pending' nor that status IN (?)
+	// implies it, PostgreSQL not the second in a generic plan, and without
+	// the index they walk every submission the agent ever had.
+	activeSubmissions = sqlList(store.SubmissionPending, store.SubmissionRunning)
 )
 
 type thinkQueries struct {
@@ -95,8 +101,10 @@ func newThinkQueries(d *Dialect) thinkQueries {
 		// cannot pick two rows.
 		startSubmission: r(`UPDATE think_submissions SET status = ` + running + `, owner = ?, started_at = ?
  WHERE class = ? AND name = ? AND status = ` + pending + `
-   AND seq = (SELECT MIN(p.seq) FROM think_submissions p WHERE p.class = ? AND p.name = ? AND p.status = ` + pending + `)
-   AND NOT EXISTS (SELECT 1 FROM think_submissions o WHERE o.class = ? AND o.name = ? AND o.status = ` + running + `)
+   AND seq = (SELECT MIN(p.seq) FROM think_submissions p
+     WHERE p.class = ? AND p.name = ? AND p.status IN ` + activeSubmissions + ` AND p.status = ` + pending + `)
+   AND NOT EXISTS (SELECT 1 FROM think_submissions o
+     WHERE o.class = ? AND o.name = ? AND o.status IN ` + activeSubmissions + ` AND o.status = ` + running + `)
  RETURNING ` + submissionCols),
 		lockRunning: r(`SELECT messages, applied FROM think_submissions
  WHERE class = ? AND name = ? AND id = ? AND owner = ? AND status = ` + running + d.ForUpdate),
@@ -119,7 +127,8 @@ func newThinkQueries(d *Dialect) thinkQueries {
    started_at  = CASE WHEN applied = 0 THEN NULL ELSE started_at END,
    finished_at = CASE WHEN applied = 0 THEN NULL ELSE CAST(? AS BIGINT) END,
    owner = NULL
- WHERE class = ? AND name = ? AND status = ` + running + ` AND (owner IS NULL OR owner <> ?)
+ WHERE class = ? AND name = ? AND status IN ` + activeSubmissions + ` AND status = ` + running + `
+   AND (owner IS NULL OR owner <> ?)
  RETURNING ` + submissionCols),
 		listConversation:  r(`SELECT ` + conversationCols + ` FROM think_conversation WHERE class = ? AND name = ? ORDER BY seq`),
 		clearConversation: r(`DELETE FROM think_conversation WHERE class = ? AND name = ?`),
@@ -292,6 +301,16 @@ func (s *Store) GetSubmission(ctx context.Context, key store.AgentKey, id string
 
 // ListSubmissions implements store.ThinkStore.
 func (s *Store) ListSubmissions(ctx context.Context, key store.AgentKey, f store.SubmissionFilter) ([]store.Submission, error) {
+	q, args := s.listSubmissions(key, f)
+	subs, err := readAll(ctx, s, q, args, scanSubmission)
+	if err != nil {
+		return nil, fmt.Errorf("list submissions of agent %s: %w", key, err)
+	}
+	return subs, nil
+}
+
+// listSubmissions is ListSubmissions' query and its arguments.
+func (s *Store) listSubmissions(key store.AgentKey, f store.SubmissionFilter) (string, []any) {
 	limit := f.Limit
 	if limit <= 0 || limit > maxSubmissionList {
 		limit = maxSubmissionList
@@ -300,18 +319,18 @@ func (s *Store) ListSubmissions(ctx context.Context, key store.AgentKey, f store
 	b.WriteString(s.tq.listHead)
 	args := []any{key.Class, key.Name}
 	if len(f.Statuses) > 0 {
+		if !slices.ContainsFunc(f.Statuses, func(st store.SubmissionStatus) bool {
+			return st != store.SubmissionPending && st != store.SubmissionRunning
+		}) {
+			b.WriteString(` AND status IN ` + activeSubmissions)
+		}
 		b.WriteString(fmt.Sprintf(s.tq.listStatuses, strings.TrimSuffix(strings.Repeat("?, ", len(f.Statuses)), ", ")))
 		for _, st := range f.Statuses {
 			args = append(args, string(st))
 		}
 	}
 	b.WriteString(s.tq.listTail)
-	args = append(args, limit)
-	subs, err := readAll(ctx, s, s.d.Rebind(b.String()), args, scanSubmission)
-	if err != nil {
-		return nil, fmt.Errorf("list submissions of agent %s: %w", key, err)
-	}
-	return subs, nil
+	return s.d.Rebind(b.String()), append(args, limit)
 }
 
 // StartSubmission implements store.ThinkStore.
