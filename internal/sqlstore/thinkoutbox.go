@@ -83,8 +83,12 @@ func newOutboxQueries(d *Dialect) outboxQueries {
 		// (subquery): PostgreSQL may run such a subquery again for each
 		// row it updates, and with SKIP LOCKED each run skips the rows
 		// already updated and picks further ones, past the limit.
+		//
+		// Picked in the order of think_outbox_due (earliest due first), so
+		// that the pick walks that index's undelivered rows: in id order
+		// SQLite scans the whole table, a week of delivered messages.
 		claimOutbox: r(`WITH picked AS MATERIALIZED (SELECT think_outbox.id FROM think_outbox WHERE ` + due + `
-              ORDER BY think_outbox.id LIMIT ?` + d.SkipLocked + `)
+              ORDER BY think_outbox.next_attempt_at, think_outbox.id LIMIT ?` + d.SkipLocked + `)
 UPDATE think_outbox SET owner = ?
  WHERE id IN (SELECT id FROM picked) AND ` + due + `
  RETURNING ` + outboxCols),
