@@ -315,6 +315,11 @@ func readAll[T any](ctx context.Context, s *Store, q string, args []any, scan fu
 	if err != nil {
 		return nil, err
 	}
+	return collect(rows, scan)
+}
+
+// collect scans every row of rows and closes them.
+func collect[T any](rows *sql.Rows, scan func(rowScanner) (*T, error)) ([]T, error) {
 	defer rows.Close()
 	var out []T
 	for rows.Next() {

@@ -30,12 +30,12 @@ func Statements(d *Dialect) map[string]string {
 	s := New(Config{Dialect: d})
 	out := map[string]string{}
 	for prefix, v := range map[string]any{"q": s.q, "aq": s.aq, "wq": s.wq, "tq": s.tq} {
-		collect(prefix, reflect.ValueOf(v), out)
+		collectStrings(prefix, reflect.ValueOf(v), out)
 	}
 	return out
 }
 
-func collect(path string, v reflect.Value, out map[string]string) {
+func collectStrings(path string, v reflect.Value, out map[string]string) {
 	switch v.Kind() {
 	case reflect.String:
 		if v.String() != "" {
@@ -43,15 +43,15 @@ func collect(path string, v reflect.Value, out map[string]string) {
 		}
 	case reflect.Struct:
 		for i := range v.NumField() {
-			collect(path+"."+v.Type().Field(i).Name, v.Field(i), out)
+			collectStrings(path+"."+v.Type().Field(i).Name, v.Field(i), out)
 		}
 	case reflect.Map:
 		for _, k := range v.MapKeys() {
-			collect(fmt.Sprint(path, "[", k, "]"), v.MapIndex(k), out)
+			collectStrings(fmt.Sprint(path, "[", k, "]"), v.MapIndex(k), out)
 		}
 	case reflect.Slice, reflect.Array:
 		for i := range v.Len() {
-			collect(fmt.Sprint(path, "[", i, "]"), v.Index(i), out)
+			collectStrings(fmt.Sprint(path, "[", i, "]"), v.Index(i), out)
 		}
 	}
 }

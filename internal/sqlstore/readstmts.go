@@ -55,3 +55,18 @@ func readPrepared[T any](ctx context.Context, s *Store, q string, args []any, sc
 	}
 	return scan(st.QueryRowContext(ctx, args...))
 }
+
+// readAllPrepared is readAll with q prepared on the read pool: for a read
+// of a fixed shape on a hot path (a Think agent's conversation, its
+// pending submissions), where parsing was most of the read's CPU.
+func readAllPrepared[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) ([]T, error) {
+	st, err := s.rstmts.get(ctx, s.read, q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scan)
+}

@@ -41,6 +41,9 @@ const submissionCols = `class, name, id, seq, idempotency_key, metadata, message
 
 const conversationCols = `class, name, seq, submission_id, message, created_at`
 
+// submissionStatuses is how many statuses a submission can have.
+const submissionStatuses = 6
+
 // maxSubmissionList is ListSubmissions' default and largest page.
 const maxSubmissionList = 1000
 
@@ -302,7 +305,11 @@ func (s *Store) GetSubmission(ctx context.Context, key store.AgentKey, id string
 // ListSubmissions implements store.ThinkStore.
 func (s *Store) ListSubmissions(ctx context.Context, key store.AgentKey, f store.SubmissionFilter) ([]store.Submission, error) {
 	q, args := s.listSubmissions(key, f)
-	subs, err := readAll(ctx, s, q, args, scanSubmission)
+	read := readAll[store.Submission]
+	if len(f.Statuses) <= submissionStatuses { // a bounded set of shapes to keep prepared
+		read = readAllPrepared[store.Submission]
+	}
+	subs, err := read(ctx, s, q, args, scanSubmission)
 	if err != nil {
 		return nil, fmt.Errorf("list submissions of agent %s: %w", key, err)
 	}
@@ -522,7 +529,7 @@ func (s *Store) RecoverSubmissions(ctx context.Context, key store.AgentKey, owne
 
 // ListConversation implements store.ThinkStore.
 func (s *Store) ListConversation(ctx context.Context, key store.AgentKey) ([]store.ConversationMessage, error) {
-	ms, err := readAll(ctx, s, s.tq.listConversation, []any{key.Class, key.Name}, scanConversation)
+	ms, err := readAllPrepared(ctx, s, s.tq.listConversation, []any{key.Class, key.Name}, scanConversation)
 	if err != nil {
 		return nil, fmt.Errorf("list the conversation of agent %s: %w", key, err)
 	}
