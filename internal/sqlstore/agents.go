@@ -141,8 +141,10 @@ UPDATE agent_schedules SET owner = ?
  ON CONFLICT DO NOTHING RETURNING ` + fiberCols),
 		getFiber:   r(`SELECT ` + fiberCols + ` FROM agent_fibers WHERE class = ? AND name = ? AND id = ?`),
 		fiberByKey: r(`SELECT ` + fiberCols + ` FROM agent_fibers WHERE class = ? AND name = ? AND idempotency_key = ?`),
+		// created_at IS NOT NULL (every row) makes agent_fibers_agent,
+		// partial on it on PostgreSQL, usable (migration 0013 says why).
 		listFibers: r(`SELECT ` + fiberCols + ` FROM agent_fibers
- WHERE class = ? AND name = ? AND (CAST(? AS TEXT) = '' OR status = ?) AND (CAST(? AS TEXT) = '' OR fiber_name = ?)
+ WHERE class = ? AND name = ? AND created_at IS NOT NULL AND (CAST(? AS TEXT) = '' OR status = ?) AND (CAST(? AS TEXT) = '' OR fiber_name = ?)
  ORDER BY created_at, id`),
 		claimFiber: r(`UPDATE agent_fibers SET owner = ?, status = '` + string(store.FiberRunning) + `', updated_at = ?
  WHERE class = ? AND name = ? AND id = ? AND status NOT IN ` + finishedFibers + `
@@ -169,13 +171,20 @@ UPDATE agent_schedules SET owner = ?
 
 // noAgentRows is a condition, for a statement on agent_instances, that the
 // agent has no row in any of tables.
+//
+// agentIndexed holds, for a table whose primary key does not start with
+// the agent, the condition (true of every row) that makes its index on the
+// agent, partial on it on PostgreSQL, usable: see migration 0013.
 func noAgentRows(tables ...string) string {
 	var b strings.Builder
 	for _, t := range tables {
-		b.WriteString("\n   AND NOT EXISTS (SELECT 1 FROM " + t + " t WHERE t.class = agent_instances.class AND t.name = agent_instances.name)")
+		b.WriteString("\n   AND NOT EXISTS (SELECT 1 FROM " + t + " t WHERE t.class = agent_instances.class AND t.name = agent_instances.name" +
+			agentIndexed[t] + ")")
 	}
 	return b.String()
 }
+
+var agentIndexed = map[string]string{"agent_schedules": " AND t.next_run_at IS NOT NULL"}
 
 // maxConflictRetries bounds how often a write that changed nothing is tried
 // again because the row that stopped it changed before it could be read.

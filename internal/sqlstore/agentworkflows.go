@@ -74,7 +74,9 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 
 		// ListAgentWorkflows' query is put together from these, with ?
 		// placeholders, and rebound once put together.
-		listHead:     `SELECT ` + agentWorkflowCols + ` FROM agent_workflows WHERE class = ? AND name = ?`,
+		// created_at IS NOT NULL (every row) makes agent_workflows_page,
+		// partial on it on PostgreSQL, usable (migration 0013 says why).
+		listHead:     `SELECT ` + agentWorkflowCols + ` FROM agent_workflows WHERE class = ? AND name = ? AND created_at IS NOT NULL`,
 		listStatuses: ` AND status IN (%s)`,
 		listWorkflow: ` AND workflow = ?`,
 		// A row comparison, which PostgreSQL makes a condition of the

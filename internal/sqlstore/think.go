@@ -61,6 +61,10 @@ var (
 	activeSubmissions = sqlList(store.SubmissionPending, store.SubmissionRunning)
 )
 
+// anySubmission, true of every row, makes think_submissions_seq, partial on
+// it on PostgreSQL, usable (migration 0013 says why).
+const anySubmission = ` AND seq IS NOT NULL`
+
 type thinkQueries struct {
 	agentLock                                            string
 	getSubmission, submissionByKey, insertSubmission     string
@@ -86,7 +90,7 @@ func newThinkQueries(d *Dialect) thinkQueries {
 		// the reads that found neither the id nor the key.
 		insertSubmission: r(`INSERT INTO think_submissions (class, name, id, seq, idempotency_key, metadata, messages, status, created_at,
    notify_instance, notify_event, trace_parent)
- VALUES (?, ?, ?, (SELECT COALESCE(MAX(p.seq), 0) + 1 FROM think_submissions p WHERE p.class = ? AND p.name = ?),
+ VALUES (?, ?, ?, (SELECT COALESCE(MAX(p.seq), 0) + 1 FROM think_submissions p WHERE p.class = ? AND p.name = ? AND p.seq IS NOT NULL),
    ?, ?, ?, ` + pending + `, ?, ?, ?, ?)
  RETURNING ` + submissionCols),
 
@@ -325,12 +329,17 @@ func (s *Store) listSubmissions(key store.AgentKey, f store.SubmissionFilter) (s
 	var b strings.Builder
 	b.WriteString(s.tq.listHead)
 	args := []any{key.Class, key.Name}
+	// Through the active index when only active submissions are asked
+	// for, otherwise in seq order through think_submissions_seq.
+	active := len(f.Statuses) > 0 && !slices.ContainsFunc(f.Statuses, func(st store.SubmissionStatus) bool {
+		return st != store.SubmissionPending && st != store.SubmissionRunning
+	})
+	if active {
+		b.WriteString(` AND status IN ` + activeSubmissions)
+	} else {
+		b.WriteString(anySubmission)
+	}
 	if len(f.Statuses) > 0 {
-		if !slices.ContainsFunc(f.Statuses, func(st store.SubmissionStatus) bool {
-			return st != store.SubmissionPending && st != store.SubmissionRunning
-		}) {
-			b.WriteString(` AND status IN ` + activeSubmissions)
-		}
 		b.WriteString(fmt.Sprintf(s.tq.listStatuses, strings.TrimSuffix(strings.Repeat("?, ", len(f.Statuses)), ", ")))
 		for _, st := range f.Statuses {
 			args = append(args, string(st))

@@ -70,7 +70,7 @@ func newOutboxQueries(d *Dialect) outboxQueries {
 		// claimDue does; run with the instance's row locked.
 		claimWoken: r(`UPDATE workflow_instances
  SET owner = ?, fence = fence + 1, wake_at = NULL, waiting_event = NULL, updated_at = ?, status = 'running'
- WHERE id = ? AND owner IS NULL AND status = 'waiting' AND waiting_event = ? AND service = ?
+ WHERE id = ? AND owner IS NULL AND ` + notIndexed("status") + ` = 'waiting' AND waiting_event = ? AND service = ?
  RETURNING ` + instanceCols),
 		// The step a claimed instance waits in: its last one.
 		lastStep: r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq DESC LIMIT 1`),

@@ -1,4 +1,4 @@
-package sqlstore_test
+package sqlite
 
 import (
 	"context"
@@ -9,18 +9,14 @@ import (
 	"testing"
 
 	"agentflow/internal/sqlstore"
-	"agentflow/store/sqlite"
 )
 
-// sqliteDialect is the SQLite store's dialect (store/sqlite), as far as the
-// statements' text depends on it.
-var sqliteDialect = &sqlstore.Dialect{Name: "sqlite", Serialized: true, JSON: sqlstore.JSONSQLite}
-
-// openMigrated returns a database with the SQLite store's schema.
+// openMigrated returns a database with the store's schema and no
+// statistics, as a new store has.
 func openMigrated(t *testing.T) *sql.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "plans.db")
-	st, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	st, err := Open(t.Context(), path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,25 +53,24 @@ func plan(ctx context.Context, db *sql.DB, q string) ([]string, error) {
 // statementStart tells a statement from a fragment of one.
 var statementStart = regexp.MustCompile(`^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b`)
 
-// fullScan matches a plan step that reads a whole table; the tables listed
-// are the ones that grow with use.
+// fullScan matches a plan step that reads a whole table that grows with use.
 var fullScan = regexp.MustCompile(`^SCAN (workflow_\w+|agent_\w+|think_\w+)\b`)
 
-// TestStatementsDoNotScanTables checks, on SQLite with no statistics (as a
-// new database has), that no statement of the store reads the whole of a
-// table that grows with use: such a statement costs more with every
-// workflow, schedule or message ever kept. (The claim of the Think outbox
-// did, ordered by id instead of its index's order.)
+// TestStatementsDoNotScanTables checks, on a schema with no statistics, that
+// no statement of the store reads the whole of a table that grows with use:
+// such a statement costs more with every workflow, schedule or message
+// ever kept. (The claim of the Think outbox did, ordered by id instead of
+// its index's order.)
 func TestStatementsDoNotScanTables(t *testing.T) {
 	t.Parallel()
 	db := openMigrated(t)
-	for name, q := range sqlstore.Statements(sqliteDialect) {
+	for name, q := range sqlstore.Statements(dialect) {
 		if !statementStart.MatchString(q) {
 			continue // a fragment of a statement put together later
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			// Lists filled in later get one element.
+			// A list filled in later gets one element.
 			q := strings.NewReplacer("%s", "?", "%d", "1").Replace(q)
 			steps, err := plan(t.Context(), db, q)
 			if err != nil {
@@ -90,18 +85,19 @@ func TestStatementsDoNotScanTables(t *testing.T) {
 	}
 }
 
-// TestActiveSubmissionsUseTheirIndex checks, on SQLite, that every
-// statement looking for an agent's pending or running submissions reads
-// them through the partial index think_submissions_active, so that its cost
-// does not grow with the agent's finished submissions: through
-// think_submissions_seq it reads every submission the agent ever had, on
-// each look of the Think runner.
+// TestActiveSubmissionsUseTheirIndex checks that every statement looking
+// for an agent's pending or running submissions reads them through the
+// partial index think_submissions_active, so that its cost does not grow
+// with the agent's finished submissions: through think_submissions_seq it
+// reads every submission the agent ever had, on each look of the runner.
 func TestActiveSubmissionsUseTheirIndex(t *testing.T) {
 	t.Parallel()
 	db := openMigrated(t)
-	for name, q := range sqlstore.ActiveSubmissionStatements(sqliteDialect) {
+	st := sqlstore.Statements(dialect)
+	for _, name := range []string{"ListSubmissions(pending)", "ListSubmissions(pending, running)", "tq.startSubmission", "tq.recoverSubmissions"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
+			q := st[name]
 			steps, err := plan(t.Context(), db, q)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, q)
