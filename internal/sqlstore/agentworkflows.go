@@ -93,12 +93,14 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 	}
 	// The instance's end and the tracking row (its NOT NULL columns as
 	// zero values when there is none, which the first column tells), in
-	// the order scanOutcome reads them.
+	// the order scanOutcome reads them. The row's key is given in full, not
+	// joined on i.id: PostgreSQL's generic plan then looks it up by the
+	// whole primary key rather than reading all of the agent's rows.
 	q.outcome = d.Rebind(`SELECT i.status, i.output, i.error_name, i.error_message, w.workflow_id IS NOT NULL,
  COALESCE(w.class, ''), COALESCE(w.name, ''), COALESCE(w.workflow_id, ''), COALESCE(w.binding, ''),
  COALESCE(w.workflow, ''), COALESCE(w.service, ''), COALESCE(w.status, ''), w.metadata, w.error_name, w.error_message,
  COALESCE(w.created_at, 0), COALESCE(w.updated_at, 0), w.completed_at
- FROM workflow_instances i LEFT JOIN agent_workflows w ON w.class = ? AND w.name = ? AND w.workflow_id = i.id
+ FROM workflow_instances i LEFT JOIN agent_workflows w ON w.class = ? AND w.name = ? AND w.workflow_id = ?
  WHERE i.id = ?`)
 	// A notice's acknowledgement: the tracking update, and the deletion
 	// of the notice while its claimant still holds it. Where the dialect
@@ -297,6 +299,16 @@ func (s *Store) GetAgentWorkflow(ctx context.Context, key store.AgentKey, workfl
 
 // ListAgentWorkflows implements store.AgentWorkflowStore.
 func (s *Store) ListAgentWorkflows(ctx context.Context, key store.AgentKey, f store.WorkflowFilter) ([]store.AgentWorkflow, error) {
+	q, args := s.listAgentWorkflows(key, f)
+	ws, err := readAll(ctx, s, q, args, scanAgentWorkflow)
+	if err != nil {
+		return nil, fmt.Errorf("list workflows of agent %s: %w", key, err)
+	}
+	return ws, nil
+}
+
+// listAgentWorkflows is ListAgentWorkflows' query and its arguments.
+func (s *Store) listAgentWorkflows(key store.AgentKey, f store.WorkflowFilter) (string, []any) {
 	limit := f.Limit
 	if limit <= 0 || limit > maxWorkflowPage {
 		limit = maxWorkflowPage
@@ -329,12 +341,7 @@ func (s *Store) ListAgentWorkflows(ctx context.Context, key store.AgentKey, f st
 		args = append(args, s.metaEqualArgs(k, f.Metadata[k])...)
 	}
 	b.WriteString(s.wq.listTail)
-	args = append(args, limit)
-	ws, err := readAll(ctx, s, s.d.Rebind(b.String()), args, scanAgentWorkflow)
-	if err != nil {
-		return nil, fmt.Errorf("list workflows of agent %s: %w", key, err)
-	}
-	return ws, nil
+	return s.d.Rebind(b.String()), append(args, limit)
 }
 
 // UpdateAgentWorkflow implements store.AgentWorkflowStore. The update is
@@ -397,7 +404,7 @@ func (s *Store) DeleteAgentWorkflow(ctx context.Context, key store.AgentKey, wor
 
 // GetWorkflowOutcome implements store.AgentWorkflowStore.
 func (s *Store) GetWorkflowOutcome(ctx context.Context, key store.AgentKey, workflowID string) (*store.WorkflowOutcome, error) {
-	o, err := readPrepared(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID}, scanOutcome)
+	o, err := readPrepared(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID, workflowID}, scanOutcome)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("outcome of workflow %q of agent %s: %w", workflowID, key, store.ErrNotFound)
 	}

@@ -3,19 +3,26 @@ package sqlstore
 import (
 	"fmt"
 	"reflect"
+	"strings"
 
 	"agentflow/store"
 )
 
 // Statements returns, by name, the SQL a store on d runs: every string of
-// its query sets (statements, and fragments of the ones put together at run
-// time, which do not parse alone), and the submission lists put together
-// for a runner's look. The stores' plan tests EXPLAIN them.
+// its query sets but the fragments of the lists put together at run time
+// (named list…), and those lists as put together for typical filters.
+// The stores' plan tests EXPLAIN them.
 func Statements(d *Dialect) map[string]string {
 	s := New(Config{Dialect: d})
 	out := map[string]string{}
 	for name, v := range map[string]any{"q": s.q, "aq": s.aq, "wq": s.wq, "tq": s.tq} {
 		collectStrings(name, reflect.ValueOf(v), out)
+	}
+	for name := range out {
+		if strings.HasPrefix(name, "tq.list") && name != "tq.listConversation" || strings.HasPrefix(name, "wq.list") ||
+			name == "wq.metaEqual" {
+			delete(out, name)
+		}
 	}
 	key := store.AgentKey{Class: "c", Name: "n"}
 	out["ListSubmissions(pending)"], _ = s.listSubmissions(key,
@@ -23,6 +30,10 @@ func Statements(d *Dialect) map[string]string {
 	out["ListSubmissions(pending, running)"], _ = s.listSubmissions(key,
 		store.SubmissionFilter{Statuses: []store.SubmissionStatus{store.SubmissionPending, store.SubmissionRunning}})
 	out["ListSubmissions"], _ = s.listSubmissions(key, store.SubmissionFilter{})
+	out["ListAgentWorkflows"], _ = s.listAgentWorkflows(key, store.WorkflowFilter{})
+	out["ListAgentWorkflows(filtered, after)"], _ = s.listAgentWorkflows(key, store.WorkflowFilter{
+		Statuses: []store.Status{store.StatusRunning}, Workflow: "w", Metadata: map[string]string{"k": "v"},
+		After: &store.WorkflowCursor{WorkflowID: "x"}})
 	return out
 }
 

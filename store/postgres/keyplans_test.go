@@ -21,11 +21,24 @@ import (
 // for any row of the agent. workflow_instances_status_created leads with a
 // status that lookups of one instance also test.
 var agentIndexes = map[string][]string{
-	"agent_workflows_page":              {"wq.listHead"},
+	"agent_workflows_page":              {"ListAgentWorkflows", "ListAgentWorkflows(filtered, after)"},
 	"agent_schedules_agent":             {"aq.listSchedules", "aq.dropUnusedAgent", "aq.claimSchedules", "aq.nextSchedules"},
 	"agent_fibers_agent":                {"aq.listFibers"},
 	"think_submissions_seq":             {"ListSubmissions", "tq.insertSubmission", "tq.startSubmission"},
 	"workflow_instances_status_created": {},
+}
+
+// agentKeys are the primary keys that start with an agent's class and
+// name, and the column that ends each. A scan of one whose Index Cond does
+// not reach that column reads all of the agent's rows: only the statements
+// listed, which ask whether the agent has any row at all, may do that.
+var agentKeys = map[string]struct {
+	last    string
+	allowed []string
+}{
+	"agent_workflows_pkey":   {"workflow_id", []string{"aq.dropUnusedAgent"}},
+	"agent_fibers_pkey":      {"id", []string{"aq.dropUnusedAgent", "aq.activateAgent"}},
+	"think_submissions_pkey": {"id", []string{"aq.dropUnusedAgent", "tq.deleteFinished"}},
 }
 
 var (
@@ -94,13 +107,17 @@ func TestKeyLookupsUseTheirKey(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		for _, l := range lines {
+		for i, l := range lines {
 			m := indexUse.FindStringSubmatch(l)
 			if m == nil {
 				continue
 			}
 			if allowed, ok := agentIndexes[m[1]]; ok && !slices.Contains(allowed, name) {
 				t.Errorf("%s is planned through %s:\n%s\nplan:\n%s", name, m[1], q, strings.Join(lines, "\n"))
+			}
+			if k, ok := agentKeys[m[1]]; ok && !slices.Contains(k.allowed, name) &&
+				(i+1 == len(lines) || !strings.Contains(lines[i+1], "Index Cond") || !strings.Contains(lines[i+1], "("+k.last+" = ")) {
+				t.Errorf("%s scans %s without its last column %s:\n%s\nplan:\n%s", name, m[1], k.last, q, strings.Join(lines, "\n"))
 			}
 		}
 	}
