@@ -7,10 +7,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -18,6 +16,7 @@ import (
 	"agentflow/agent"
 	"agentflow/examples/counter"
 	"agentflow/internal/telemetry"
+	"agentflow/internal/telemetrytest"
 )
 
 // TestTelemetry: every request to the agents has a server span with its
@@ -63,7 +62,7 @@ func TestTelemetry(t *testing.T) {
 	var upgrade, refused, activation, wsCall, localCall sdktrace.ReadOnlySpan
 	eventually(t, 5*time.Second, "the spans", func() bool {
 		for _, s := range rec.Ended() {
-			switch a := spanAttrs(s); {
+			switch a := telemetrytest.Attrs(s); {
 			case s.Name() == "GET /agents/{class}/{name}" && a["http.response.status_code"].AsInt64() == http.StatusSwitchingProtocols:
 				upgrade = s
 			case s.Name() == "GET /agents/{class}/{name}" && a["http.response.status_code"].AsInt64() == http.StatusBadRequest:
@@ -111,49 +110,24 @@ func TestTelemetry(t *testing.T) {
 		})
 	}
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(telemetry.KeyAgentClass); v.AsString() == "Counter" {
-						got[m.Name] += p.Value
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					got[m.Name] += p.Value
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(telemetry.KeyTransport); v.AsString() != "" {
-						got[m.Name+" "+v.AsString()] += int64(p.Count)
-					}
-				}
-			}
-		}
-	}
-	for name, want := range map[string]int64{
-		telemetry.MetricWSConnections: 1, telemetry.MetricActivations: 1, telemetry.MetricAgentsLive: 1,
-		telemetry.MetricRPCDuration + " " + telemetry.TransportWebSocket: 1, telemetry.MetricRPCDuration + " " + telemetry.TransportInProcess: 1,
+	ps := telemetrytest.Collect(t, reader)
+	counter := telemetry.KeyAgentClass.String("Counter")
+	for _, m := range []struct {
+		name string
+		got  int64
+	}{
+		{telemetry.MetricWSConnections, telemetrytest.Total(ps, telemetry.MetricWSConnections, counter)},
+		{telemetry.MetricActivations, telemetrytest.Total(ps, telemetry.MetricActivations, counter)},
+		{telemetry.MetricAgentsLive, telemetrytest.Total(ps, telemetry.MetricAgentsLive)},
+		{telemetry.MetricRPCDuration + " " + telemetry.TransportWebSocket,
+			telemetrytest.Total(ps, telemetry.MetricRPCDuration, telemetry.KeyTransport.String(telemetry.TransportWebSocket))},
+		{telemetry.MetricRPCDuration + " " + telemetry.TransportInProcess,
+			telemetrytest.Total(ps, telemetry.MetricRPCDuration, telemetry.KeyTransport.String(telemetry.TransportInProcess))},
 	} {
-		if got[name] != want {
-			t.Errorf("%s = %d, want %d", name, got[name], want)
+		if m.got != 1 {
+			t.Errorf("%s = %d, want 1", m.name, m.got)
 		}
 	}
-}
-
-func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
-	m := map[attribute.Key]attribute.Value{}
-	for _, kv := range s.Attributes() {
-		m[kv.Key] = kv.Value
-	}
-	return m
 }
 
 func mustSpanID(t *testing.T, s string) trace.SpanID {

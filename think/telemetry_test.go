@@ -11,13 +11,13 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"agentflow/agent"
 	"agentflow/internal/telemetry"
+	"agentflow/internal/telemetrytest"
 	"agentflow/model/scripted"
 	"agentflow/store"
 	"agentflow/store/sqlite"
@@ -33,7 +33,6 @@ func TestTurnSpans(t *testing.T) {
 	t.Parallel()
 	m := scripted.New(scripted.Call("get_weather", `{"city":"Oslo"}`), scripted.Say("It is sunny in Oslo."))
 	e, rec, reader := newTracedEnv(t, m, nil)
-	ctx := t.Context()
 	res := with(t, e, "h1", func(ctx context.Context, h *Helper) (think.SubmitResult, error) {
 		return h.SubmitMessages(ctx, user("Weather in Oslo?"), think.SubmitOptions{})
 	})
@@ -49,7 +48,7 @@ func TestTurnSpans(t *testing.T) {
 		}
 		return false
 	})
-	if a := spanAttrs(turn); a[telemetry.KeyGenAIInputTokens].AsInt64() != 20 || a[telemetry.KeyGenAIOutputTokens].AsInt64() != 10 ||
+	if a := telemetrytest.Attrs(turn); a[telemetry.KeyGenAIInputTokens].AsInt64() != 20 || a[telemetry.KeyGenAIOutputTokens].AsInt64() != 10 ||
 		a[telemetry.KeySubmission].AsString() != res.Submission.ID || a[telemetry.KeyStatus].AsString() != "completed" {
 		t.Errorf("turn span attributes %v", turn.Attributes())
 	}
@@ -82,7 +81,7 @@ func TestTurnSpans(t *testing.T) {
 			t.Errorf("child %d is %q, want %q", i, s.Name(), tt.name)
 			continue
 		}
-		a := spanAttrs(s)
+		a := telemetrytest.Attrs(s)
 		for k, v := range tt.attrs {
 			if a[k] != v {
 				t.Errorf("%s: %s = %v, want %v", tt.name, k, a[k].Emit(), v.Emit())
@@ -93,48 +92,21 @@ func TestTurnSpans(t *testing.T) {
 		}
 	}
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
+	ps := telemetrytest.Collect(t, reader)
+	found := map[string]bool{
+		telemetry.MetricSubmissions: telemetrytest.Total(ps, telemetry.MetricSubmissions, telemetry.KeyStatus.String("completed")) == 1,
 	}
-	found := map[string]bool{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, mt := range sm.Metrics {
-			switch d := mt.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(telemetry.KeyStatus); mt.Name == telemetry.MetricSubmissions && v.AsString() == "completed" && p.Value == 1 {
-						found[mt.Name] = true
-					}
-				}
-			case metricdata.Histogram[int64]:
-				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(telemetry.KeyGenAITokenType); v.AsString() == "input" && p.Sum == 20 && p.Count == 2 {
-						found[mt.Name] = true
-					}
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(telemetry.KeyGenAIRequestModel); v.AsString() == "tiny-1" && p.Count == 2 {
-						found[mt.Name] = true
-					}
-				}
-			}
-		}
+	for _, p := range telemetrytest.Match(ps, telemetry.MetricGenAITokens, telemetry.KeyGenAITokenType.String("input")) {
+		found[p.Metric] = found[p.Metric] || p.Sum == 20 && p.Value == 2
+	}
+	for _, p := range telemetrytest.Match(ps, telemetry.MetricGenAIDuration, telemetry.KeyGenAIRequestModel.String("tiny-1")) {
+		found[p.Metric] = found[p.Metric] || p.Value == 2
 	}
 	for _, name := range []string{telemetry.MetricSubmissions, telemetry.MetricGenAITokens, telemetry.MetricGenAIDuration} {
 		if !found[name] {
 			t.Errorf("metric %s not recorded as expected", name)
 		}
 	}
-}
-
-func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
-	m := map[attribute.Key]attribute.Value{}
-	for _, kv := range s.Attributes() {
-		m[kv.Key] = kv.Value
-	}
-	return m
 }
 
 // newTracedEnv is newEnv with SDK providers recording into rec and reader,
@@ -200,7 +172,7 @@ func TestPromptSpans(t *testing.T) {
 			case "create_workflow Triage":
 				create = s
 			case "outbox deliver":
-				delivered = delivered || spanAttrs(s)[telemetry.KeyOutcome].AsString() == telemetry.OutcomeSucceeded
+				delivered = delivered || telemetrytest.Attrs(s)[telemetry.KeyOutcome].AsString() == telemetry.OutcomeSucceeded
 			}
 		}
 		if create == nil {
@@ -250,25 +222,11 @@ func TestPromptSpans(t *testing.T) {
 			t.Errorf("the turn's ancestors are %v; want the submit step's, up to create_workflow", chain)
 		}
 	}
-	if a := spanAttrs(create); a[telemetry.KeyAgentClass].AsString() != "Helper" || a[telemetry.KeyAgentName].AsString() != "p1" {
+	if a := telemetrytest.Attrs(create); a[telemetry.KeyAgentClass].AsString() != "Helper" || a[telemetry.KeyAgentName].AsString() != "p1" {
 		t.Errorf("create_workflow attributes %v", create.Attributes())
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var deliveries int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, mt := range sm.Metrics {
-			if d, ok := mt.Data.(metricdata.Sum[int64]); ok && mt.Name == telemetry.MetricOutboxDeliveries {
-				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(telemetry.KeyOutcome); v.AsString() == telemetry.OutcomeSucceeded {
-						deliveries += p.Value
-					}
-				}
-			}
-		}
-	}
+	deliveries := telemetrytest.Total(telemetrytest.Collect(t, reader), telemetry.MetricOutboxDeliveries,
+		telemetry.KeyOutcome.String(telemetry.OutcomeSucceeded))
 	if deliveries != 1 {
 		t.Errorf("%d successful deliveries counted, want 1", deliveries)
 	}

@@ -8,12 +8,12 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"agentflow/internal/telemetry"
+	"agentflow/internal/telemetrytest"
 	"agentflow/workflow"
 	"agentflow/workflowtest"
 )
@@ -81,7 +81,7 @@ func TestTelemetrySpanTree(t *testing.T) {
 	lastFence := int64(0)
 	segIDs := map[trace.SpanID]int{}
 	for i, s := range segs {
-		a := attrs(s)
+		a := telemetrytest.Attrs(s)
 		if got := a[telemetry.KeyOutcome].AsString(); got != wantSegs[i] {
 			t.Errorf("segment %d outcome %q, want %q", i, got, wantSegs[i])
 		}
@@ -122,7 +122,7 @@ func TestTelemetrySpanTree(t *testing.T) {
 			continue
 		}
 		s := byName[tt.span][i]
-		a := attrs(s)
+		a := telemetrytest.Attrs(s)
 		if got := segIDs[s.Parent().SpanID()]; got != tt.segment {
 			t.Errorf("%s #%d ran in segment %d, want %d", tt.span, i, got, tt.segment)
 		}
@@ -138,10 +138,7 @@ func TestTelemetrySpanTree(t *testing.T) {
 		}
 	}
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
+	ps := telemetrytest.Collect(t, reader)
 	metrics := []struct {
 		name  string
 		attrs []attribute.KeyValue
@@ -157,7 +154,8 @@ func TestTelemetrySpanTree(t *testing.T) {
 		{telemetry.MetricCommitBatch, []attribute.KeyValue{attribute.String("agentflow.store.backend", "sqlite")}, -1},
 	}
 	for _, m := range metrics {
-		got, ok := point(rm, m.name, attribute.NewSet(m.attrs...))
+		p, ok := telemetrytest.Find(ps, m.name, m.attrs...)
+		got := p.Value
 		switch {
 		case !ok:
 			t.Errorf("metric %s%v not recorded", m.name, m.attrs)
@@ -165,14 +163,6 @@ func TestTelemetrySpanTree(t *testing.T) {
 			t.Errorf("metric %s%v = %d, want %d", m.name, m.attrs, got, m.want)
 		}
 	}
-}
-
-func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
-	m := map[attribute.Key]attribute.Value{}
-	for _, kv := range s.Attributes() {
-		m[kv.Key] = kv.Value
-	}
-	return m
 }
 
 func hasEvent(s sdktrace.ReadOnlySpan, name, kind string) bool {
@@ -184,43 +174,4 @@ func hasEvent(s sdktrace.ReadOnlySpan, name, kind string) bool {
 		}
 	}
 	return false
-}
-
-// point returns a counter's or gauge's value, or a histogram's count, for
-// the data point with exactly these attributes.
-func point(rm metricdata.ResourceMetrics, name string, set attribute.Set) (int64, bool) {
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&set) {
-						return p.Value, true
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&set) {
-						return p.Value, true
-					}
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&set) {
-						return int64(p.Count), true
-					}
-				}
-			case metricdata.Histogram[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&set) {
-						return int64(p.Count), true
-					}
-				}
-			}
-		}
-	}
-	return 0, false
 }
