@@ -67,6 +67,11 @@ func sqlList[S ~string](vs ...S) string {
 var (
 	finishedFibers = sqlList(store.FiberCompleted, store.FiberAborted, store.FiberError)
 	activeFibers   = sqlList(store.FiberPending, store.FiberRunning)
+	// unfinishedFibers is the predicate of the partial index
+	// agent_fibers_unfinished, named as written there by the statements
+	// about an agent's unfinished fibers, beside their own status test, so
+	// that SQLite uses it (see activeSubmissions).
+	unfinishedFibers = sqlList(store.FiberPending, store.FiberRunning, store.FiberInterrupted)
 )
 
 type agentQueries struct {
@@ -91,8 +96,8 @@ func newAgentQueries(d *Dialect) agentQueries {
  WHERE agent_instances.owner IS NULL OR agent_instances.owner = excluded.owner OR NOT ` + live("agent_instances.owner") + `
  RETURNING ` + agentCols + `, CASE WHEN EXISTS (SELECT 1 FROM agent_fibers f
    WHERE f.class = agent_instances.class AND f.name = agent_instances.name
-     AND (f.status = '` + string(store.FiberInterrupted) + `' OR f.status IN ` + activeFibers + `
-          AND (f.owner IS NULL OR f.owner <> agent_instances.owner))) THEN 1 ELSE 0 END`),
+     AND f.status IN ` + unfinishedFibers + `
+     AND (f.status = '` + string(store.FiberInterrupted) + `' OR f.owner IS NULL OR f.owner <> agent_instances.owner)) THEN 1 ELSE 0 END`),
 		ownerNode: r(`SELECT n.id, n.service, n.host, n.pid, n.process, n.started_at, n.expires_at, n.address, n.agent_classes
  FROM agent_instances a JOIN agentflow_nodes n ON n.id = a.owner WHERE a.class = ? AND a.name = ?`),
 		getAgent:       r(`SELECT ` + agentCols + ` FROM agent_instances WHERE class = ? AND name = ?`),
@@ -142,7 +147,7 @@ UPDATE agent_schedules SET owner = ?
 		getFiber:   r(`SELECT ` + fiberCols + ` FROM agent_fibers WHERE class = ? AND name = ? AND id = ?`),
 		fiberByKey: r(`SELECT ` + fiberCols + ` FROM agent_fibers WHERE class = ? AND name = ? AND idempotency_key = ?`),
 		// created_at IS NOT NULL (every row) makes agent_fibers_agent,
-		// partial on it on PostgreSQL, usable (migration 0013 says why).
+		// partial on it, usable (migration 0013 says why).
 		listFibers: r(`SELECT ` + fiberCols + ` FROM agent_fibers
  WHERE class = ? AND name = ? AND created_at IS NOT NULL AND (CAST(? AS TEXT) = '' OR status = ?) AND (CAST(? AS TEXT) = '' OR fiber_name = ?)
  ORDER BY created_at, id`),
@@ -158,12 +163,14 @@ UPDATE agent_schedules SET owner = ?
  WHERE class = ? AND name = ? AND id = ?`),
 		deleteFiber: r(`DELETE FROM agent_fibers WHERE class = ? AND name = ? AND id = ?`),
 		interruptFibers: r(`UPDATE agent_fibers SET status = '` + string(store.FiberInterrupted) + `', owner = NULL, updated_at = ?
- WHERE class = ? AND name = ? AND status IN ` + activeFibers + ` AND (owner IS NULL OR owner <> ?)
+ WHERE class = ? AND name = ? AND status IN ` + unfinishedFibers + ` AND status IN ` + activeFibers + `
+   AND (owner IS NULL OR owner <> ?)
  RETURNING ` + fiberCols),
 		// An agent live on a node with a row is being looked after: that
 		// node interrupted its fibers when it activated it.
 		orphanedFiberAgents: (`SELECT DISTINCT f.class, f.name FROM agent_fibers f
- WHERE f.class IN (%s) AND f.status IN ` + activeFibers + ` AND (f.owner IS NULL OR NOT ` + live("f.owner") + `)
+ WHERE f.class IN (%s) AND f.status IN ` + unfinishedFibers + ` AND f.status IN ` + activeFibers + `
+   AND (f.owner IS NULL OR NOT ` + live("f.owner") + `)
    AND NOT EXISTS (SELECT 1 FROM agent_instances a WHERE a.class = f.class AND a.name = f.name AND ` + live("a.owner") + `)
  ORDER BY f.class, f.name LIMIT ?`),
 	}
@@ -174,7 +181,7 @@ UPDATE agent_schedules SET owner = ?
 //
 // agentIndexed holds, for a table whose primary key does not start with
 // the agent, the condition (true of every row) that makes its index on the
-// agent, partial on it on PostgreSQL, usable: see migration 0013.
+// agent, partial on it, usable: see migration 0013.
 func noAgentRows(tables ...string) string {
 	var b strings.Builder
 	for _, t := range tables {

@@ -75,7 +75,7 @@ func newAgentWorkflowQueries(d *Dialect) agentWorkflowQueries {
 		// ListAgentWorkflows' query is put together from these, with ?
 		// placeholders, and rebound once put together.
 		// created_at IS NOT NULL (every row) makes agent_workflows_page,
-		// partial on it on PostgreSQL, usable (migration 0013 says why).
+		// partial on it, usable (migration 0013 says why).
 		listHead:     `SELECT ` + agentWorkflowCols + ` FROM agent_workflows WHERE class = ? AND name = ? AND created_at IS NOT NULL`,
 		listStatuses: ` AND status IN (%s)`,
 		listWorkflow: ` AND workflow = ?`,

@@ -62,7 +62,7 @@ var (
 )
 
 // anySubmission, true of every row, makes think_submissions_seq, partial on
-// it on PostgreSQL, usable (migration 0013 says why).
+// it, usable (migration 0013 says why).
 const anySubmission = ` AND seq IS NOT NULL`
 
 type thinkQueries struct {

@@ -37,7 +37,7 @@ var agentKeys = map[string]struct {
 	allowed []string
 }{
 	"agent_workflows_pkey":   {"workflow_id", []string{"aq.dropUnusedAgent"}},
-	"agent_fibers_pkey":      {"id", []string{"aq.dropUnusedAgent", "aq.activateAgent"}},
+	"agent_fibers_pkey":      {"id", []string{"aq.dropUnusedAgent"}},
 	"think_submissions_pkey": {"id", []string{"aq.dropUnusedAgent", "tq.deleteFinished"}},
 }
 

@@ -85,29 +85,46 @@ func TestStatementsDoNotScanTables(t *testing.T) {
 	}
 }
 
-// TestActiveSubmissionsUseTheirIndex checks that every statement looking
-// for an agent's pending or running submissions reads them through the
-// partial index think_submissions_active, so that its cost does not grow
-// with the agent's finished submissions: through think_submissions_seq it
-// reads every submission the agent ever had, on each look of the runner.
-func TestActiveSubmissionsUseTheirIndex(t *testing.T) {
+// TestUnfinishedRowsUseTheirIndex checks that every statement looking for
+// an agent's pending or running submissions, or its unfinished fibers,
+// reads them through the partial index on those rows, so that its cost does
+// not grow with the agent's finished ones: through the index on the agent
+// (or its key) it reads every submission or fiber the agent ever had, on
+// each look of the Think runner or each activation.
+func TestUnfinishedRowsUseTheirIndex(t *testing.T) {
 	t.Parallel()
 	db := openMigrated(t)
 	st := sqlstore.Statements(dialect)
-	for _, name := range []string{"ListSubmissions(pending)", "ListSubmissions(pending, running)", "tq.startSubmission", "tq.recoverSubmissions"} {
-		t.Run(name, func(t *testing.T) {
+	for _, tt := range []struct{ statement, table, index string }{
+		{"ListSubmissions(pending)", "think_submissions", "think_submissions_active"},
+		{"ListSubmissions(pending, running)", "think_submissions", "think_submissions_active"},
+		{"tq.startSubmission", "think_submissions", "think_submissions_active"},
+		{"tq.recoverSubmissions", "think_submissions", "think_submissions_active"},
+		{"aq.activateAgent", "agent_fibers", "agent_fibers_unfinished"},
+		{"aq.interruptFibers", "agent_fibers", "agent_fibers_unfinished"},
+	} {
+		t.Run(tt.statement, func(t *testing.T) {
 			t.Parallel()
-			q := st[name]
+			q := st[tt.statement]
 			steps, err := plan(t.Context(), db, q)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, q)
 			}
+			reads := 0
 			for _, s := range steps {
-				// An UPDATE's own row is found by its seq: one row.
-				if strings.Contains(s, "think_submissions") && !strings.Contains(s, "think_submissions_active") &&
-					!strings.Contains(s, "seq=?") {
-					t.Errorf("a step reads think_submissions without think_submissions_active:\n%s\nplan:\n  %s", q, strings.Join(steps, "\n  "))
+				// A step names the table, or an index of it (their names
+				// start with the table's). An UPDATE's own row is found
+				// by its seq: one row.
+				if !strings.Contains(s, tt.table) || strings.Contains(s, "seq=?") {
+					continue
 				}
+				reads++
+				if !strings.Contains(s, tt.index) {
+					t.Errorf("a step reads %s without %s:\n%s\nplan:\n  %s", tt.table, tt.index, q, strings.Join(steps, "\n  "))
+				}
+			}
+			if reads == 0 {
+				t.Errorf("no step reads %s:\n%s\nplan:\n  %s", tt.table, q, strings.Join(steps, "\n  "))
 			}
 		})
 	}
