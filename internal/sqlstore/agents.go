@@ -178,20 +178,24 @@ UPDATE agent_schedules SET owner = ?
 
 // noAgentRows is a condition, for a statement on agent_instances, that the
 // agent has no row in any of tables.
-//
-// agentIndexed holds, for a table whose primary key does not start with
-// the agent, the condition (true of every row) that makes its index on the
-// agent, partial on it, usable: see migration 0013.
 func noAgentRows(tables ...string) string {
 	var b strings.Builder
 	for _, t := range tables {
 		b.WriteString("\n   AND NOT EXISTS (SELECT 1 FROM " + t + " t WHERE t.class = agent_instances.class AND t.name = agent_instances.name" +
-			agentIndexed[t] + ")")
+			agentIndexed(t) + ")")
 	}
 	return b.String()
 }
 
-var agentIndexed = map[string]string{"agent_schedules": " AND t.next_run_at IS NOT NULL"}
+// agentIndexed is, for a table whose primary key does not start with the
+// agent, the condition on its rows t (true of every row) that makes its
+// index on the agent, partial on it, usable: see migration 0013.
+func agentIndexed(table string) string {
+	if table == "agent_schedules" {
+		return " AND t.next_run_at IS NOT NULL"
+	}
+	return ""
+}
 
 // maxConflictRetries bounds how often a write that changed nothing is tried
 // again because the row that stopped it changed before it could be read.

@@ -1040,6 +1040,12 @@ type lockedInstance struct {
 	service      string
 }
 
+// waitsFor reports whether the instance is suspended, unclaimed, in a wait
+// for an event of type typ: one sent now makes it due.
+func (li lockedInstance) waitsFor(typ string) bool {
+	return li.status == store.StatusWaiting && li.owner == "" && li.waitingEvent == typ
+}
+
 // lock reads and (where the dialect can) locks an instance row for the rest
 // of the transaction.
 func (s *Store) lock(ctx context.Context, tx *sql.Tx, id, op string) (lockedInstance, error) {
@@ -1074,7 +1080,7 @@ func (s *Store) SendEvent(ctx context.Context, e store.Event) error {
 		if _, err := Exec(ctx, tx, s.q.insertEvent, e.InstanceID, e.Type, blob(e.Payload), e.CreatedAt.UnixMicro()); err != nil {
 			return fmt.Errorf("send event to instance %q: %w", e.InstanceID, err)
 		}
-		if li.status == store.StatusWaiting && li.owner == "" && li.waitingEvent == e.Type {
+		if li.waitsFor(e.Type) {
 			if _, err := Exec(ctx, tx, s.q.wakeForEvent, e.CreatedAt.UnixMicro(), e.InstanceID); err != nil {
 				return fmt.Errorf("wake instance %q: %w", e.InstanceID, err)
 			}

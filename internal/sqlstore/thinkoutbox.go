@@ -268,7 +268,7 @@ func (s *Store) FinishSubmissionAndDeliver(ctx context.Context, key store.AgentK
 					return fmt.Errorf("send event to instance %q: %w", inst.String, err)
 				}
 				switch {
-				case li.status != store.StatusWaiting || li.owner != "" || li.waitingEvent != typ.String:
+				case !li.waitsFor(typ.String):
 					// Not waiting for it: it takes the event when it does.
 				case d.ClaimOwner != "" && li.service == d.ClaimService:
 					in, err := scanInstance(QueryRow(ctx, tx, s.tq.claimWoken, d.ClaimOwner, n, inst.String, typ.String, li.service))
