@@ -324,20 +324,6 @@ func (s *Store) exec(ctx context.Context, q string, args ...any) (int64, error) 
 	return changed, err
 }
 
-// readOne reads one row through the read pool, or returns sql.ErrNoRows.
-func readOne[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) (*T, error) {
-	return scan(s.read.QueryRowContext(ctx, q, args...))
-}
-
-// readAll reads rows through the read pool.
-func readAll[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) ([]T, error) {
-	rows, err := s.read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return collect(rows, scan)
-}
-
 // collect scans every row of rows and closes them.
 func collect[T any](rows *sql.Rows, scan func(rowScanner) (*T, error)) ([]T, error) {
 	defer rows.Close()
@@ -366,7 +352,7 @@ func (s *Store) ActivateAgent(ctx context.Context, key store.AgentKey, owner str
 		if len(got) == 1 {
 			return got[0], nil
 		}
-		node, err := scanNode(s.read.QueryRowContext(ctx, s.aq.ownerNode, key.Class, key.Name))
+		node, err := scanNode(s.readRow(ctx, s.aq.ownerNode, key.Class, key.Name))
 		if err == nil {
 			return nil, &store.AgentOwnedError{Key: key, Node: node}
 		}
@@ -533,7 +519,7 @@ func (s *Store) NextScheduleTimes(ctx context.Context, classes []string, until t
 		return nil, nil
 	}
 	args := append(append([]any{until.UnixMicro()}, strArgs(classes)...), limit)
-	rows, err := s.read.QueryContext(ctx, s.inList(s.aq.nextSchedules, len(classes)), args...)
+	rows, err := s.readRows(ctx, s.inList(s.aq.nextSchedules, len(classes)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("next schedule times: %w", err)
 	}
@@ -786,7 +772,7 @@ func (s *Store) OrphanedFiberAgents(ctx context.Context, classes []string, limit
 		return nil, nil
 	}
 	args := append(strArgs(classes), limit)
-	rows, err := s.read.QueryContext(ctx, s.inList(s.aq.orphanedFiberAgents, len(classes)), args...)
+	rows, err := s.readRows(ctx, s.inList(s.aq.orphanedFiberAgents, len(classes)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("find agents with orphaned fibers: %w", err)
 	}

@@ -300,7 +300,7 @@ func (s *Store) GetAgentWorkflow(ctx context.Context, key store.AgentKey, workfl
 // ListAgentWorkflows implements store.AgentWorkflowStore.
 func (s *Store) ListAgentWorkflows(ctx context.Context, key store.AgentKey, f store.WorkflowFilter) ([]store.AgentWorkflow, error) {
 	q, args := s.listAgentWorkflows(key, f)
-	ws, err := readAll(ctx, s, q, args, scanAgentWorkflow)
+	ws, err := readAllOnce(ctx, s, q, args, scanAgentWorkflow)
 	if err != nil {
 		return nil, fmt.Errorf("list workflows of agent %s: %w", key, err)
 	}
@@ -404,7 +404,7 @@ func (s *Store) DeleteAgentWorkflow(ctx context.Context, key store.AgentKey, wor
 
 // GetWorkflowOutcome implements store.AgentWorkflowStore.
 func (s *Store) GetWorkflowOutcome(ctx context.Context, key store.AgentKey, workflowID string) (*store.WorkflowOutcome, error) {
-	o, err := readPrepared(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID, workflowID}, scanOutcome)
+	o, err := readOne(ctx, s, s.wq.outcome, []any{key.Class, key.Name, workflowID, workflowID}, scanOutcome)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("outcome of workflow %q of agent %s: %w", workflowID, key, store.ErrNotFound)
 	}

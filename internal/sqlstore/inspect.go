@@ -71,7 +71,7 @@ func (s *Store) ListInstances(ctx context.Context, f store.InstanceFilter) ([]st
 		q = strings.Join(branches, "\nUNION ALL\n") + order
 		qa = append(qa, limit)
 	}
-	insts, err := readAll(ctx, s, s.d.Rebind(q), qa, scanInstance)
+	insts, err := readAllOnce(ctx, s, s.d.Rebind(q), qa, scanInstance)
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
@@ -216,7 +216,7 @@ func (s *Store) ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Ag
  FROM agent_instances a LEFT JOIN agentflow_nodes n ON n.id = a.owner` + whereClause(conds) + `
  ORDER BY a.class, a.name LIMIT ?`
 	args = append(args, limit)
-	agents, err := readAll(ctx, s, s.d.Rebind(q), args, func(r rowScanner) (*store.AgentSummary, error) {
+	agents, err := readAllOnce(ctx, s, s.d.Rebind(q), args, func(r rowScanner) (*store.AgentSummary, error) {
 		var (
 			a                store.AgentSummary
 			owner            sql.NullString
@@ -266,7 +266,7 @@ func (s *Store) ListOutboxes(ctx context.Context, f store.OutboxFilter) ([]store
 	}
 	args = append(args, limit)
 	q := `SELECT ` + outboxCols + ` FROM think_outbox` + whereClause(conds) + ` ORDER BY id DESC LIMIT ?`
-	msgs, err := readAll(ctx, s, s.d.Rebind(q), args, scanOutbox)
+	msgs, err := readAllOnce(ctx, s, s.d.Rebind(q), args, scanOutbox)
 	if err != nil {
 		return nil, fmt.Errorf("list outboxes: %w", err)
 	}

@@ -7,11 +7,12 @@ import (
 	"sync"
 )
 
-// readStmts keeps statements prepared on the read pool, for the reads that
-// run once per workflow on a hot path, where parsing the query each time
-// would cost more than running it (SQLite parses a join in about as long
-// as it takes to run it). A *sql.Stmt prepares itself on each connection
-// of the pool as it needs to.
+// readStmts keeps the read pool's statements of fixed text prepared:
+// SQLite parses a statement on every run that is not, often in as long as
+// it takes to run it (PostgreSQL's driver keeps its own cache, so it costs
+// nothing there). A *sql.Stmt prepares itself on each connection of the
+// pool as it needs to. Statements built per call (an operator's filters)
+// go through readAllOnce instead, so the set stays bounded.
 type readStmts struct {
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt
@@ -46,25 +47,52 @@ func (r *readStmts) close() error {
 	return errors.Join(errs...)
 }
 
-// readPrepared reads one row with q prepared on the read pool, or returns
+// readRow runs q, a statement of fixed text, on the read pool, prepared,
+// and returns its one row; Scan reports a failure to prepare, and
 // sql.ErrNoRows.
-func readPrepared[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) (*T, error) {
+func (s *Store) readRow(ctx context.Context, q string, args ...any) rowScanner {
 	st, err := s.rstmts.get(ctx, s.read, q)
 	if err != nil {
-		return nil, err
+		return errRow{err}
 	}
-	return scan(st.QueryRowContext(ctx, args...))
+	return st.QueryRowContext(ctx, args...)
 }
 
-// readAllPrepared is readAll with q prepared on the read pool: for a read
-// of a fixed shape on a hot path (a Think agent's conversation, its
-// pending submissions), where parsing was most of the read's CPU.
-func readAllPrepared[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) ([]T, error) {
+// readRows runs q, a statement of fixed text, on the read pool, prepared.
+// The caller closes the rows.
+func (s *Store) readRows(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	st, err := s.rstmts.get(ctx, s.read, q)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := st.QueryContext(ctx, args...)
+	return st.QueryContext(ctx, args...)
+}
+
+// errRow is a row whose statement could not be prepared.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// readOne reads one row of q, a statement of fixed text, through the read
+// pool, or returns sql.ErrNoRows.
+func readOne[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) (*T, error) {
+	return scan(s.readRow(ctx, q, args...))
+}
+
+// readAll reads the rows of q, a statement of fixed text, through the read
+// pool.
+func readAll[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) ([]T, error) {
+	rows, err := s.readRows(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scan)
+}
+
+// readAllOnce is readAll for a statement built for the call (an operator's
+// filters), whose text is not worth keeping prepared.
+func readAllOnce[T any](ctx context.Context, s *Store, q string, args []any, scan func(rowScanner) (*T, error)) ([]T, error) {
+	rows, err := s.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -633,7 +633,7 @@ func (s *Store) insertInstance(ctx context.Context, c Conn, in *store.Instance) 
 
 // GetInstance implements store.Store.
 func (s *Store) GetInstance(ctx context.Context, id string) (*store.Instance, error) {
-	in, err := scanInstance(s.read.QueryRowContext(ctx, s.q.getInstance, id))
+	in, err := scanInstance(s.readRow(ctx, s.q.getInstance, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, &store.InstanceError{ID: id, Op: "get", Err: store.ErrNotFound}
 	}
@@ -645,7 +645,7 @@ func (s *Store) GetInstance(ctx context.Context, id string) (*store.Instance, er
 
 // ListSteps implements store.Store.
 func (s *Store) ListSteps(ctx context.Context, id string) ([]store.Step, error) {
-	rows, err := s.read.QueryContext(ctx, s.q.listSteps, id)
+	rows, err := s.readRows(ctx, s.q.listSteps, id)
 	if err != nil {
 		return nil, fmt.Errorf("list steps of %q: %w", id, err)
 	}
@@ -703,7 +703,7 @@ func (s *Store) ListStepsOf(ctx context.Context, ids []string) (map[string][]sto
 	if err != nil {
 		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
 	}
-	rows, err := s.read.QueryContext(ctx, s.q.listStepsOf, arg)
+	rows, err := s.readRows(ctx, s.q.listStepsOf, arg)
 	if err != nil {
 		return nil, fmt.Errorf("list steps of %d instances: %w", len(ids), err)
 	}
@@ -733,7 +733,7 @@ func (s idScanner) Scan(dest ...any) error { return s.r.Scan(append([]any{s.id},
 
 // ListEvents implements store.Store.
 func (s *Store) ListEvents(ctx context.Context, id string) ([]store.Event, error) {
-	rows, err := s.read.QueryContext(ctx, s.q.listEvents, id)
+	rows, err := s.readRows(ctx, s.q.listEvents, id)
 	if err != nil {
 		return nil, fmt.Errorf("list events of %q: %w", id, err)
 	}
@@ -783,7 +783,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner, service string, now time.Ti
 
 // NextWakeTimes implements store.Store.
 func (s *Store) NextWakeTimes(ctx context.Context, service string, until time.Time, limit int) ([]time.Time, error) {
-	rows, err := s.read.QueryContext(ctx, s.q.nextWake, service, until.UnixMicro(), limit)
+	rows, err := s.readRows(ctx, s.q.nextWake, service, until.UnixMicro(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("next wake times: %w", err)
 	}
@@ -892,7 +892,7 @@ func (s *Store) TakeEvent(ctx context.Context, l store.Lease, typ string, st sto
 		fence int64
 		found bool
 	)
-	err := s.read.QueryRowContext(ctx, s.q.peekEvent, typ, l.InstanceID).Scan(&owner, &fence, &found)
+	err := s.readRow(ctx, s.q.peekEvent, typ, l.InstanceID).Scan(&owner, &fence, &found)
 	if err == nil && !found && owner.String == l.Owner && fence == l.Fence {
 		return nil, nil
 	}
@@ -1280,7 +1280,7 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 
 // ListNodes implements store.Store.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.read.QueryContext(ctx, s.q.listNodes)
+	rows, err := s.readRows(ctx, s.q.listNodes)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -1350,7 +1350,7 @@ func (s *Store) RemoveNode(ctx context.Context, id string, now time.Time) (int, 
 // ReleaseOrphans implements store.Store. It releases each orphan owner's
 // instances exactly as RemoveNode would.
 func (s *Store) ReleaseOrphans(ctx context.Context, now time.Time) (int, error) {
-	rows, err := s.read.QueryContext(ctx, s.q.orphanOwners)
+	rows, err := s.readRows(ctx, s.q.orphanOwners)
 	if err != nil {
 		return 0, fmt.Errorf("find orphaned instances: %w", err)
 	}

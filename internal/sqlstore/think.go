@@ -309,9 +309,9 @@ func (s *Store) GetSubmission(ctx context.Context, key store.AgentKey, id string
 // ListSubmissions implements store.ThinkStore.
 func (s *Store) ListSubmissions(ctx context.Context, key store.AgentKey, f store.SubmissionFilter) ([]store.Submission, error) {
 	q, args := s.listSubmissions(key, f)
-	read := readAll[store.Submission]
+	read := readAllOnce[store.Submission]
 	if len(f.Statuses) <= submissionStatuses { // a bounded set of shapes to keep prepared
-		read = readAllPrepared[store.Submission]
+		read = readAll[store.Submission]
 	}
 	subs, err := read(ctx, s, q, args, scanSubmission)
 	if err != nil {
@@ -538,7 +538,7 @@ func (s *Store) RecoverSubmissions(ctx context.Context, key store.AgentKey, owne
 
 // ListConversation implements store.ThinkStore.
 func (s *Store) ListConversation(ctx context.Context, key store.AgentKey) ([]store.ConversationMessage, error) {
-	ms, err := readAllPrepared(ctx, s, s.tq.listConversation, []any{key.Class, key.Name}, scanConversation)
+	ms, err := readAll(ctx, s, s.tq.listConversation, []any{key.Class, key.Name}, scanConversation)
 	if err != nil {
 		return nil, fmt.Errorf("list the conversation of agent %s: %w", key, err)
 	}
@@ -560,7 +560,7 @@ func (s *Store) PendingSubmissionAgents(ctx context.Context, classes []string, l
 		return nil, nil
 	}
 	args := append(strArgs(classes), limit)
-	rows, err := s.read.QueryContext(ctx, s.inList(s.tq.pendingAgents, len(classes)), args...)
+	rows, err := s.readRows(ctx, s.inList(s.tq.pendingAgents, len(classes)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("find agents with pending submissions: %w", err)
 	}

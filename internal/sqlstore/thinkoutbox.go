@@ -430,7 +430,7 @@ func (s *Store) NextOutboxTimes(ctx context.Context, until time.Time, limit int)
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := s.read.QueryContext(ctx, s.tq.nextOutbox, until.UnixMicro(), limit)
+	rows, err := s.readRows(ctx, s.tq.nextOutbox, until.UnixMicro(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("next outbox times: %w", err)
 	}
