@@ -12,6 +12,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -174,7 +175,7 @@ type queries struct {
 	pauseRequest, pauseNow, cancelPause, resume, shiftSteps string
 	terminate, deleteSteps, deleteConsumed, restart         string
 	deleteAttempts                                          string
-	markRunning, fencedStep, finishNoOrigin                 string
+	markRunning, fencedStep, finishNoOrigin, fencedOrigin   string
 	finishedIDs, heartbeat, listNodes, deleteNode           string
 	advertise                                               string
 	releasePausing, releaseOwned, orphanOwners              string
@@ -231,7 +232,8 @@ func newQueries(d *Dialect) queries {
    AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
  RETURNING service`),
 		finish:         r(finishUpdate),
-		finishNoOrigin: finishNoOriginSQL(d),
+		finishNoOrigin: r(finishNoOrigin),
+		fencedOrigin:   r(fencedOrigin),
 		insertNotice:   r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 		finishNotice:   finishNotice(d),
 		lockInstance:   r(`SELECT status, owner, waiting_event, service FROM workflow_instances WHERE id = ?` + d.ForUpdate),
@@ -289,26 +291,25 @@ const fencedRow = `id = ? AND (owner || '') = ? AND fence = ?`
 // instance would read the entries of every waiting instance.
 func notIndexed(col string) string { return "(" + col + " || '')" }
 
-// finishUpdate records an outcome, fenced, and returns the instance's origin.
+// finishUpdate records an outcome, fenced.
 const finishUpdate = `UPDATE workflow_instances SET status = ?, output = ?, error_name = ?, error_message = ?,
    finished_at = ?, updated_at = ?, owner = NULL, wake_at = NULL, waiting_event = NULL,
    prior_status = NULL, paused_at = NULL, paused_wake_at = NULL
- WHERE ` + fencedRow + ` RETURNING origin_class, origin_name`
+ WHERE ` + fencedRow
 
-// finishNoOriginSQL is, where write transactions are serialized,
-// finishUpdate for an instance without an origin agent, without RETURNING;
-// "" elsewhere. It changes one row, or none when the fence does not match
-// or the instance has an origin, which finishUpdate then tells apart. An
-// UPDATE … RETURNING is a query, which SQLite answers through a temporary
-// table and database/sql through a Rows (and a goroutine watching the
-// transaction's context): together as much work as the UPDATE itself.
-func finishNoOriginSQL(d *Dialect) string {
-	if !d.Serialized {
-		return ""
-	}
-	q, _ := strings.CutSuffix(finishUpdate, ` RETURNING origin_class, origin_name`)
-	return d.Rebind(q + ` AND origin_class IS NULL`)
-}
+// Where there are no data-modifying CTEs (finishNotice), Finish is plain
+// statements rather than an UPDATE … RETURNING, which is a query: SQLite
+// answers it through a temporary table and database/sql through a Rows,
+// together as much work as the UPDATE itself. finishNoOrigin finishes an
+// instance without an origin agent, the common case, in one statement; when
+// it changes nothing, fencedOrigin tells a lost lease from an origin to
+// notify, and finishUpdate and insertNotice follow. An instance's origin
+// never changes, and the fence makes the UPDATE fail if the claim went
+// meanwhile.
+const (
+	finishNoOrigin = finishUpdate + ` AND origin_class IS NULL`
+	fencedOrigin   = `SELECT origin_class, origin_name FROM workflow_instances WHERE ` + fencedRow
+)
 
 // noticeCols are the columns of the finish notice (store.FinishedNoticeID):
 // id, class, name, method, payload, kind, idempotency key, next run, created.
@@ -324,7 +325,7 @@ func finishNotice(d *Dialect) string {
 	if !d.WritableCTEs {
 		return ""
 	}
-	return d.Rebind(`WITH f AS (` + finishUpdate + `),
+	return d.Rebind(`WITH f AS (` + finishUpdate + ` RETURNING origin_class, origin_name),
  n AS (INSERT INTO agent_schedules (` + noticeCols + `)
    SELECT ?, origin_class, origin_name, ?, ?, ?, ?, ?, ? FROM f WHERE origin_class IS NOT NULL
    ON CONFLICT DO NOTHING)
@@ -977,58 +978,60 @@ func (s *Store) Suspend(ctx context.Context, l store.Lease, sus store.Suspension
 }
 
 // Finish implements store.Store. Where the dialect can, the outcome and the
-// origin agent's notice are one statement (finishNotice); elsewhere the
-// notice is a second statement of the transaction, when the UPDATE returned
-// an origin.
+// origin agent's notice are one statement (finishNotice); elsewhere they
+// are plain statements of one transaction (see finishNoOrigin).
 func (s *Store) Finish(ctx context.Context, l store.Lease, o store.Outcome, now time.Time) error {
 	n := now.UnixMicro()
 	notice, err := noticeArgs(l.InstanceID, n)
 	if err != nil {
 		return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
 	}
+	args := []any{string(o.Status), blob(o.Output), nullString(o.ErrorName),
+		nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence}
+	lost := &store.InstanceError{ID: l.InstanceID, Op: "finish", Err: store.ErrLeaseLost}
 	one := s.q.finishNotice != ""
-	var wake store.Wake // the origin's notice, if one was queued
+	var origin sql.NullString // the origin's class, once its notice is queued
 	err = s.write(ctx, one, func(ctx context.Context, c Conn) error {
-		wake = store.Wake{}
-		args := []any{string(o.Status), blob(o.Output), nullString(o.ErrorName),
-			nullString(o.ErrorMessage), n, n, l.InstanceID, l.Owner, l.Fence}
-		if s.q.finishNoOrigin != "" {
-			done, err := c.Exec(ctx, s.q.finishNoOrigin, args...)
-			if err != nil {
-				return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
-			}
-			if done == 1 {
-				return nil
-			}
-			// Nothing changed: the lease is lost, or there is an origin to notify.
-		}
-		q := s.q.finish
+		origin = sql.NullString{}
 		if one {
-			q, args = s.q.finishNotice, append(args, notice...)
+			var name sql.NullString
+			err := queryRow(ctx, c, s.q.finishNotice, append(args, notice...), &origin, &name)
+			if errors.Is(err, sql.ErrNoRows) {
+				return lost
+			}
+			return err
 		}
-		var originClass, originName sql.NullString
-		err := queryRow(ctx, c, q, args, &originClass, &originName)
+		if done, err := c.Exec(ctx, s.q.finishNoOrigin, args...); err != nil || done == 1 {
+			return err
+		}
+		var class, name sql.NullString
+		err := queryRow(ctx, c, s.q.fencedOrigin, []any{l.InstanceID, l.Owner, l.Fence}, &class, &name)
 		if errors.Is(err, sql.ErrNoRows) {
-			return &store.InstanceError{ID: l.InstanceID, Op: "finish", Err: store.ErrLeaseLost}
+			return lost
 		}
 		if err != nil {
-			return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
+			return err
 		}
-		if originClass.Valid {
-			wake = store.Wake{Kind: store.WakeSchedules, Key: originClass.String}
+		if done, err := c.Exec(ctx, s.q.finish, args...); err != nil || done == 0 {
+			return cmp.Or(err, error(lost))
 		}
-		if one || !originClass.Valid {
-			return nil
+		if !class.Valid {
+			return nil // unreachable (the origin never changes), but never a nameless notice
 		}
 		// The notice's arguments: id, then the origin's class and name.
-		args = append([]any{notice[0], originClass.String, originName.String}, notice[1:]...)
+		args := append([]any{notice[0], class.String, name.String}, notice[1:]...)
 		if _, err := c.Exec(ctx, s.q.insertNotice, args...); err != nil {
-			return fmt.Errorf("finish instance %q: notify agent %s/%s: %w", l.InstanceID, originClass.String, originName.String, err)
+			return fmt.Errorf("notify agent %s/%s: %w", class.String, name.String, err)
 		}
+		origin = class
 		return nil
 	})
-	if err == nil && wake.Key != "" {
-		s.wake(wake)
+	var ie *store.InstanceError
+	if err != nil && !errors.As(err, &ie) {
+		return fmt.Errorf("finish instance %q: %w", l.InstanceID, err)
+	}
+	if err == nil && origin.Valid {
+		s.wake(store.Wake{Kind: store.WakeSchedules, Key: origin.String})
 	}
 	return err
 }
