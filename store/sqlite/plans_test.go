@@ -23,7 +23,10 @@ func openMigrated(t *testing.T) *sql.DB {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", path)
+	// The parallel subtests open connections together; the first one to
+	// find the WAL index missing rebuilds it under a lock the others must
+	// wait for rather than fail on.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
