@@ -387,6 +387,13 @@ func (cs *crashStore) ListConversation(ctx context.Context, key store.AgentKey) 
 	return cs.base.ListConversation(ctx, key)
 }
 
+func (cs *crashStore) ListConversationFrom(ctx context.Context, key store.AgentKey, seq int64) (r0 []store.ConversationMessage, err error) {
+	if err = cs.check(); err != nil {
+		return
+	}
+	return cs.base.ListConversationFrom(ctx, key, seq)
+}
+
 func (cs *crashStore) ListEvents(ctx context.Context, id string) (r0 []store.Event, err error) {
 	if err = cs.check(); err != nil {
 		return

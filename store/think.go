@@ -173,6 +173,11 @@ type ThinkStore interface {
 	RecoverSubmissions(ctx context.Context, key AgentKey, owner, errMsg string, now time.Time) (requeued, failed []Submission, err error)
 	// ListConversation returns the agent's conversation in Seq order.
 	ListConversation(ctx context.Context, key AgentKey) ([]ConversationMessage, error)
+	// ListConversationFrom returns the agent's messages whose Seq is at
+	// least seq, in Seq order: what a reader holding the conversation up to
+	// seq needs to catch up, with the message at seq to check that the one
+	// it holds is still there (ClearConversation starts the seqs again).
+	ListConversationFrom(ctx context.Context, key AgentKey, seq int64) ([]ConversationMessage, error)
 	// ClearConversation removes the agent's conversation.
 	ClearConversation(ctx context.Context, key AgentKey) error
 	// PendingSubmissionAgents returns up to limit agents of the given

@@ -798,6 +798,7 @@ func (a *Agent[S]) chatClear(ctx context.Context, c *agent.Conn) error {
 	if err := a.store().ClearConversation(ctx, a.key()); err != nil {
 		return err
 	}
+	a.history.forget()
 	if err := a.Broadcast(encode(map[string]string{"type": frameChatClear}), c); err != nil {
 		return err
 	}

@@ -202,17 +202,11 @@ func (a *Agent[S]) DeleteSubmissions(ctx context.Context, ids ...string) (int, e
 
 // Conversation returns the persisted conversation.
 func (a *Agent[S]) Conversation(ctx context.Context) ([]model.Message, error) {
-	rows, err := a.store().ListConversation(ctx, a.key())
+	msgs, err := a.history.read(ctx, a.store(), a.key())
 	if err != nil {
 		return nil, err
 	}
-	out := make([]model.Message, len(rows))
-	for i, r := range rows {
-		if err := json.Unmarshal(r.Message, &out[i]); err != nil {
-			return nil, fmt.Errorf("think: conversation of %s: message %d: %w", a.key(), r.Seq, err)
-		}
-	}
-	return out, nil
+	return cloneMessages(msgs), nil
 }
 
 func (a *Agent[S]) key() store.AgentKey { return store.AgentKey{Class: a.Class(), Name: a.Name()} }

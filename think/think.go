@@ -165,7 +165,8 @@ type Agent[S any] struct {
 	// cancels; the turn, registering, finds its id here and stops at once.
 	cancelled map[string]bool
 
-	chat chatHub // the chat protocol's streaming state (chat.go)
+	chat    chatHub // the chat protocol's streaming state (chat.go)
+	history history // the conversation as last read (history.go)
 }
 
 func (a *Agent[S]) setConfig(c *config) { a.cfg = c }

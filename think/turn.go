@@ -238,7 +238,7 @@ func (a *Agent[S]) turn(ctx context.Context, s *store.Submission, cs *chatStream
 	if err := st.ApplySubmission(ctx, a.key(), s.ID, rt.NodeID(), rt.Clock().Now()); err != nil {
 		return nil, usage, err
 	}
-	history, err := a.Conversation(ctx)
+	history, err := a.history.read(ctx, st, a.key())
 	if err != nil {
 		return nil, usage, err
 	}

@@ -73,10 +73,10 @@ type thinkQueries struct {
 	insertMessage, finishSubmission                      string
 	lockSubmission, finishPending                        string
 	outboxQueries
-	deleteFinished, deleteFinishedIDs   string
-	recoverSubmissions                  string
-	listConversation, clearConversation string
-	pendingAgents                       string
+	deleteFinished, deleteFinishedIDs                     string
+	recoverSubmissions                                    string
+	listConversation, conversationFrom, clearConversation string
+	pendingAgents                                         string
 }
 
 func newThinkQueries(d *Dialect) thinkQueries {
@@ -138,6 +138,7 @@ func newThinkQueries(d *Dialect) thinkQueries {
    AND (owner IS NULL OR owner <> ?)
  RETURNING ` + submissionCols),
 		listConversation:  r(`SELECT ` + conversationCols + ` FROM think_conversation WHERE class = ? AND name = ? ORDER BY seq`),
+		conversationFrom:  r(`SELECT ` + conversationCols + ` FROM think_conversation WHERE class = ? AND name = ? AND seq >= ? ORDER BY seq`),
 		clearConversation: r(`DELETE FROM think_conversation WHERE class = ? AND name = ?`),
 		// An agent live on a node with a row is that node's to run. Filled
 		// in with inList.
@@ -541,6 +542,15 @@ func (s *Store) ListConversation(ctx context.Context, key store.AgentKey) ([]sto
 	ms, err := readAll(ctx, s, s.tq.listConversation, []any{key.Class, key.Name}, scanConversation)
 	if err != nil {
 		return nil, fmt.Errorf("list the conversation of agent %s: %w", key, err)
+	}
+	return ms, nil
+}
+
+// ListConversationFrom implements store.ThinkStore.
+func (s *Store) ListConversationFrom(ctx context.Context, key store.AgentKey, seq int64) ([]store.ConversationMessage, error) {
+	ms, err := readAll(ctx, s, s.tq.conversationFrom, []any{key.Class, key.Name, seq}, scanConversation)
+	if err != nil {
+		return nil, fmt.Errorf("list the conversation of agent %s from message %d: %w", key, seq, err)
 	}
 	return ms, nil
 }

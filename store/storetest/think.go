@@ -795,6 +795,46 @@ var conversationCases = []testCase{
 			t.Errorf("after a clear and s2: %+v, want c then d in increasing seq", got)
 		}
 	}},
+	{"ListConversationFrom", func(t *testing.T, s store.Store) {
+		createSubmission(t, s, newSubmission("s1", chatA, t0, msg("a"), msg("b"), msg("c")))
+		runSubmission(t, s, chatA, "s1", "node-1", at(time.Second))
+		createSubmission(t, s, newSubmission("s1", counterA, t0, msg("x")))
+		runSubmission(t, s, counterA, "s1", "node-1", at(time.Second))
+		from := func(seq int64) []string {
+			t.Helper()
+			ms, err := s.ListConversationFrom(t.Context(), chatA, seq)
+			if err != nil {
+				t.Fatalf("ListConversationFrom(%d): %v", seq, err)
+			}
+			out := []string{}
+			for _, m := range ms {
+				if m.AgentKey != chatA || m.SubmissionID != "s1" || !m.CreatedAt.Equal(at(time.Second)) {
+					t.Errorf("ListConversationFrom(%d): message %d is %+v, want agent %s's from s1 at %v", seq, m.Seq, m, chatA, at(time.Second))
+				}
+				out = append(out, fmt.Sprintf("%d:%s", m.Seq, m.Message))
+			}
+			return out
+		}
+		all := conversation(t, s, chatA)
+		if len(all) != 3 {
+			t.Fatalf("conversation: %d messages, want 3", len(all))
+		}
+		whole := []string{fmt.Sprintf("%d:%s", all[0].Seq, msg("a")), fmt.Sprintf("%d:%s", all[1].Seq, msg("b")), fmt.Sprintf("%d:%s", all[2].Seq, msg("c"))}
+		for _, c := range []struct {
+			seq  int64
+			want []string
+		}{
+			{0, whole},
+			{all[0].Seq, whole},
+			{all[1].Seq, whole[1:]},
+			{all[2].Seq, whole[2:]},
+			{all[2].Seq + 1, []string{}},
+		} {
+			if got := from(c.seq); !slices.Equal(got, c.want) {
+				t.Errorf("ListConversationFrom(%d) = %v, want %v", c.seq, got, c.want)
+			}
+		}
+	}},
 	{"MessagesKeepTheirJSON", func(t *testing.T, s store.Store) {
 		// Elements of every JSON kind, nested arrays included, one row each.
 		elems := []string{`{"role":"user","content":[{"type":"text","text":"a,b]"}]}`, `"plain"`, `[1,[2,3]]`, `null`, `{"k":"\u00e9\"x"}`}
