@@ -7,8 +7,10 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"agentflow/agent"
 	"agentflow/model"
@@ -363,8 +365,13 @@ func TestChatApproval(t *testing.T) {
 // cut-off continuation ended as error, not lost and not run twice.
 func TestChatToolResultSurvivesRestart(t *testing.T) {
 	t.Parallel()
+	// asked is closed when the continuation calls the model: its messages
+	// are in the conversation by then (the start chunk comes before).
+	asked := make(chan struct{})
+	var once sync.Once
 	stalling := scripted.New(scripted.Turn{Respond: func(req model.Request) scripted.Turn {
 		if last := req.Messages[len(req.Messages)-1]; last.Role == model.RoleTool {
+			once.Do(func() { close(asked) })
 			return scripted.Stall() // the continuation hangs until the node stops
 		}
 		return scripted.Turn{Calls: []model.ToolCall{{ID: "k1", Name: "pick_color", Arguments: json.RawMessage(`{"hint":"sky"}`)}}}
@@ -380,6 +387,11 @@ func TestChatToolResultSurvivesRestart(t *testing.T) {
 	a.until("the continuation's offer", func(f chatFrame) bool { return f.Type == "cf_agent_stream_resuming" && f.ID == "tr_k1" })
 	a.send(map[string]any{"type": "cf_agent_stream_resume_ack", "id": "tr_k1"})
 	a.until("the continuation's start", func(f chatFrame) bool { return f.ID == "tr_k1" && f.chunkType() == "start" })
+	select {
+	case <-asked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the continuation never called the model")
+	}
 	srv.Close()
 	e.stop()
 
