@@ -71,6 +71,7 @@ type thinkQueries struct {
 	listHead, listStatuses, listTail                     string
 	startSubmission, lockRunning, setApplied, maxConvSeq string
 	insertMessage, finishSubmission                      string
+	readRunning, applyMessages, appendMessages           string
 	lockSubmission, finishPending                        string
 	outboxQueries
 	deleteFinished, deleteFinishedIDs                     string
@@ -151,6 +152,9 @@ func newThinkQueries(d *Dialect) thinkQueries {
 	if d.AgentLock != "" {
 		q.agentLock = r(d.AgentLock)
 	}
+	if d.WritableCTEs {
+		q.readRunning, q.applyMessages, q.appendMessages = messagesCTEs(d)
+	}
 	q.outboxQueries = newOutboxQueries(d)
 	return q
 }
@@ -212,6 +216,32 @@ func splitMessages(msgs []byte) ([]json.RawMessage, error) {
 		return nil, errors.New("messages are not a JSON array: null")
 	}
 	return out, nil
+}
+
+// messagesCTEs are, for dialects with data-modifying CTEs, the statements
+// by which a running submission's messages reach the conversation in one
+// statement each rather than a transaction of four to six round trips:
+// readRunning reads the submission's messages (which never change once
+// submitted) and whether they were applied, while owner runs it; then
+// applyMessages sets applied and appends them, and appendMessages appends
+// a turn's, each only while owner runs the submission, under the row lock
+// the UPDATE or FOR UPDATE takes. Both take the messages as one array after
+// the fence's arguments and return how many submissions they fenced (0 or
+// 1). The seqs follow the conversation's last, read in the statement's
+// snapshot: one submission of an agent runs at a time, and a second writer
+// would fail on the primary key, not interleave.
+func messagesCTEs(d *Dialect) (readRunning, apply, appendTurn string) {
+	fence := `class = ? AND name = ? AND id = ? AND owner = ? AND status = '` + string(store.SubmissionRunning) + `'`
+	insert := ` m AS (INSERT INTO think_conversation (` + conversationCols + `)
+   SELECT s.class, s.name, (SELECT COALESCE(MAX(c.seq), 0) FROM think_conversation c
+       WHERE c.class = s.class AND c.name = s.name) + e.ord, s.id, e.msg, ?
+   FROM s, unnest(CAST(? AS BYTEA[])) WITH ORDINALITY AS e(msg, ord))
+SELECT COUNT(*) FROM s`
+	readRunning = d.Rebind(`SELECT messages, applied FROM think_submissions WHERE ` + fence)
+	apply = d.Rebind(`WITH s AS (UPDATE think_submissions SET applied = 1 WHERE ` + fence + ` AND applied = 0
+   RETURNING class, name, id),` + insert)
+	appendTurn = d.Rebind(`WITH s AS (SELECT class, name, id FROM think_submissions WHERE ` + fence + ` FOR UPDATE),` + insert)
+	return readRunning, apply, appendTurn
 }
 
 // lockAgent takes the dialect's lock on the agent, if it has one.
@@ -406,6 +436,9 @@ func (s *Store) lockRunning(ctx context.Context, tx *sql.Tx, op string, key stor
 // applied is left as it is: its messages are in the conversation once.
 func (s *Store) ApplySubmission(ctx context.Context, key store.AgentKey, id, owner string, now time.Time) error {
 	op := fmt.Sprintf("apply submission %s of agent %s", id, key)
+	if s.tq.applyMessages != "" {
+		return s.applyOne(ctx, op, key, id, owner, now)
+	}
 	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		raw, applied, err := s.lockRunning(ctx, tx, op, key, id, owner)
 		if err != nil || applied {
@@ -430,6 +463,66 @@ func (s *Store) ApplySubmission(ctx context.Context, key store.AgentKey, id, own
 	})
 }
 
+// applyOne is ApplySubmission in one statement (messagesCTEs), after a read
+// of the messages; when the statement fences nothing, a second read says
+// whether the messages were applied meanwhile or owner lost the submission.
+func (s *Store) applyOne(ctx context.Context, op string, key store.AgentKey, id, owner string, now time.Time) error {
+	raw, applied, err := s.readRunning(ctx, op, key, id, owner)
+	if err != nil || applied {
+		return err
+	}
+	elems, err := splitMessages(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	msgs := make([][]byte, len(elems))
+	for i, e := range elems {
+		msgs[i] = e
+	}
+	fenced, err := s.writeMessages(ctx, s.tq.applyMessages, key, id, owner, msgs, now)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if fenced {
+		return nil
+	}
+	if _, applied, err = s.readRunning(ctx, op, key, id, owner); err != nil {
+		return err
+	}
+	if !applied {
+		return fmt.Errorf("%s: it is running, unapplied, and the write did not find it so", op)
+	}
+	return nil
+}
+
+// readRunning reads, through the read pool, the messages of the submission
+// owner runs and whether they were applied; it fails with ErrLeaseLost
+// when owner does not run it.
+func (s *Store) readRunning(ctx context.Context, op string, key store.AgentKey, id, owner string) ([]byte, bool, error) {
+	var (
+		raw     []byte
+		applied int64
+	)
+	err := s.readRow(ctx, s.tq.readRunning, key.Class, key.Name, id, owner).Scan(&raw, &applied)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", op, err)
+	}
+	return raw, applied != 0, nil
+}
+
+// writeMessages runs q, applyMessages or appendMessages, and reports
+// whether it fenced the running submission.
+func (s *Store) writeMessages(ctx context.Context, q string, key store.AgentKey, id, owner string, msgs [][]byte, now time.Time) (bool, error) {
+	var fenced int64
+	err := s.w.WriteOne(ctx, func(ctx context.Context, c Conn) error {
+		return queryRow(ctx, c, q, []any{key.Class, key.Name, id, owner, now.UnixMicro(), msgs}, &fenced)
+	})
+	return fenced > 0, err
+}
+
 // AppendConversation implements store.ThinkStore.
 func (s *Store) AppendConversation(ctx context.Context, key store.AgentKey, id, owner string, msgs [][]byte, now time.Time) error {
 	op := fmt.Sprintf("append to the conversation of agent %s for submission %s", key, id)
@@ -437,6 +530,16 @@ func (s *Store) AppendConversation(ctx context.Context, key store.AgentKey, id, 
 		if !utf8.Valid(m) || !json.Valid(m) {
 			return fmt.Errorf("%s: message %d is not valid JSON", op, i)
 		}
+	}
+	if s.tq.appendMessages != "" {
+		fenced, err := s.writeMessages(ctx, s.tq.appendMessages, key, id, owner, msgs, now)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if !fenced {
+			return fmt.Errorf("%s: %s does not run it: %w", op, owner, store.ErrLeaseLost)
+		}
+		return nil
 	}
 	return s.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, _, err := s.lockRunning(ctx, tx, op, key, id, owner); err != nil {
