@@ -244,6 +244,20 @@ SELECT COUNT(*) FROM s`
 	return readRunning, apply, appendTurn
 }
 
+// messageRows splits a submission's messages into the conversation rows
+// they become, one a message, each as it was submitted.
+func messageRows(raw []byte) ([][]byte, error) {
+	elems, err := splitMessages(raw)
+	if err != nil {
+		return nil, err
+	}
+	msgs := make([][]byte, len(elems))
+	for i, e := range elems {
+		msgs[i] = e
+	}
+	return msgs, nil
+}
+
 // lockAgent takes the dialect's lock on the agent, if it has one.
 func (s *Store) lockAgent(ctx context.Context, c Conn, key store.AgentKey) error {
 	if s.tq.agentLock == "" {
@@ -444,13 +458,9 @@ func (s *Store) ApplySubmission(ctx context.Context, key store.AgentKey, id, own
 		if err != nil || applied {
 			return err
 		}
-		elems, err := splitMessages(raw)
+		msgs, err := messageRows(raw)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
-		}
-		msgs := make([][]byte, len(elems))
-		for i, e := range elems {
-			msgs[i] = e
 		}
 		c := TxConn(tx)
 		if err := s.appendMessages(ctx, c, tx, key, id, msgs, now); err != nil {
@@ -471,13 +481,9 @@ func (s *Store) applyOne(ctx context.Context, op string, key store.AgentKey, id,
 	if err != nil || applied {
 		return err
 	}
-	elems, err := splitMessages(raw)
+	msgs, err := messageRows(raw)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
-	}
-	msgs := make([][]byte, len(elems))
-	for i, e := range elems {
-		msgs[i] = e
 	}
 	fenced, err := s.writeMessages(ctx, s.tq.applyMessages, key, id, owner, msgs, now)
 	if err != nil {
