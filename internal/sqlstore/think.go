@@ -71,7 +71,7 @@ type thinkQueries struct {
 	listHead, listStatuses, listTail                     string
 	startSubmission, lockRunning, setApplied, maxConvSeq string
 	insertMessage, finishSubmission                      string
-	readRunning, applyMessages, appendMessages           string
+	readRunning, applyMessages, appendTurn               string
 	lockSubmission, finishPending                        string
 	outboxQueries
 	deleteFinished, deleteFinishedIDs                     string
@@ -153,7 +153,7 @@ func newThinkQueries(d *Dialect) thinkQueries {
 		q.agentLock = r(d.AgentLock)
 	}
 	if d.WritableCTEs {
-		q.readRunning, q.applyMessages, q.appendMessages = messagesCTEs(d)
+		q.readRunning, q.applyMessages, q.appendTurn = messagesCTEs(d)
 	}
 	q.outboxQueries = newOutboxQueries(d)
 	return q
@@ -223,7 +223,7 @@ func splitMessages(msgs []byte) ([]json.RawMessage, error) {
 // statement each rather than a transaction of four to six round trips:
 // readRunning reads the submission's messages (which never change once
 // submitted) and whether they were applied, while owner runs it; then
-// applyMessages sets applied and appends them, and appendMessages appends
+// applyMessages sets applied and appends them, and appendTurn appends
 // a turn's, each only while owner runs the submission, under the row lock
 // the UPDATE or FOR UPDATE takes. Both take the messages as one array after
 // the fence's arguments and return how many submissions they fenced (0 or
@@ -477,7 +477,7 @@ func (s *Store) ApplySubmission(ctx context.Context, key store.AgentKey, id, own
 // of the messages; when the statement fences nothing, a second read says
 // whether the messages were applied meanwhile or owner lost the submission.
 func (s *Store) applyOne(ctx context.Context, op string, key store.AgentKey, id, owner string, now time.Time) error {
-	raw, applied, err := s.readRunning(ctx, op, key, id, owner)
+	raw, applied, err := s.runningMessages(ctx, op, key, id, owner)
 	if err != nil || applied {
 		return err
 	}
@@ -492,7 +492,7 @@ func (s *Store) applyOne(ctx context.Context, op string, key store.AgentKey, id,
 	if fenced {
 		return nil
 	}
-	if _, applied, err = s.readRunning(ctx, op, key, id, owner); err != nil {
+	if _, applied, err = s.runningMessages(ctx, op, key, id, owner); err != nil {
 		return err
 	}
 	if !applied {
@@ -501,10 +501,10 @@ func (s *Store) applyOne(ctx context.Context, op string, key store.AgentKey, id,
 	return nil
 }
 
-// readRunning reads, through the read pool, the messages of the submission
+// runningMessages reads, through the read pool, the messages of the submission
 // owner runs and whether they were applied; it fails with ErrLeaseLost
 // when owner does not run it.
-func (s *Store) readRunning(ctx context.Context, op string, key store.AgentKey, id, owner string) ([]byte, bool, error) {
+func (s *Store) runningMessages(ctx context.Context, op string, key store.AgentKey, id, owner string) ([]byte, bool, error) {
 	var (
 		raw     []byte
 		applied int64
@@ -519,7 +519,7 @@ func (s *Store) readRunning(ctx context.Context, op string, key store.AgentKey, 
 	return raw, applied != 0, nil
 }
 
-// writeMessages runs q, applyMessages or appendMessages, and reports
+// writeMessages runs q, applyMessages or appendTurn, and reports
 // whether it fenced the running submission.
 func (s *Store) writeMessages(ctx context.Context, q string, key store.AgentKey, id, owner string, msgs [][]byte, now time.Time) (bool, error) {
 	var fenced int64
@@ -537,8 +537,8 @@ func (s *Store) AppendConversation(ctx context.Context, key store.AgentKey, id, 
 			return fmt.Errorf("%s: message %d is not valid JSON", op, i)
 		}
 	}
-	if s.tq.appendMessages != "" {
-		fenced, err := s.writeMessages(ctx, s.tq.appendMessages, key, id, owner, msgs, now)
+	if s.tq.appendTurn != "" {
+		fenced, err := s.writeMessages(ctx, s.tq.appendTurn, key, id, owner, msgs, now)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
