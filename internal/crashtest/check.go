@@ -84,6 +84,43 @@ func (m *Monitor) Progress(ctx context.Context) (Progress, error) {
 	return p, rows.Err()
 }
 
+// Stuck describes, for a failure message, the instances under the
+// monitor's prefix that have not finished (up to 10) and the node rows:
+// whose claim each is under, when it is due, what it waits for.
+func (m *Monitor) Stuck(ctx context.Context) string {
+	var b strings.Builder
+	rows, err := m.db.QueryContext(ctx, m.rebind(`SELECT id, status, COALESCE(owner, ''), fence, COALESCE(wake_at, 0),
+   COALESCE(waiting_event, ''), updated_at FROM workflow_instances
+ WHERE id LIKE ? AND status NOT IN ('complete', 'errored', 'terminated') ORDER BY id LIMIT 10`), m.prefix+"-%")
+	if err != nil {
+		return fmt.Sprintf("\n(unfinished instances not read: %v)", err)
+	}
+	for rows.Next() {
+		var id, status, owner, event string
+		var fence, wake, updated int64
+		if err := rows.Scan(&id, &status, &owner, &fence, &wake, &event, &updated); err != nil {
+			break
+		}
+		fmt.Fprintf(&b, "\nunfinished: %s status=%s owner=%q fence=%d wake_at=%d waiting_event=%q updated_at=%d",
+			id, status, owner, fence, wake, event, updated)
+	}
+	rows.Close()
+	nodes, err := m.db.QueryContext(ctx, `SELECT id, host, pid, expires_at FROM agentflow_nodes ORDER BY id`)
+	if err != nil {
+		return b.String() + fmt.Sprintf("\n(nodes not read: %v)", err)
+	}
+	defer nodes.Close()
+	for nodes.Next() {
+		var id, host string
+		var pid, expires int64
+		if err := nodes.Scan(&id, &host, &pid, &expires); err != nil {
+			break
+		}
+		fmt.Fprintf(&b, "\nnode: %s host=%s pid=%d expires_at=%d", id, host, pid, expires)
+	}
+	return b.String()
+}
+
 // Executions returns how many step executions the audit log holds.
 func (m *Monitor) Executions(ctx context.Context) (int, error) { return m.audit.countExecs(ctx) }
 

@@ -380,7 +380,8 @@ func Run(ctx context.Context, s Scenario) (*Report, error) {
 			for _, sl := range slots {
 				fmt.Fprintf(&outs, "\n--- output of %s (pid %d):\n%s", sl.ch.Config.NodeID, sl.ch.PID(), tail(sl.ch.Output(), 4096))
 			}
-			return fail(fmt.Errorf("crashtest: seed %d: %d of %d instances finished within %s (%d kills): %w%s", s.Seed, p.Finished, s.Instances, s.Timeout, kills, ctx.Err(), outs.String()))
+			return fail(fmt.Errorf("crashtest: seed %d: %d of %d instances finished within %s (%d kills): %w%s%s", s.Seed, p.Finished, s.Instances, s.Timeout, kills, ctx.Err(),
+				m.Stuck(context.WithoutCancel(ctx)), outs.String()))
 		case <-tick.C:
 		}
 		for _, sl := range slots {
