@@ -177,6 +177,7 @@ type ThinkStore interface {
 	// least seq, in Seq order: what a reader holding the conversation up to
 	// seq needs to catch up, with the message at seq to check that the one
 	// it holds is still there (ClearConversation starts the seqs again).
+	// A negative seq fails with an error that says so.
 	ListConversationFrom(ctx context.Context, key AgentKey, seq int64) ([]ConversationMessage, error)
 	// ClearConversation removes the agent's conversation.
 	ClearConversation(ctx context.Context, key AgentKey) error

@@ -183,7 +183,7 @@ type queries struct {
 
 func newQueries(d *Dialect) queries {
 	r := d.Rebind
-	return queries{
+	q := queries{
 		insertInstance: r(insertInstanceSQL),
 		getInstance:    r(`SELECT ` + instanceCols + ` FROM workflow_instances WHERE id = ?`),
 		listSteps:      r(`SELECT ` + stepCols + `, started_at FROM workflow_steps WHERE instance_id = ? ORDER BY seq`),
@@ -231,15 +231,11 @@ func newQueries(d *Dialect) queries {
  WHERE id = ? AND ` + notIndexed("status") + ` = 'waiting' AND owner IS NULL
    AND EXISTS (SELECT 1 FROM workflow_events WHERE instance_id = ? AND type = ? AND consumed = 0)
  RETURNING service`),
-		finish:         r(finishUpdate),
-		finishNoOrigin: r(finishNoOrigin),
-		fencedOrigin:   r(fencedOrigin),
-		insertNotice:   r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-		finishNotice:   finishNotice(d),
-		lockInstance:   r(`SELECT status, owner, waiting_event, service FROM workflow_instances WHERE id = ?` + d.ForUpdate),
-		insertEvent:    r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
-		wakeForEvent:   r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
-		pauseRequest:   r(`UPDATE workflow_instances SET status = 'waitingForPause', updated_at = ? WHERE id = ?`),
+		finishNotice: finishNotice(d),
+		lockInstance: r(`SELECT status, owner, waiting_event, service FROM workflow_instances WHERE id = ?` + d.ForUpdate),
+		insertEvent:  r(`INSERT INTO workflow_events (instance_id, type, payload, created_at) VALUES (?, ?, ?, ?)`),
+		wakeForEvent: r(`UPDATE workflow_instances SET wake_at = ? WHERE id = ?`),
+		pauseRequest: r(`UPDATE workflow_instances SET status = 'waitingForPause', updated_at = ? WHERE id = ?`),
 		pauseNow: r(`UPDATE workflow_instances SET prior_status = status, status = 'paused', paused_at = ?,
    paused_wake_at = wake_at, wake_at = NULL, updated_at = ? WHERE id = ?`),
 		cancelPause: r(`UPDATE workflow_instances SET status = 'running', updated_at = ? WHERE id = ?`),
@@ -272,6 +268,12 @@ func newQueries(d *Dialect) queries {
 		orphanOwners: `SELECT DISTINCT owner FROM workflow_instances
  WHERE owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM agentflow_nodes WHERE agentflow_nodes.id = workflow_instances.owner)`,
 	}
+	if q.finishNotice == "" {
+		// Finish as plain statements (see finishNoOrigin).
+		q.finish, q.finishNoOrigin, q.fencedOrigin = r(finishUpdate), r(finishNoOrigin), r(fencedOrigin)
+		q.insertNotice = r(`INSERT INTO agent_schedules (` + noticeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+	}
+	return q
 }
 
 // fencedRow is the condition of a fenced read or write of one instance

@@ -19,7 +19,7 @@ func Statements(d *Dialect) map[string]string {
 		collectStrings(name, reflect.ValueOf(v), out)
 	}
 	for name := range out {
-		if strings.HasPrefix(name, "tq.list") && name != "tq.listConversation" || strings.HasPrefix(name, "wq.list") ||
+		if strings.HasPrefix(name, "tq.list") || strings.HasPrefix(name, "wq.list") ||
 			name == "wq.metaEqual" {
 			delete(out, name)
 		}

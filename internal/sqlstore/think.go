@@ -74,10 +74,10 @@ type thinkQueries struct {
 	readRunning, applyMessages, appendTurn               string
 	lockSubmission, finishPending                        string
 	outboxQueries
-	deleteFinished, deleteFinishedIDs                     string
-	recoverSubmissions                                    string
-	listConversation, conversationFrom, clearConversation string
-	pendingAgents                                         string
+	deleteFinished, deleteFinishedIDs   string
+	recoverSubmissions                  string
+	conversationFrom, clearConversation string
+	pendingAgents                       string
 }
 
 func newThinkQueries(d *Dialect) thinkQueries {
@@ -138,7 +138,6 @@ func newThinkQueries(d *Dialect) thinkQueries {
  WHERE class = ? AND name = ? AND status IN ` + activeSubmissions + ` AND status = ` + running + `
    AND (owner IS NULL OR owner <> ?)
  RETURNING ` + submissionCols),
-		listConversation:  r(`SELECT ` + conversationCols + ` FROM think_conversation WHERE class = ? AND name = ? ORDER BY seq`),
 		conversationFrom:  r(`SELECT ` + conversationCols + ` FROM think_conversation WHERE class = ? AND name = ? AND seq >= ? ORDER BY seq`),
 		clearConversation: r(`DELETE FROM think_conversation WHERE class = ? AND name = ?`),
 		// An agent live on a node with a row is that node's to run. Filled
@@ -648,7 +647,7 @@ func (s *Store) RecoverSubmissions(ctx context.Context, key store.AgentKey, owne
 
 // ListConversation implements store.ThinkStore.
 func (s *Store) ListConversation(ctx context.Context, key store.AgentKey) ([]store.ConversationMessage, error) {
-	ms, err := readAll(ctx, s, s.tq.listConversation, []any{key.Class, key.Name}, scanConversation)
+	ms, err := s.conversationFrom(ctx, key, 0)
 	if err != nil {
 		return nil, fmt.Errorf("list the conversation of agent %s: %w", key, err)
 	}
@@ -657,11 +656,20 @@ func (s *Store) ListConversation(ctx context.Context, key store.AgentKey) ([]sto
 
 // ListConversationFrom implements store.ThinkStore.
 func (s *Store) ListConversationFrom(ctx context.Context, key store.AgentKey, seq int64) ([]store.ConversationMessage, error) {
-	ms, err := readAll(ctx, s, s.tq.conversationFrom, []any{key.Class, key.Name, seq}, scanConversation)
+	if seq < 0 {
+		return nil, fmt.Errorf("list the conversation of agent %s from message %d: seq must not be negative", key, seq)
+	}
+	ms, err := s.conversationFrom(ctx, key, seq)
 	if err != nil {
 		return nil, fmt.Errorf("list the conversation of agent %s from message %d: %w", key, seq, err)
 	}
 	return ms, nil
+}
+
+// conversationFrom reads the agent's messages from seq on (0: all of them;
+// seqs start at 1).
+func (s *Store) conversationFrom(ctx context.Context, key store.AgentKey, seq int64) ([]store.ConversationMessage, error) {
+	return readAll(ctx, s, s.tq.conversationFrom, []any{key.Class, key.Name, seq}, scanConversation)
 }
 
 // ClearConversation implements store.ThinkStore. The seqs of messages

@@ -834,6 +834,9 @@ var conversationCases = []testCase{
 				t.Errorf("ListConversationFrom(%d) = %v, want %v", c.seq, got, c.want)
 			}
 		}
+		if _, err := s.ListConversationFrom(t.Context(), chatA, -1); err == nil || !strings.Contains(err.Error(), "negative") {
+			t.Errorf("ListConversationFrom(-1) = %v, want an error saying seq is negative", err)
+		}
 	}},
 	{"MessagesKeepTheirJSON", func(t *testing.T, s store.Store) {
 		// Elements of every JSON kind, nested arrays included, one row each.
