@@ -12,6 +12,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -83,11 +84,47 @@ var dialect = &sqlstore.Dialect{
 	AgentLock: "SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)), hashtext(CAST(? AS TEXT)))",
 }
 
+// openDB opens the store's pool on cfg: its connections plan the store's
+// statements for any parameters (genericPlans), unless cfg sets
+// plan_cache_mode itself.
+func openDB(cfg *pgx.ConnConfig) *sql.DB {
+	var o []stdlib.OptionOpenDB
+	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set {
+		o = append(o, stdlib.OptionAfterConnect(genericPlans))
+	}
+	return stdlib.OpenDB(*cfg, o...)
+}
+
+// genericPlans sets a new connection to plan each prepared statement once,
+// for any parameters, and keep that plan (plan_cache_mode =
+// force_generic_plan).
+//
+// By default PostgreSQL plans a prepared statement for its parameters on
+// each of its first five executions on a connection, and for good when the
+// plan for any parameters looks costlier, which it does for a statement
+// whose condition matches a partial index only for some values (a
+// submission's status, say): across a pool of connections that planning
+// was a quarter of the executions of the Think path, and as much server
+// time as executing them. The store's statements are written so that the
+// plan for any parameters is the right one, on tables never analyzed too
+// (the fenced writes find their row by primary key whatever the owner;
+// TestKeyLookupsUseTheirKey and TestHotStatementsUsePrimaryKeys check the
+// plans under this setting). A SET, not a startup parameter, so that a
+// pooler that refuses unknown startup parameters still connects.
+func genericPlans(ctx context.Context, c *pgx.Conn) error {
+	if err := c.PgConn().Exec(ctx, "SET plan_cache_mode = force_generic_plan").Close(); err != nil {
+		return fmt.Errorf("postgres: set plan_cache_mode: %w", err)
+	}
+	return nil
+}
+
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Open connects to the database named by dsn (a PostgreSQL URL or key=value
 // string), applies the embedded migrations, and refuses a database whose
-// schema is newer than this binary (store.ErrSchemaTooNew).
+// schema is newer than this binary (store.ErrSchemaTooNew). Its connections
+// plan each statement once, for any parameters (plan_cache_mode =
+// force_generic_plan), unless dsn sets plan_cache_mode.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -105,7 +142,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.GroupConns <= 0 {
 		opts.GroupConns = 2
 	}
-	db := stdlib.OpenDB(*cfg)
+	db := openDB(cfg)
 	db.SetMaxOpenConns(opts.MaxConns)
 	db.SetMaxIdleConns(opts.MaxConns)
 	if err := db.PingContext(ctx); err != nil {
