@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -86,7 +87,9 @@ func TestMalformedNoticeIsReported(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			key := store.AgentKey{Class: "Listener", Name: "malformed-" + tc.name}
+			// A name of this run's own: the errors are kept by name for
+			// the whole test binary, which -count runs again.
+			key := store.AgentKey{Class: "Listener", Name: fmt.Sprintf("malformed-%s-%d", tc.name, time.Now().UnixNano())}
 			now := e.clock.Now()
 			id := "wfn_bad_" + tc.name
 			s := &store.Schedule{ID: id, AgentKey: key, Method: "agentflow:workflow-notice", Payload: []byte(tc.payload),
