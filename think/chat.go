@@ -157,6 +157,13 @@ func chatMetaOf(s *store.Submission) *chatMeta {
 
 // chatHub is an agent's chat streaming state, in memory.
 type chatHub struct {
+	// snap orders the conversations sent to clients (cf_agent_chat_messages):
+	// each is read and queued under it, so none read before another is
+	// queued after it. Without it a request's broadcast of the
+	// conversation with its new message, read before its turn ended, was
+	// seen to reach the clients after the turn's own, newer one, and they
+	// showed the older conversation until the next.
+	snap    sync.Mutex
 	mu      sync.Mutex
 	cur     *chatStream            // the running turn's stream, nil between turns
 	last    *chatStream            // the last ended turn's
@@ -468,6 +475,8 @@ func (a *Agent[S]) broadcastChatMessages(ctx context.Context, except ...*agent.C
 		// runtime adds a connection before its OnConnect).
 		return
 	}
+	a.chat.snap.Lock()
+	defer a.chat.snap.Unlock()
 	frame, err := a.chatMessagesFrame(ctx, false)
 	if err == nil {
 		err = a.Broadcast(frame, except...)
@@ -487,11 +496,13 @@ func (a *Agent[S]) OnConnect(ctx context.Context, c *agent.Conn, _ *http.Request
 
 // ConnectChat is what OnConnect does for the chat protocol.
 func (a *Agent[S]) ConnectChat(ctx context.Context, c *agent.Conn) error {
+	h := &a.chat
+	h.snap.Lock()
+	defer h.snap.Unlock()
 	frame, err := a.chatMessagesFrame(ctx, true)
 	if err != nil {
 		return err
 	}
-	h := &a.chat
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	send(c, frame)
