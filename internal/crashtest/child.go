@@ -74,13 +74,21 @@ func runChild(cfg ChildConfig) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pid", os.Getpid())
 
+	// Stopped before it started (SIGTERM while it waited, say, for another
+	// process's migration): it did nothing, and exits cleanly.
 	st, err := cfg.Target.openStore(ctx, cfg.MaxConns)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
 	audit, err := openAudit(ctx, cfg.Target, 4)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("open audit log: %w", err)
 	}
 	audit.startWriter()
