@@ -40,8 +40,8 @@ type Options struct {
 	// MaxConns caps the connection pool; default four per processor this
 	// process may use (GOMAXPROCS), at least 8. Connections beyond a few
 	// per core the server has only queue inside it: on a two-core machine
-	// 8 ran Think turns ~25 % and prompts ~30 % faster than 32
-	// (BENCHMARKS.md, "PostgreSQL pool size").
+	// 8 ran ~20 % more Think turns and ~35 % more prompts a second than 32
+	// (medians of three passes; BENCHMARKS.md, "PostgreSQL pool size").
 	MaxConns int
 	// GroupConns is how many groups of one-statement writes may be at the
 	// server at once, each on a connection of the pool; default 2.
