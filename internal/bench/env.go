@@ -23,6 +23,7 @@ import (
 type env struct {
 	backend string
 	st      store.Store
+	sq      *sqlstore.Store   // st's SQL implementation
 	w       sqlstore.Writer   // the store's own write path (group commit on SQLite)
 	d       *sqlstore.Dialect // the store's dialect
 	// read runs the bench's own queries (counts, checks) beside the store.
@@ -78,7 +79,7 @@ func (r *runner) openSQLite(ctx context.Context) (*env, error) {
 	read.SetMaxOpenConns(1)
 	sq := st.Store.(*sqlstore.Store)
 	return &env{
-		backend: "sqlite", st: st, w: sq.Writer(), d: sq.Dialect(), read: read, path: st.Path(),
+		backend: "sqlite", st: st, sq: sq, w: sq.Writer(), d: sq.Dialect(), read: read, path: st.Path(),
 		cleanup: func() error {
 			return errors.Join(read.Close(), st.Close(), removeFiles())
 		},
@@ -94,7 +95,7 @@ func (r *runner) openPostgres(ctx context.Context) (*env, error) {
 	sq := st.Store.(*sqlstore.Store)
 	db := sq.ReadDB()
 	return &env{
-		backend: "postgres", st: st, w: sq.Writer(), d: sq.Dialect(), read: db,
+		backend: "postgres", st: st, sq: sq, w: sq.Writer(), d: sq.Dialect(), read: db,
 		cleanup: func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentflow/internal/sqlstore"
 	"agentflow/workflow"
 )
 
@@ -72,7 +70,8 @@ func (r *runner) steps(ctx context.Context) (_ []Result, err error) {
 	}
 	defer func() { err = errors.Join(err, e.cleanup()) }()
 
-	if err := createRawTable(ctx, e); err != nil {
+	rawInsert, err := e.sq.RawInsert(ctx)
+	if err != nil {
 		return nil, err
 	}
 
@@ -98,11 +97,11 @@ func (r *runner) steps(ctx context.Context) (_ []Result, err error) {
 	// ~110 µs once the WAL is reused, which made the limit before read
 	// lower than the one after in most runs.
 	r.progress("warming the store up: %d writers for %s", cfg.Writers, min(cfg.RawDuration, time.Second))
-	if _, err := measureRaw(ctx, e, cfg.Writers, min(cfg.RawDuration, time.Second)); err != nil {
+	if _, err := measureRaw(ctx, rawInsert, cfg.Writers, min(cfg.RawDuration, time.Second)); err != nil {
 		return nil, err
 	}
 	r.progress("raw limit: %d writers for %s", cfg.Writers, cfg.RawDuration)
-	raw1, err := measureRaw(ctx, e, cfg.Writers, cfg.RawDuration)
+	raw1, err := measureRaw(ctx, rawInsert, cfg.Writers, cfg.RawDuration)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +138,7 @@ func (r *runner) steps(ctx context.Context) (_ []Result, err error) {
 	elapsed := end.Sub(start)
 	r.progress("%d workflows in %s (all created after %s)", cfg.Workflows, elapsed.Round(time.Millisecond), created.Round(time.Millisecond))
 
-	raw2, err := measureRaw(ctx, e, cfg.Writers, cfg.RawDuration)
+	raw2, err := measureRaw(ctx, rawInsert, cfg.Writers, cfg.RawDuration)
 	if err != nil {
 		return nil, err
 	}
@@ -178,51 +177,30 @@ func (r *runner) steps(ctx context.Context) (_ []Result, err error) {
 	}, nil
 }
 
-func createRawTable(ctx context.Context, e *env) error {
-	ddl := `CREATE TABLE bench_raw (id INTEGER PRIMARY KEY, v BLOB)`
-	if e.backend == "postgres" {
-		ddl = `CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, v BYTEA)`
-	}
-	return e.w.Write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, ddl)
-		return err
-	})
-}
-
-// rawPayload is about the size of a step checkpoint row.
-var rawPayload = make([]byte, 64)
-
-// measureRaw inserts single rows, one per WriteOne, from writers goroutines
-// through the store's own Writer for d, and returns committed rows per
+// measureRaw makes the store's own writes (sqlstore's RawInsert), one
+// after another from writers goroutines, and returns committed rows per
 // second.
-func measureRaw(ctx context.Context, e *env, writers int, d time.Duration) (float64, error) {
-	insert := e.d.Rebind(`INSERT INTO bench_raw (v) VALUES (?)`)
+func measureRaw(ctx context.Context, raw func(context.Context) error, writers int, d time.Duration) (float64, error) {
 	var (
 		rows     atomic.Int64
 		wg       sync.WaitGroup
 		errOnce  sync.Once
 		firstErr error
 	)
-	// A one-statement write, like most of the engine's: in the group's
-	// transaction on SQLite, without an explicit transaction on PostgreSQL.
-	write := func(ctx context.Context, c sqlstore.Conn) error {
-		_, err := c.Exec(ctx, insert, rawPayload)
-		return err
-	}
 	start := time.Now()
 	deadline := start.Add(d)
 	for range writers {
 		wg.Add(1)
-		go func(w sqlstore.Writer) {
+		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				if err := w.WriteOne(ctx, write); err != nil {
+				if err := raw(ctx); err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("raw insert: %w", err) })
 					return
 				}
 				rows.Add(1)
 			}
-		}(e.w)
+		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
