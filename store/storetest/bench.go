@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -22,57 +23,128 @@ type Writes struct {
 	Insert func(ctx context.Context) error
 }
 
+// noticeBatch is how many finish notices a tracked writer claims at once,
+// as an agent runtime under load claims the due notices of its agents in
+// batches of tens.
+const noticeBatch = 32
+
 // BenchmarkWrites measures durable writes made by many goroutines, each
 // writing one after another as an engine's executions do, on stores open
-// returns (one per sub-benchmark). One op is one write:
+// returns (one per sub-benchmark):
 //
-//   - insert/writers=N: Writes.Insert, the store's own limit;
-//   - workflow/writers=N: the writes of workflows of three steps, in the
-//     order the engine makes them: the instance's claimed insert, three
-//     checkpoints (SaveStep) and its finish.
+//   - insert/writers=N: one op is one Writes.Insert, the store's own limit
+//     (writes/s);
+//   - workflow/writers=N: one op is the writes of a workflow of three steps
+//     in the order the engine makes them: the instance's claimed insert,
+//     three checkpoints (SaveStep) and its finish (workflows/s);
+//   - tracked/writers=N: the same workflow started by an agent, with what
+//     its agent must store and read to hear of its end: the instance with
+//     the agent's tracking row, the finish with its notice, the notice's
+//     claim (one claim for 32 notices), the outcome's read and the
+//     acknowledgement (workflows/s).
 //
-// Each reports writes/s; run in one invocation, the pair shows what the
-// engine's writes cost beyond the store's own limit.
+// workflow and tracked are the store's part of agentflow bench's steps and
+// agent-workflows scenarios, without the engine and the agent runtime: the
+// ratio of their workflows/s is the most the tracked path can reach
+// against a plain workflow's with what it stores today.
 func BenchmarkWrites(b *testing.B, open func(b *testing.B) Writes) {
 	for _, writers := range []int{64, 256} {
-		b.Run("insert/writers="+strconv.Itoa(writers), func(b *testing.B) {
+		n := strconv.Itoa(writers)
+		b.Run("insert/writers="+n, func(b *testing.B) {
 			w := openWrites(b, open)
-			runWriters(b, writers, func(ctx context.Context) func() error {
+			runWriters(b, writers, "writes/s", func(ctx context.Context, _ int) func() error {
 				return func() error { return w.Insert(ctx) }
 			})
 		})
-		b.Run("workflow/writers="+strconv.Itoa(writers), func(b *testing.B) {
+		b.Run("workflow/writers="+n, func(b *testing.B) {
 			s := openWrites(b, open).Store
-			result := []byte(`{"ok":true}`)
-			runWriters(b, writers, func(ctx context.Context) func() error {
-				var (
-					l store.Lease
-					n int // the next write's place in its workflow
-				)
+			runWriters(b, writers, "workflows/s", func(ctx context.Context, _ int) func() error {
 				return func() error {
-					now := time.Now()
-					defer func() { n = (n + 1) % 5 }()
-					switch n {
-					case 0: // ids that sort by time, as the engine's do
-						in := &store.Instance{ID: "wf_" + idgen.Sortable(now), Workflow: "bench", Status: store.StatusRunning,
-							Owner: "bench-node", CreatedAt: now}
-						if err := s.CreateInstances(ctx, []*store.Instance{in}); err != nil {
-							return err
-						}
-						l = store.Lease{InstanceID: in.ID, Owner: in.Owner, Fence: in.Fence}
-						return nil
-					case 4:
-						return s.Finish(ctx, l, store.Outcome{Status: store.StatusComplete, Output: result}, now)
-					default:
-						st := store.Step{Seq: n - 1, Name: "step" + strconv.Itoa(n), Kind: store.KindDo,
-							State: store.StepDone, Attempt: 1, Result: result, StartedAt: now}
-						_, err := s.SaveStep(ctx, l, st, now)
+					_, err := benchWorkflow(ctx, s, store.AgentKey{})
+					return err
+				}
+			})
+		})
+		b.Run("tracked/writers="+n, func(b *testing.B) {
+			s := openWrites(b, open).Store
+			runWriters(b, writers, "workflows/s", func(ctx context.Context, g int) func() error {
+				// A class per writer, so that its claims take its own notices.
+				key := store.AgentKey{Class: "Bench" + strconv.Itoa(g), Name: "a"}
+				pending := 0
+				return func() error {
+					if _, err := benchWorkflow(ctx, s, key); err != nil {
 						return err
 					}
+					if pending++; pending == noticeBatch {
+						pending = 0
+						return hearFinishes(ctx, s, key)
+					}
+					return nil
 				}
 			})
 		})
 	}
+}
+
+// benchWorkflow writes a workflow of three steps from its insert to its
+// finish, started by origin unless that is zero, and returns its id.
+func benchWorkflow(ctx context.Context, s store.Store, origin store.AgentKey) (string, error) {
+	now := time.Now()
+	// Ids that sort by time, as the engine's do: the rows being written
+	// share the pages at the end of their indexes.
+	in := &store.Instance{ID: "wf_" + idgen.Sortable(now), Workflow: "bench", Status: store.StatusRunning,
+		Owner: "bench-node", CreatedAt: now, Origin: origin}
+	if origin == (store.AgentKey{}) {
+		if err := s.CreateInstances(ctx, []*store.Instance{in}); err != nil {
+			return "", err
+		}
+	} else if err := s.CreateTrackedInstance(ctx, in, &store.AgentWorkflow{AgentKey: origin, WorkflowID: in.ID,
+		Binding: "BENCH"}); err != nil {
+		return "", err
+	}
+	l := store.Lease{InstanceID: in.ID, Owner: in.Owner, Fence: in.Fence}
+	result := []byte(`{"ok":true}`)
+	for i := range 3 {
+		st := store.Step{Seq: i, Name: "step" + strconv.Itoa(i), Kind: store.KindDo, State: store.StepDone,
+			Attempt: 1, Result: result, StartedAt: now}
+		if _, err := s.SaveStep(ctx, l, st, time.Now()); err != nil {
+			return "", err
+		}
+	}
+	return in.ID, s.Finish(ctx, l, store.Outcome{Status: store.StatusComplete, Output: result}, time.Now())
+}
+
+// hearFinishes does what an agent runtime does to tell agent key of its
+// finished workflows: claims their notices, reads each one's outcome and
+// acknowledges it.
+func hearFinishes(ctx context.Context, s store.Store, key store.AgentKey) error {
+	const owner = "bench-runtime"
+	notices, err := s.ClaimDueSchedules(ctx, owner, []string{key.Class}, time.Now(), noticeBatch)
+	if err != nil {
+		return err
+	}
+	if len(notices) != noticeBatch {
+		return fmt.Errorf("claimed %d finish notices of %s, want %d", len(notices), key, noticeBatch)
+	}
+	for _, n := range notices {
+		var p struct {
+			InstanceID string `json:"instanceId"`
+		}
+		if err := json.Unmarshal(n.Payload, &p); err != nil {
+			return fmt.Errorf("notice %s: payload %q: %w", n.ID, n.Payload, err)
+		}
+		id := p.InstanceID
+		o, err := s.GetWorkflowOutcome(ctx, key, id)
+		if err != nil {
+			return err
+		}
+		u := store.TrackingUpdate{Rule: store.TrackFinish, Status: o.Status}
+		if err := s.AckWorkflowNotice(ctx, store.NoticeAck{AgentKey: key, NoticeID: n.ID, Owner: owner,
+			WorkflowID: id, Update: u}, time.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func openWrites(b *testing.B, open func(b *testing.B) Writes) Writes {
@@ -86,25 +158,25 @@ func openWrites(b *testing.B, open func(b *testing.B) Writes) Writes {
 	return w
 }
 
-// runWriters makes b.N writes from writers goroutines, each making its
-// writes one after another with the function next returns for it, and
-// reports the writes a second.
-func runWriters(b *testing.B, writers int, next func(ctx context.Context) func() error) {
+// runWriters runs b.N ops from writers goroutines, numbered from 0, each
+// running its ops one after another with the function next returns for
+// it, and reports the ops a second under the name unit.
+func runWriters(b *testing.B, writers int, unit string, next func(ctx context.Context, g int) func() error) {
 	b.Helper()
 	procs := runtime.GOMAXPROCS(0)
 	b.SetParallelism((writers + procs - 1) / procs)
-	var g atomic.Int64
+	var goroutines atomic.Int64
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
-		id := g.Add(1)
-		write := next(b.Context())
+		g := int(goroutines.Add(1) - 1)
+		op := next(b.Context(), g)
 		for pb.Next() {
-			if err := write(); err != nil {
-				b.Error(fmt.Errorf("writer %d: %w", id, err))
+			if err := op(); err != nil {
+				b.Error(fmt.Errorf("writer %d: %w", g, err))
 				return
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), unit)
 }
