@@ -27,3 +27,16 @@ func BenchmarkWrites(b *testing.B) {
 		return storetest.Writes{Store: s, Insert: raw}
 	})
 }
+
+// BenchmarkDueSchedules runs storetest.BenchmarkDueSchedules in a fresh
+// schema of the test server.
+func BenchmarkDueSchedules(b *testing.B) {
+	storetest.BenchmarkDueSchedules(b, func(b *testing.B) storetest.Writes {
+		dsn, schema := pgtest.Schema(b)
+		s, err := postgres.Open(b.Context(), dsn, postgres.Options{Schema: schema})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return storetest.Writes{Store: s}
+	})
+}

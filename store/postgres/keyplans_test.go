@@ -22,7 +22,7 @@ import (
 // status that lookups of one instance also test.
 var agentIndexes = map[string][]string{
 	"agent_workflows_page":              {"ListAgentWorkflows", "ListAgentWorkflows(filtered, after)"},
-	"agent_schedules_agent":             {"aq.listSchedules", "aq.dropUnusedAgent", "aq.claimSchedules", "aq.nextSchedules"},
+	"agent_schedules_agent":             {"aq.listSchedules", "aq.dropUnusedAgent"},
 	"agent_fibers_agent":                {"aq.listFibers"},
 	"think_submissions_seq":             {"ListSubmissions", "tq.insertSubmission", "tq.startSubmission"},
 	"workflow_instances_status_created": {},

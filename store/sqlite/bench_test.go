@@ -27,3 +27,15 @@ func BenchmarkWrites(b *testing.B) {
 		return storetest.Writes{Store: s, Insert: raw}
 	})
 }
+
+// BenchmarkDueSchedules runs storetest.BenchmarkDueSchedules on a file in
+// the temporary directory.
+func BenchmarkDueSchedules(b *testing.B) {
+	storetest.BenchmarkDueSchedules(b, func(b *testing.B) storetest.Writes {
+		s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return storetest.Writes{Store: s}
+	})
+}

@@ -132,3 +132,34 @@ func TestUnfinishedRowsUseTheirIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestDueSchedulesUseTheDueIndex checks that the looks for due schedules
+// read agent_schedules_due, in due order up to now, so that their cost does
+// not grow with the schedules due later: through agent_schedules_agent they
+// read every schedule of the class, and a runtime looks every poll interval
+// (BENCHMARKS.md, "A look for due schedules").
+func TestDueSchedulesUseTheDueIndex(t *testing.T) {
+	t.Parallel()
+	db := openMigrated(t)
+	st := sqlstore.Statements(dialect)
+	for _, name := range []string{"aq.claimSchedules", "aq.nextSchedules"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			q := strings.NewReplacer("%s", "?").Replace(st[name])
+			steps, err := plan(t.Context(), db, q)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, q)
+			}
+			due := false
+			for _, s := range steps {
+				if strings.Contains(s, "agent_schedules_agent") {
+					t.Errorf("a step reads agent_schedules_agent:\n%s\nplan:\n  %s", q, strings.Join(steps, "\n  "))
+				}
+				due = due || strings.Contains(s, "agent_schedules_due (next_run_at<?)")
+			}
+			if !due {
+				t.Errorf("no step reads agent_schedules_due up to now:\n%s\nplan:\n  %s", q, strings.Join(steps, "\n  "))
+			}
+		})
+	}
+}

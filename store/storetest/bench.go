@@ -187,3 +187,64 @@ func runWriters(b *testing.B, writers int, unit string, next func(ctx context.Co
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), unit)
 }
+
+// BenchmarkDueSchedules measures a runtime's look for due schedules, on
+// stores open returns: one op is a NextScheduleTimes and a
+// ClaimDueSchedules of one class when none of its schedules is due, with
+// future=N schedules of that class (one an agent) due tomorrow. What a
+// look costs should not grow with the schedules waiting for later: a
+// runtime looks every poll interval and after every wake-up.
+func BenchmarkDueSchedules(b *testing.B, open func(b *testing.B) Writes) {
+	for _, future := range []int{0, 10_000, 100_000} {
+		b.Run("future="+strconv.Itoa(future), func(b *testing.B) {
+			s := openWrites(b, open).Store
+			ctx := b.Context()
+			now := time.Now()
+			if err := s.Heartbeat(ctx, store.Node{ID: noticeOwner, Service: "bench", StartedAt: now,
+				ExpiresAt: now.Add(time.Hour)}); err != nil {
+				b.Fatal(err)
+			}
+			if err := createFuture(ctx, s, future, now.Add(24*time.Hour)); err != nil {
+				b.Fatal(err)
+			}
+			classes := []string{"Bench"}
+			b.ResetTimer()
+			for b.Loop() {
+				if ts, err := s.NextScheduleTimes(ctx, classes, now, 10_000); err != nil || len(ts) != 0 {
+					b.Fatalf("NextScheduleTimes: %d times, %v; want none due", len(ts), err)
+				}
+				if got, err := s.ClaimDueSchedules(ctx, noticeOwner, classes, now, 256); err != nil || len(got) != 0 {
+					b.Fatalf("ClaimDueSchedules: %d claimed, %v; want none due", len(got), err)
+				}
+			}
+		})
+	}
+}
+
+// createFuture creates n schedules of class Bench due at due, one an agent,
+// from 64 goroutines so that a store committing in groups does it in few
+// commits.
+func createFuture(ctx context.Context, s store.Store, n int, due time.Time) error {
+	const workers = 64
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := w; i < n; i += workers {
+				sc := &store.Schedule{ID: "sch_" + strconv.Itoa(i), AgentKey: store.AgentKey{Class: "Bench", Name: "a" + strconv.Itoa(i)},
+					Method: "Tick", Kind: store.ScheduleDelayed, NextRunAt: due, CreatedAt: due.Add(-24 * time.Hour)}
+				if _, _, err := s.CreateSchedule(ctx, sc); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range workers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
