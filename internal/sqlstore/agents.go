@@ -135,13 +135,13 @@ func newAgentQueries(d *Dialect) agentQueries {
 		// updates, and with SKIP LOCKED each run skips the rows already
 		// taken and picks more, past the limit.
 		//
-		// The claim and nextSchedules name the class as an expression no
-		// index covers, so that they read agent_schedules_due from its
-		// start to now: through agent_schedules_agent, the plan both
-		// stores took, they read every schedule of the class, due or
-		// not, and a runtime looks every poll interval.
+		// The claim and nextSchedules read agent_schedules_due (class,
+		// next_run_at): each class's due schedules, up to now. Through
+		// agent_schedules_agent (class, name, next_run_at) they read every
+		// schedule of the class, due or not, and a runtime looks every
+		// poll interval (migration 0015).
 		claimSchedules: (`WITH picked AS MATERIALIZED (SELECT s.id FROM agent_schedules s
-              WHERE s.next_run_at <= ? AND ` + notIndexed("s.class") + ` IN (%s)
+              WHERE s.next_run_at <= ? AND s.class IN (%s)
                 AND (s.owner IS NULL OR NOT ` + live("s.owner") + `)
                 AND NOT EXISTS (SELECT 1 FROM agent_instances a
                                 WHERE a.class = s.class AND a.name = s.name AND a.owner <> ? AND ` + live("a.owner") + `)
@@ -150,7 +150,7 @@ UPDATE agent_schedules SET owner = ?
  WHERE id IN (SELECT id FROM picked) AND next_run_at <= ?
  RETURNING ` + scheduleCols),
 		nextSchedules: (`SELECT next_run_at FROM agent_schedules
- WHERE next_run_at <= ? AND ` + notIndexed("class") + ` IN (%s) AND (owner IS NULL OR NOT ` + live("owner") + `)
+ WHERE next_run_at <= ? AND class IN (%s) AND (owner IS NULL OR NOT ` + live("owner") + `)
  ORDER BY next_run_at LIMIT ?`),
 		reschedule: r(`UPDATE agent_schedules SET next_run_at = ?, owner = NULL WHERE id = ? AND owner = ?`),
 

@@ -190,13 +190,24 @@ func runWriters(b *testing.B, writers int, unit string, next func(ctx context.Co
 
 // BenchmarkDueSchedules measures a runtime's look for due schedules, on
 // stores open returns: one op is a NextScheduleTimes and a
-// ClaimDueSchedules of one class when none of its schedules is due, with
-// future=N schedules of that class (one an agent) due tomorrow. What a
-// look costs should not grow with the schedules waiting for later: a
-// runtime looks every poll interval and after every wake-up.
+// ClaimDueSchedules of class Bench when none of its schedules is due, with
+// future=N schedules of that class (one an agent) due tomorrow, or
+// elsewhere=N schedules of another class (one a runtime of this service does
+// not run) due now. What a look costs should grow with neither: a runtime
+// looks every poll interval and after every wake-up.
 func BenchmarkDueSchedules(b *testing.B, open func(b *testing.B) Writes) {
-	for _, future := range []int{0, 10_000, 100_000} {
-		b.Run("future="+strconv.Itoa(future), func(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		n     int
+		class string
+		in    time.Duration
+	}{
+		{"future=0", 0, "Bench", 0},
+		{"future=10000", 10_000, "Bench", 24 * time.Hour},
+		{"future=100000", 100_000, "Bench", 24 * time.Hour},
+		{"elsewhere=100000", 100_000, "Other", 0},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			s := openWrites(b, open).Store
 			ctx := b.Context()
 			now := time.Now()
@@ -204,7 +215,7 @@ func BenchmarkDueSchedules(b *testing.B, open func(b *testing.B) Writes) {
 				ExpiresAt: now.Add(time.Hour)}); err != nil {
 				b.Fatal(err)
 			}
-			if err := createFuture(ctx, s, future, now.Add(24*time.Hour)); err != nil {
+			if err := createSchedules(ctx, s, c.n, c.class, now.Add(c.in)); err != nil {
 				b.Fatal(err)
 			}
 			classes := []string{"Bench"}
@@ -221,16 +232,16 @@ func BenchmarkDueSchedules(b *testing.B, open func(b *testing.B) Writes) {
 	}
 }
 
-// createFuture creates n schedules of class Bench due at due, one an agent,
+// createSchedules creates n schedules of class due at due, one an agent,
 // from 64 goroutines so that a store committing in groups does it in few
 // commits.
-func createFuture(ctx context.Context, s store.Store, n int, due time.Time) error {
+func createSchedules(ctx context.Context, s store.Store, n int, class string, due time.Time) error {
 	const workers = 64
 	errs := make(chan error, workers)
 	for w := range workers {
 		go func() {
 			for i := w; i < n; i += workers {
-				sc := &store.Schedule{ID: "sch_" + strconv.Itoa(i), AgentKey: store.AgentKey{Class: "Bench", Name: "a" + strconv.Itoa(i)},
+				sc := &store.Schedule{ID: "sch_" + strconv.Itoa(i), AgentKey: store.AgentKey{Class: class, Name: "a" + strconv.Itoa(i)},
 					Method: "Tick", Kind: store.ScheduleDelayed, NextRunAt: due, CreatedAt: due.Add(-24 * time.Hour)}
 				if _, _, err := s.CreateSchedule(ctx, sc); err != nil {
 					errs <- err
