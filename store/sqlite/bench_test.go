@@ -9,33 +9,23 @@ import (
 	"agentflow/store/storetest"
 )
 
-// BenchmarkWrites runs storetest.BenchmarkWrites on a file in the
-// temporary directory with the default synchronous=FULL. With TMPDIR on a
-// tmpfs (where fsync costs nothing) it measures the writer's CPU alone:
+// The stores' benchmarks (storetest) on a file in the temporary directory,
+// with the default synchronous=FULL. With TMPDIR on a tmpfs (where fsync
+// costs nothing) they measure the writer's CPU alone:
 //
-//	TMPDIR=/dev/shm go test -run '^$' -bench Writes -count 6 ./store/sqlite
-func BenchmarkWrites(b *testing.B) {
-	storetest.BenchmarkWrites(b, func(b *testing.B) storetest.Writes {
-		s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		raw, err := s.Store.(*sqlstore.Store).RawInsert(b.Context())
-		if err != nil {
-			b.Fatal(err)
-		}
-		return storetest.Writes{Store: s, Insert: raw}
-	})
-}
+//	TMPDIR=/dev/shm go test -run '^$' -bench . -count 6 ./store/sqlite
 
-// BenchmarkDueSchedules runs storetest.BenchmarkDueSchedules on a file in
-// the temporary directory.
-func BenchmarkDueSchedules(b *testing.B) {
-	storetest.BenchmarkDueSchedules(b, func(b *testing.B) storetest.Writes {
-		s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return storetest.Writes{Store: s}
-	})
+func BenchmarkWrites(b *testing.B)       { storetest.BenchmarkWrites(b, openBench) }
+func BenchmarkDueSchedules(b *testing.B) { storetest.BenchmarkDueSchedules(b, openBench) }
+
+func openBench(b *testing.B) storetest.Writes {
+	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := s.Store.(*sqlstore.Store).RawInsert(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return storetest.Writes{Store: s, Insert: raw}
 }
